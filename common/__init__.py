@@ -1,0 +1,1 @@
+"""Code shared by two or more components: seeding, atomic file writes, likelihoods, uncertainty, layers."""
