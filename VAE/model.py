@@ -1,0 +1,201 @@
+"""Variational auto-encoders: tabular gauss_cat / Gaussian MLP VAEs and the MNIST convolutional Bernoulli VAE.
+
+One class, :class:`VAE`, covers the original's ``VAE_gauss_net``, ``VAE_gauss_cat_net``, ``VAE_bern_net`` and
+``MNISTconv_VAE_bern_net`` (spec 4.5) through two arguments: ``likelihood`` (``gauss_cat``, ``gauss``,
+``bernoulli``) and ``arch`` (``mlp``: pre-activation residual MLPs, spec 4.3; ``mnist_conv``: the ResNets of
+spec 4.4). Inputs and outputs are always *flat*: one-hot blocks for tabular data, ``[B, H*W]`` for images.
+
+ELBO per example (Eq. 3 of [1]): ``vlb = log p(x | z) - KL(q(z | x) || N(0, I))``, with ``q`` a diagonal Gaussian whose
+scale is floored at 1e-3. Training samples ``z = loc + scale * eps`` (the reparameterisation of [1], Sec. 2.4) and
+minimises ``mean_B(-vlb) * vlb_scale``; evaluation decodes ``z = loc`` (the original's ``eval``), still with the KL
+of the full ``q``.
+
+#### References
+[1] Kingma & Welling. Auto-Encoding Variational Bayes. ICLR 2014.
+[2] Antorán et al. Getting a CLUE: A Method for Explaining Uncertainty Estimates. ICLR 2021.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from common import likelihoods as lk
+from common.layers import assign_sequential_from_npz, mlp_generator_net, mlp_recognition_net
+from common.utils import atomic_path
+
+logger = logging.getLogger(__name__)
+
+ARCHS = ("mlp", "mnist_conv")
+WEIGHTS_FILE = "model.weights.h5"
+CONFIG_FILE = "model_config.json"
+
+
+class VAE(keras.Model):
+    """A VAE with a diagonal-Gaussian posterior, a N(0, I) prior and a flat likelihood.
+
+    Args:
+      input_dim_vec: per-variable widths of the flat input (``[1]*D`` for Gaussian or pixel data).
+      latent_dim: L.
+      likelihood: ``"gauss_cat"`` (mixed continuous/one-hot), ``"gauss"`` (``-(x_hat - x)^2``, or a learned scale
+        with ``pred_sig``) or ``"bernoulli"`` (pixels in [0, 1]).
+      width, depth: MLP width and depth (depth 3 = input Dense + 2 residual blocks); ignored by ``mnist_conv``.
+      arch: ``"mlp"`` or ``"mnist_conv"`` (28x28 images, Bernoulli).
+      pred_sig: Gaussian likelihood with a learned per-dimension scale (decoder outputs ``2D``).
+    """
+
+    def __init__(self, input_dim_vec: Sequence[int], latent_dim: int, likelihood: str = "gauss_cat",
+                 width: int = 300, depth: int = 3, arch: str = "mlp", pred_sig: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        if likelihood not in lk.LIKELIHOODS:
+            raise ValueError(f"unknown likelihood {likelihood!r}; choose one of {lk.LIKELIHOODS}")
+        if arch not in ARCHS:
+            raise ValueError(f"unknown arch {arch!r}; choose one of {ARCHS}")
+        if pred_sig and likelihood != "gauss":
+            raise ValueError("pred_sig is only defined for the Gaussian likelihood")
+        self.input_dim_vec = [int(k) for k in input_dim_vec]
+        self.input_dim = sum(self.input_dim_vec)
+        self.latent_dim = int(latent_dim)
+        self.likelihood = likelihood
+        self.width, self.depth, self.arch, self.pred_sig = int(width), int(depth), arch, bool(pred_sig)
+        self.vlb_scale = lk.vlb_scale(likelihood, self.input_dim_vec)
+        out_dim = lk.decoder_output_dim(likelihood, self.input_dim_vec, pred_sig)
+        if arch == "mnist_conv":
+            from VAE.conv import IMAGE_SHAPE, mnist_generator_resnet, mnist_recognition_resnet
+            if likelihood != "bernoulli" or self.input_dim != IMAGE_SHAPE[0] * IMAGE_SHAPE[1]:
+                raise ValueError("arch 'mnist_conv' needs the Bernoulli likelihood and 784 flat pixels")
+            self.encoder = mnist_recognition_resnet(self.latent_dim)
+            self.decoder = mnist_generator_resnet(self.latent_dim)
+        else:
+            self.encoder = mlp_recognition_net(self.input_dim, self.width, self.depth, self.latent_dim)
+            self.decoder = mlp_generator_net(out_dim, self.width, self.depth, self.latent_dim, variant="vae")
+
+    # ------------------------------------------------------------------------------------------------ networks
+    def call(self, x, training=False):
+        loc, _ = self.encode(x, training=training)
+        return self.decode(loc, training=training)
+
+    def encode(self, x: tf.Tensor, training: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
+        """Posterior q(z | x): ``x`` float32 ``[B, D]`` flat -> ``(loc, scale)``, each ``[B, L]``, scale >= 1e-3."""
+        return lk.normal_parse_params(self.encoder(x, training=training), lk.MIN_ENCODER_SIGMA)
+
+    def decode(self, z: tf.Tensor, training: bool = False) -> tf.Tensor:
+        """Raw decoder output ``[B, D]`` (``[B, 2D]`` with ``pred_sig``): means, categorical logits or pixel logits."""
+        return self.decoder(z, training=training)
+
+    def regenerate(self, z: tf.Tensor, straight_through: bool = True) -> tf.Tensor:
+        """Decodes ``z [B, L]`` (BatchNorm in inference mode) into the flat model-input space ``[B, D]``.
+
+        * gauss_cat: continuous columns are the decoder means; each categorical block is an exact one-hot of the
+          argmax. With ``straight_through`` its gradient is the softmax Jacobian (CLUE's inner loop); without it the
+          block carries no gradient (the original's ``grad=False``).
+        * gauss: the decoder mean (``pred_sig``: the mean half; the original returned a Normal).
+        * bernoulli: ``sigmoid(logits)``, the pixel probabilities.
+
+        A plain differentiable TF computation: CLUE differentiates it with respect to ``z``.
+        """
+        out = self.decode(z, training=False)
+        if self.likelihood == "gauss_cat":
+            return lk.selective_softmax(out, self.input_dim_vec, "straight_through" if straight_through else "hard")
+        if self.likelihood == "bernoulli":
+            return tf.sigmoid(out)
+        return out[:, : self.input_dim] if self.pred_sig else out
+
+    # --------------------------------------------------------------------------------------------- objectives
+    def elbo_terms(self, x: tf.Tensor, training: bool = False, eps: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
+        """ELBO pieces for a batch of flat ``x [B, D]``.
+
+        Args:
+          x: float32 ``[B, D]``.
+          training: BatchNorm mode.
+          eps: float32 ``[B, L]`` standard-normal noise for ``z = loc + scale * eps``; ``None`` decodes ``z = loc``.
+
+        Returns:
+          dict with ``rec_per_term`` ``[B, n_vars]`` (gauss_cat) or ``[B, D]``, ``rec`` ``[B]``, ``kl_per_dim``
+          ``[B, L]``, ``kl`` ``[B]``, ``elbo`` ``[B]`` and the raw decoder output ``out``.
+        """
+        loc, scale = self.encode(x, training=training)
+        z = loc if eps is None else loc + scale * eps
+        out = self.decode(z, training=training)
+        rec_per_term = lk.log_likelihood(self.likelihood, out, x, self.input_dim_vec, self.pred_sig)
+        kl_per_dim = lk.kl_normal_std_normal(loc, scale)
+        rec, kl = tf.reduce_sum(rec_per_term, -1), tf.reduce_sum(kl_per_dim, -1)
+        return {"rec_per_term": rec_per_term, "rec": rec, "kl_per_dim": kl_per_dim, "kl": kl, "elbo": rec - kl,
+                "out": out}
+
+    def elbo(self, x: tf.Tensor) -> tf.Tensor:
+        """Per-example evaluation ELBO ``[B]``: inference-mode BN, ``z = loc`` (the original's dev ELBO)."""
+        return self.elbo_terms(x, training=False)["elbo"]
+
+    def loss(self, x: tf.Tensor, eps: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Training objective ``mean_B(-vlb) * vlb_scale`` (train-mode BN, reparameterised z) and ``mean_B(vlb)``."""
+        vlb = self.elbo_terms(x, training=True, eps=eps)["elbo"]
+        return -tf.reduce_mean(vlb) * self.vlb_scale, tf.reduce_mean(vlb)
+
+    def sample_prior(self, n: int, seed: tf.Tensor | None = None) -> tf.Tensor:
+        """``n`` prior draws decoded with :meth:`regenerate` (hard), ``[n, D]``."""
+        z = tf.random.stateless_normal((n, self.latent_dim), seed) if seed is not None else \
+            tf.random.normal((n, self.latent_dim))
+        return self.regenerate(z, straight_through=False)
+
+    # -------------------------------------------------------------------------------------------- persistence
+    def get_config(self) -> dict[str, Any]:
+        return {"input_dim_vec": self.input_dim_vec, "latent_dim": self.latent_dim, "likelihood": self.likelihood,
+                "width": self.width, "depth": self.depth, "arch": self.arch, "pred_sig": self.pred_sig}
+
+
+def build_vae(config: Mapping[str, Any]) -> VAE:
+    """Rebuilds a :class:`VAE` from :meth:`VAE.get_config` (extra keys are rejected)."""
+    return VAE(**dict(config))
+
+
+def save_vae(model: VAE, export_dir: str | os.PathLike, extra: Mapping[str, Any] | None = None) -> Path:
+    """Atomically writes ``export_dir/{model.weights.h5, model_config.json}``; ``extra`` goes into the JSON too."""
+    export_dir = Path(export_dir)
+    with atomic_path(export_dir) as tmp:
+        tmp.mkdir()
+        model.save_weights(str(tmp / WEIGHTS_FILE))
+        (tmp / CONFIG_FILE).write_text(json.dumps({"model": model.get_config(), **(extra or {})}, indent=2) + "\n")
+    return export_dir
+
+
+def load_vae(export_dir: str | os.PathLike) -> VAE:
+    """Rebuilds a VAE written by :func:`save_vae` (the weights plus ``model_config.json`` suffice)."""
+    export_dir = Path(export_dir)
+    if not (export_dir / CONFIG_FILE).exists():
+        raise FileNotFoundError(f"{export_dir / CONFIG_FILE} not found: not a VAE export written by save_vae")
+    with open(export_dir / CONFIG_FILE) as f:
+        model = build_vae(json.load(f)["model"])
+    model.load_weights(str(export_dir / WEIGHTS_FILE))
+    return model
+
+
+def load_parity_npz(path: str | os.PathLike) -> VAE:
+    """Loads a trained gauss_cat VAE from the neutral npz format of the parity kit (``SCHEMA.md`` section 3).
+
+    The npz holds ``encoder/...`` and ``decoder/...`` Dense and BatchNorm arrays in forward order and a JSON ``meta``
+    with ``input_dim_vec``, ``latent_dim``, ``width`` and ``depth``.
+
+    Raises:
+      FileNotFoundError, KeyError or ValueError if the file is absent or does not describe such a VAE.
+    """
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files}
+    if "meta" not in arrays:
+        raise KeyError(f"{path}: no 'meta' entry; not a parity-kit VAE npz")
+    meta = json.loads(str(arrays.pop("meta")))
+    model = VAE(meta["input_dim_vec"], meta["latent_dim"], "gauss_cat", meta["width"], meta["depth"])
+    assign_sequential_from_npz(model.encoder, arrays, "encoder")
+    assign_sequential_from_npz(model.decoder, arrays, "decoder")
+    return model
+
+
+from_npz = load_parity_npz

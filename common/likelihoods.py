@@ -1,0 +1,243 @@
+"""Likelihoods, latent Gaussians and the flat/compact tabular layouts shared by the VAE and the VAEAC.
+
+Tabular data use two layouts (spec 1.1). ``input_dim_vec`` lists one entry per *variable*: 1 for a continuous
+variable, K >= 2 for a categorical variable with K classes.
+
+* **flat**: continuous variables are one column, categorical variables a one-hot block of K columns, in the order of
+  ``input_dim_vec``; width ``sum(input_dim_vec)``. Every network input and output is flat.
+* **compact**: one column per variable; categorical columns hold the class index as a float.
+
+The mixed likelihood follows the original ``rms_cat_loglike`` (spec 4.2): per variable, a continuous value scores
+``-(x_hat - x)^2`` (no 1/2, no log(2 pi): a fixed variance of 1/2 up to a constant) and a categorical value scores
+``log softmax(logits)[class]``. The VAE/VAEAC losses divide the ELBO by the number of *variables*, not flat columns
+(see ``vlb_scale``).
+
+#### References
+[1] Antorán et al. Getting a CLUE: A Method for Explaining Uncertainty Estimates. ICLR 2021.
+[2] Kingma & Welling. Auto-Encoding Variational Bayes. ICLR 2014 (Appendix B: the Gaussian KL).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+MIN_ENCODER_SIGMA = 1e-3  # normal_parse_params(., 1e-3) on every encoder / prior network output (spec 4.2)
+MIN_DECODER_SIGMA = 1e-2  # decoder sigma floor when the Gaussian likelihood learns its scale (trap 8)
+
+LIKELIHOODS = ("gauss_cat", "gauss", "bernoulli")
+
+
+# ----------------------------------------------------------------------------------------------- layout conversions
+def _check_vec(input_dim_vec: Sequence[int]) -> list[int]:
+    vec = [int(k) for k in input_dim_vec]
+    if not vec or any(k < 1 for k in vec):
+        raise ValueError(f"input_dim_vec must be a non-empty list of positive ints, got {input_dim_vec!r}")
+    return vec
+
+
+def block_slices(input_dim_vec: Sequence[int]) -> list[slice]:
+    """The flat column range of each variable, in ``input_dim_vec`` order."""
+    offsets = np.concatenate([[0], np.cumsum(_check_vec(input_dim_vec))])
+    return [slice(int(a), int(b)) for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+
+
+def input_dim_vec_to_x_dims(input_dim_vec: Sequence[int]) -> list[int]:
+    """Per flat column, the size of the variable it belongs to: ``[1, 8] -> [1, 8, 8, ..., 8]``."""
+    return [k for k in _check_vec(input_dim_vec) for _ in range(k)]
+
+
+def x_dims_to_input_dim_vec(x_dims: Sequence[int]) -> list[int]:
+    """Inverse of :func:`input_dim_vec_to_x_dims`."""
+    vec, i = [], 0
+    while i < len(x_dims):
+        vec.append(int(x_dims[i]))
+        i += int(x_dims[i])
+    return vec
+
+
+def flat_to_compact(x: np.ndarray, input_dim_vec: Sequence[int]) -> np.ndarray:
+    """Flat ``[N, sum(vec)]`` -> compact ``[N, len(vec)]``; categorical blocks become argmax (ties: lowest index)."""
+    x = np.asarray(x)
+    slices = block_slices(input_dim_vec)
+    if x.shape[-1] != slices[-1].stop:
+        raise ValueError(f"flat x has {x.shape[-1]} columns but sum(input_dim_vec) = {slices[-1].stop}")
+    cols = [x[..., s] if s.stop - s.start == 1 else np.argmax(x[..., s], axis=-1)[..., None].astype(x.dtype)
+            for s in slices]
+    return np.concatenate(cols, axis=-1)
+
+
+def compact_to_flat(x: np.ndarray, input_dim_vec: Sequence[int]) -> np.ndarray:
+    """Compact ``[N, len(vec)]`` -> flat ``[N, sum(vec)]``, one-hot encoding each categorical column."""
+    x = np.asarray(x)
+    vec = _check_vec(input_dim_vec)
+    if x.shape[-1] != len(vec):
+        raise ValueError(f"compact x has {x.shape[-1]} columns but input_dim_vec has {len(vec)} variables")
+    cols = []
+    for j, k in enumerate(vec):
+        if k == 1:
+            cols.append(x[..., j:j + 1])
+        else:
+            idx = x[..., j].astype(np.int64)
+            if idx.min(initial=0) < 0 or idx.max(initial=0) >= k:
+                raise ValueError(f"variable {j} has class indices outside [0, {k})")
+            cols.append(np.eye(k, dtype=x.dtype)[idx])
+    return np.concatenate(cols, axis=-1)
+
+
+def compact_mask_to_flat(mask: np.ndarray, input_dim_vec: Sequence[int]) -> np.ndarray:
+    """Per-variable mask ``[N, len(vec)]`` -> per-column mask ``[N, sum(vec)]`` (each bit repeated K times)."""
+    return np.repeat(np.asarray(mask), _check_vec(input_dim_vec), axis=-1)
+
+
+# ------------------------------------------------------------------------------------------------ latent Gaussians
+def normal_parse_params(params: tf.Tensor, min_sigma: float = MIN_ENCODER_SIGMA) -> tuple[tf.Tensor, tf.Tensor]:
+    """Splits ``[B, 2L]`` network output into ``loc = params[:, :L]``, ``scale = max(softplus(params[:, L:]), min)``."""
+    loc, raw = tf.split(params, 2, axis=-1)
+    return loc, tf.maximum(tf.nn.softplus(raw), min_sigma)
+
+
+def kl_normal_std_normal(loc: tf.Tensor, scale: tf.Tensor) -> tf.Tensor:
+    """Per-dimension KL(N(loc, scale) || N(0, 1)) = 0.5 (scale^2 + loc^2 - 1 - log scale^2) ([2], App. B). ``[B, L]``."""
+    return 0.5 * (tf.square(scale) + tf.square(loc) - 1.0) - tf.math.log(scale)
+
+
+def kl_normal_normal(loc_q: tf.Tensor, scale_q: tf.Tensor, loc_p: tf.Tensor, scale_p: tf.Tensor) -> tf.Tensor:
+    """Per-dimension KL(N(loc_q, scale_q) || N(loc_p, scale_p)) between diagonal Gaussians, ``[B, L]``."""
+    var_ratio = tf.square(scale_q / scale_p)
+    return 0.5 * (var_ratio + tf.square((loc_q - loc_p) / scale_p) - 1.0 - tf.math.log(var_ratio))
+
+
+def normal_log_prob(x: tf.Tensor, loc: tf.Tensor, scale: tf.Tensor) -> tf.Tensor:
+    """Elementwise log N(x; loc, scale)."""
+    return -0.5 * tf.square((x - loc) / scale) - tf.math.log(scale) - 0.5 * np.log(2.0 * np.pi)
+
+
+# ---------------------------------------------------------------------------------------------------- likelihoods
+def _first_argmax_onehot(block: tf.Tensor) -> tf.Tensor:
+    """Hard one-hot of the argmax of the last axis; ties go to the lowest index (as torch.max / np.argmax)."""
+    k = block.shape[-1]
+    is_max = tf.cast(block >= tf.reduce_max(block, axis=-1, keepdims=True), tf.int32)
+    # the first maximum is the position where the running count of maxima first reaches 1
+    first = tf.logical_and(is_max > 0, tf.cumsum(is_max, axis=-1) == 1)
+    return tf.one_hot(tf.argmax(tf.cast(first, tf.int32), axis=-1), k, dtype=block.dtype)
+
+
+def gauss_cat_log_likelihood(out: tf.Tensor, x: tf.Tensor, input_dim_vec: Sequence[int]) -> tf.Tensor:
+    """Per-variable log-likelihood of the mixed Gaussian/categorical model (spec 4.2, ``rms_cat_loglike``).
+
+    Args:
+      out: float32 ``[..., D]`` flat decoder output: a mean for each continuous column, K logits per categorical block.
+      x: float32 ``[..., D]`` **flat** target. Each categorical block is reduced to the argmax class (ties: lowest
+        index), i.e. the compact target the original computes with ``flat_to_gauss_cat``.
+      input_dim_vec: per-variable widths, ``sum == D``.
+
+    Returns:
+      float32 ``[..., n_vars]``: ``-(out_j - x_j)^2`` for continuous variables, ``log softmax(block)[class]`` for
+      categorical ones. Sum over the last axis for the reconstruction term of the ELBO.
+    """
+    slices = block_slices(input_dim_vec)
+    if out.shape[-1] != slices[-1].stop or x.shape[-1] != slices[-1].stop:
+        raise ValueError(f"expected flat tensors with {slices[-1].stop} columns, got {out.shape} and {x.shape}")
+    cols = []
+    for s in slices:
+        if s.stop - s.start == 1:
+            cols.append(-tf.square(out[..., s] - x[..., s]))  # [..., 1]
+        else:
+            target = tf.stop_gradient(_first_argmax_onehot(x[..., s]))  # [..., K]
+            log_p = tf.nn.log_softmax(out[..., s], axis=-1)
+            cols.append(tf.reduce_sum(target * log_p, axis=-1, keepdims=True))
+    return tf.concat(cols, axis=-1)  # [..., n_vars]
+
+
+def gauss_unit_log_likelihood(out: tf.Tensor, x: tf.Tensor) -> tf.Tensor:
+    """``-(out - x)^2`` elementwise (the original's ``pred_sig=False`` Gaussian: no 1/2, no constant), ``[..., D]``."""
+    return -tf.square(out - x)
+
+
+def gauss_learned_scale_log_likelihood(out: tf.Tensor, x: tf.Tensor,
+                                       min_sigma: float = MIN_DECODER_SIGMA) -> tf.Tensor:
+    """``log N(x; mu, max(softplus(s), min_sigma))`` elementwise, with ``out = [mu, s]`` of width ``2D``. ``[..., D]``."""
+    loc, scale = normal_parse_params(out, min_sigma)
+    return normal_log_prob(x, loc, scale)
+
+
+def bernoulli_log_likelihood(logits: tf.Tensor, x: tf.Tensor) -> tf.Tensor:
+    """``-BCEWithLogits(logits, x)`` elementwise; ``x`` may be continuous in [0, 1] (grey pixels). ``[..., D]``."""
+    return -tf.nn.sigmoid_cross_entropy_with_logits(labels=x, logits=logits)
+
+
+def log_likelihood(likelihood: str, out: tf.Tensor, x: tf.Tensor, input_dim_vec: Sequence[int],
+                   pred_sig: bool = False) -> tf.Tensor:
+    """Per-term log-likelihood for a model's ``likelihood`` name: ``[..., n_vars]`` (gauss_cat) or ``[..., D]``."""
+    if likelihood == "gauss_cat":
+        return gauss_cat_log_likelihood(out, x, input_dim_vec)
+    if likelihood == "gauss":
+        return gauss_learned_scale_log_likelihood(out, x) if pred_sig else gauss_unit_log_likelihood(out, x)
+    if likelihood == "bernoulli":
+        return bernoulli_log_likelihood(out, x)
+    raise ValueError(f"unknown likelihood {likelihood!r}; choose one of {LIKELIHOODS}")
+
+
+def vlb_scale(likelihood: str, input_dim_vec: Sequence[int]) -> float:
+    """The loss normaliser (spec 4.2): 1/n_variables for gauss_cat, else 1/flat input dim (1/784 for MNIST)."""
+    vec = _check_vec(input_dim_vec)
+    return 1.0 / (len(vec) if likelihood == "gauss_cat" else sum(vec))
+
+
+def decoder_output_dim(likelihood: str, input_dim_vec: Sequence[int], pred_sig: bool = False) -> int:
+    """Width of the decoder output: ``2D`` for a Gaussian with learned scale, else ``D``."""
+    return sum(_check_vec(input_dim_vec)) * (2 if likelihood == "gauss" and pred_sig else 1)
+
+
+# ------------------------------------------------------------------------------------- decoding to the input space
+def selective_softmax(out: tf.Tensor, input_dim_vec: Sequence[int], mode: str = "hard",
+                      seed: tf.Tensor | None = None) -> tf.Tensor:
+    """Post-processes a flat gauss_cat decoder output into the flat input space (spec 4.2 ``selective_softmax``).
+
+    Continuous columns are copied. Each categorical block becomes, by ``mode``:
+
+    * ``"hard"``: one-hot of the argmax (exact 0/1; no gradient through the block);
+    * ``"straight_through"``: forward value exactly the hard one-hot, backward the softmax Jacobian
+      ``diag(p) - p p^T`` (``onehot + p - stop_gradient(p)``; trap 23). ``(1 - p) + p`` rounds to 1 and
+      ``(0 - p) + p`` is exactly 0 in float32, so the forward value equals ``"hard"`` bit for bit;
+    * ``"probs"``: softmax probabilities;
+    * ``"sample"``: a one-hot Gumbel-max sample of the categorical, and N(0, 1) noise added to continuous columns
+      (the original's ``prob_sample``; needs ``seed``, a stateless seed ``[2]``).
+
+    Args:
+      out: float32 ``[..., D]``.
+      input_dim_vec: per-variable widths.
+      mode: one of the above.
+      seed: int ``[2]`` stateless seed, for ``mode="sample"`` only.
+
+    Returns:
+      float32 ``[..., D]``.
+    """
+    if mode not in ("hard", "straight_through", "probs", "sample"):
+        raise ValueError(f"unknown selective_softmax mode {mode!r}")
+    if mode == "sample" and seed is None:
+        raise ValueError("mode='sample' needs a stateless seed")
+    cols = []
+    for i, s in enumerate(block_slices(input_dim_vec)):
+        block = out[..., s]
+        sub_seed = None if seed is None else tf.random.experimental.stateless_fold_in(seed, i)
+        if s.stop - s.start == 1:
+            cols.append(block + tf.random.stateless_normal(tf.shape(block), sub_seed) if mode == "sample" else block)
+            continue
+        if mode == "probs":
+            cols.append(tf.nn.softmax(block, axis=-1))
+        elif mode == "sample":
+            u = tf.random.stateless_uniform(tf.shape(block), sub_seed)
+            gumbel = -tf.math.log(-tf.math.log(u + 1e-20) + 1e-20)
+            cols.append(_first_argmax_onehot(tf.nn.log_softmax(block, axis=-1) + gumbel))
+        else:
+            hard = tf.stop_gradient(_first_argmax_onehot(block))
+            if mode == "hard":
+                cols.append(hard)
+            else:
+                p = tf.nn.softmax(block, axis=-1)
+                cols.append((hard - tf.stop_gradient(p)) + p)
+    return tf.concat(cols, axis=-1)
