@@ -32,7 +32,8 @@ test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	$(PY) -m CLUE.demo --dataset $(DATASET)
+	@if [ -f CLUE/demo.py ]; then $(PY) -m CLUE.demo --dataset $(DATASET); \
+	else echo "make demo: not yet available (it lands with the CLUE issue)"; fi
 
 bench: $(STAMP)
 	$(PY) benchmarks/bnn_predict.py

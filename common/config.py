@@ -40,7 +40,8 @@ def _field_parser(tp: Any):
     raise TypeError(f"unsupported config field type {tp!r}")
 
 
-def build_parser(config_cls: type, presets: Mapping[str, Mapping[str, Any]], description: str) -> argparse.ArgumentParser:
+def build_parser(config_cls: type, presets: Mapping[str, Mapping[str, Any]],
+                 description: str) -> argparse.ArgumentParser:
     """An argparse parser with ``--preset`` and one ``--field-name`` flag per dataclass field."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--preset", choices=sorted(presets), default=None,

@@ -7,6 +7,6 @@
 """
 
 from data.datasets import DATASETS, Dataset, load
-from data.sources import DataFileError, SOURCES
+from data.sources import SOURCES, DataFileError
 
 __all__ = ["DATASETS", "DataFileError", "Dataset", "SOURCES", "load"]
