@@ -1,0 +1,288 @@
+"""BNN architectures and likelihoods, written once for one weight set or for S stacked weight samples.
+
+The networks of spec section 2.1 are plain functions of a parameter dict, so that the same code trains a single set
+of weights (kernels ``[I, O]``) and predicts with the whole posterior (kernels ``[S, I, O]``) in one vectorised pass:
+
+* ``mlp``: Linear(in, w), ReLU, (depth - 1) x [Linear(w, w), ReLU], Linear(w, out). The paper's tabular BNN is
+  ``width=200, depth=2``; the MNIST BNN is ``784-1200-1200-10``.
+* ``cnn``: the original's ``MNIST_small_cnn``, fixed (its ``output_dim`` was undefined): Conv(1->128, k5, s2, p2),
+  ReLU, Conv(128->64, k5, s2, p2), ReLU, flatten 3136, Linear(3136, 600), ReLU, Linear(600, out). Flattening is
+  in HWC order (TF layout), so its weights are not interchangeable with a torch CHW-flattened model.
+
+Parameter names follow the parity kit (``dense_0/kernel``, ``dense_0/bias``, ..., ``conv_0/kernel``); kernels are
+``[in, out]`` (``[kh, kw, in, out]`` for convolutions), i.e. torch weights transposed.
+
+Initialisation is PyTorch's default, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for kernels and biases: it matters for
+SG-HMC because the first Gibbs draw of the prior precision uses sum(theta^2) of the initial weights (spec trap 3).
+
+Likelihoods (spec section 2.3): ``categorical`` (logits -> softmax) and ``gaussian`` (``out = [mu, pre_sigma]``,
+``sigma = softplus(pre_sigma)``, floored at 1e-3 in the training loss only, as the original).
+
+#### References
+[1] Antorán, J., Bhatt, U., Adel, T., Weller, A., Hernández-Lobato, J. M. "Getting a CLUE: A method for explaining
+    uncertainty estimates." ICLR 2021, appendix B (BNN architectures).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from common import probability
+
+KINDS = ("mlp", "cnn")
+
+
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+    """What it takes to rebuild a BNN network (written into ``config.json`` of every export).
+
+    Attributes:
+      kind: ``"mlp"`` or ``"cnn"``.
+      input_dim: width of the flat input (H*W*C for images).
+      output_dim: number of network outputs (n_classes, or 2 * target_dim for the Gaussian head).
+      width: hidden units per layer of the MLP (ignored by the fixed CNN).
+      depth: number of hidden layers of the MLP (ignored by the fixed CNN).
+      image_shape: ``(H, W, C)`` for the CNN, else None.
+    """
+
+    kind: str = "mlp"
+    input_dim: int = 12
+    output_dim: int = 2
+    width: int = 200
+    depth: int = 2
+    image_shape: tuple[int, int, int] | None = None
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown architecture kind {self.kind!r}; choose one of {KINDS}")
+        if self.kind == "cnn" and (self.image_shape is None or math.prod(self.image_shape) != self.input_dim):
+            raise ValueError(f"the cnn needs image_shape with H*W*C == input_dim, got {self.image_shape}")
+        if self.image_shape is not None:
+            object.__setattr__(self, "image_shape", tuple(int(v) for v in self.image_shape))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Name -> shape of every parameter, in forward order."""
+        if self.kind == "mlp":
+            dims = [self.input_dim] + [self.width] * self.depth + [self.output_dim]
+        else:
+            h, w, c = self.image_shape
+            flat = math.ceil(h / 4) * math.ceil(w / 4) * 64  # two stride-2, pad-2, k5 convolutions
+            dims = [flat, 600, self.output_dim]
+        shapes = {}
+        if self.kind == "cnn":
+            for i, (cin, cout) in enumerate([(self.image_shape[2], 128), (128, 64)]):
+                shapes[f"conv_{i}/kernel"] = (5, 5, cin, cout)
+                shapes[f"conv_{i}/bias"] = (cout,)
+        for i, (fan_in, fan_out) in enumerate(zip(dims[:-1], dims[1:])):
+            shapes[f"dense_{i}/kernel"] = (fan_in, fan_out)
+            shapes[f"dense_{i}/bias"] = (fan_out,)
+        return shapes
+
+
+def init_params(arch: Architecture, seed: int) -> dict[str, np.ndarray]:
+    """PyTorch-default initial weights: U(+-1/sqrt(fan_in)) for kernels and biases of every layer.
+
+    Args:
+      arch: the architecture.
+      seed: integer seed (stateless; the same seed gives the same weights).
+
+    Returns:
+      name -> float32 array of ``arch.param_shapes()``.
+    """
+    params = {}
+    for i, (name, shape) in enumerate(arch.param_shapes().items()):
+        layer = name.split("/")[0]
+        kernel_shape = arch.param_shapes()[layer + "/kernel"]
+        bound = 1.0 / math.sqrt(math.prod(kernel_shape[:-1]))  # fan_in = all kernel dims but the output one
+        values = tf.random.stateless_uniform(shape, seed=[seed, i], minval=-bound, maxval=bound)
+        params[name] = values.numpy()
+    return params
+
+
+def _dense(h: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:
+    """``h @ kernel + bias`` for one weight set or S stacked ones.
+
+    Shapes: h `[B, I]` or `[S, B, I]`; kernel `[I, O]` or `[S, I, O]`; bias `[O]` or `[S, O]`.
+    """
+    if kernel.shape.rank == 2:
+        return tf.matmul(h, kernel) + bias
+    if h.shape.rank == 2:
+        out = tf.einsum("bi,sio->sbo", h, kernel)  # shared input, S weight samples -> [S, B, O]
+    else:
+        out = tf.matmul(h, kernel)  # batched over samples: [S, B, I] x [S, I, O] -> [S, B, O]
+    return out + bias[:, None, :]
+
+
+def _conv(h: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:
+    """Conv(k5, stride 2, padding 2 on each side, as torch's ``padding=2``) for one or S stacked kernels.
+
+    Shapes: h `[B, H, W, C]` (shared) or `[S, B, H, W, C]`; kernel `[5, 5, C, O]` or `[S, 5, 5, C, O]`;
+    returns `[B, H', W', O]` or `[S, B, H', W', O]` with H' = ceil(H / 2).
+    """
+    pad = [[0, 0], [2, 2], [2, 2], [0, 0]]
+    if kernel.shape.rank == 4:
+        return tf.nn.conv2d(h, kernel, strides=2, padding=pad) + bias
+    n_samples, kh, kw, cin, cout = kernel.shape
+    if h.shape.rank == 4:  # shared input: one convolution with the S kernels side by side on the channel axis
+        k = tf.reshape(tf.transpose(kernel, [1, 2, 3, 0, 4]), [kh, kw, cin, n_samples * cout])
+        out = tf.nn.conv2d(h, k, strides=2, padding=pad)  # [B, H', W', S * O]
+        b, ho, wo = tf.shape(out)[0], tf.shape(out)[1], tf.shape(out)[2]
+        out = tf.transpose(tf.reshape(out, [b, ho, wo, n_samples, cout]), [3, 0, 1, 2, 4])
+        return out + bias[:, None, None, None, :]
+    # Per-sample inputs: im2col, then one batched matmul over samples.
+    s, b, hh, ww, c = (tf.shape(h)[i] for i in range(5))
+    x = tf.pad(tf.reshape(h, [s * b, hh, ww, c]), pad)
+    patches = tf.image.extract_patches(x, [1, kh, kw, 1], [1, 2, 2, 1], [1, 1, 1, 1], "VALID")  # [S*B, H', W', k*k*C]
+    ho, wo = tf.shape(patches)[1], tf.shape(patches)[2]
+    patches = tf.reshape(patches, [s, b * ho * wo, kh * kw * cin])
+    out = tf.matmul(patches, tf.reshape(kernel, [n_samples, kh * kw * cin, cout]))  # [S, B*H'*W', O]
+    return tf.reshape(out, [s, b, ho, wo, cout]) + bias[:, None, None, None, :]
+
+
+def forward(arch: Architecture, params: dict[str, tf.Tensor], x: tf.Tensor) -> tf.Tensor:
+    """Raw network outputs (logits, or [mu, pre_sigma]).
+
+    Args:
+      arch: the architecture.
+      params: name -> tensor; all unstacked (``param_shapes``) or all stacked with a leading S axis.
+      x: float32 `[B, input_dim]` flat inputs (already normalised).
+
+    Returns:
+      float32 `[B, output_dim]`, or `[S, B, output_dim]` for stacked parameters.
+    """
+    h = x
+    if arch.kind == "cnn":
+        h = tf.reshape(h, [-1, *arch.image_shape])
+        for i in range(2):
+            h = tf.nn.relu(_conv(h, params[f"conv_{i}/kernel"], params[f"conv_{i}/bias"]))
+        stacked = h.shape.rank == 5
+        h = tf.reshape(h, [tf.shape(h)[0], tf.shape(h)[1], -1] if stacked else [tf.shape(h)[0], -1])
+    n_dense = sum(1 for name in params if name.startswith("dense_") and name.endswith("/kernel"))
+    for i in range(n_dense):
+        h = _dense(h, params[f"dense_{i}/kernel"], params[f"dense_{i}/bias"])
+        if i < n_dense - 1:
+            h = tf.nn.relu(h)
+    return h
+
+
+class Categorical:
+    """Categorical likelihood over ``n_outputs`` classes; the network outputs logits."""
+
+    name = "categorical"
+
+    @staticmethod
+    def n_outputs(target_dim: int) -> int:
+        return target_dim
+
+    @staticmethod
+    def nll(out: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+        """Per-row negative log-likelihood; out `[..., B, C]` logits, y `[B]` class indices -> `[..., B]`."""
+        labels = tf.broadcast_to(tf.cast(tf.reshape(y, [-1]), tf.int32), tf.shape(out)[:-1])
+        return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=out)
+
+    @staticmethod
+    def predict(out: tf.Tensor) -> tf.Tensor:
+        """Class probabilities `[..., B, C]`."""
+        return tf.nn.softmax(out, axis=-1)
+
+    @staticmethod
+    def decompose(pred: tf.Tensor):
+        return probability.decompose_entropy_cat(pred)
+
+
+class Gaussian:
+    """Diagonal Gaussian likelihood; the network outputs ``[mu (D), pre_sigma (D)]`` and sigma = softplus(pre_sigma).
+
+    Args:
+      min_sigma: floor on sigma in the training loss (``BNN_gauss`` eps = 1e-3); predictions are not floored.
+    """
+
+    name = "gaussian"
+
+    def __init__(self, min_sigma: float = 1e-3):
+        self.min_sigma = min_sigma
+
+    @staticmethod
+    def n_outputs(target_dim: int) -> int:
+        return 2 * target_dim
+
+    @staticmethod
+    def params(out: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """(mu, sigma), each `[..., B, D]`, from out `[..., B, 2D]`."""
+        mu, pre_sigma = tf.split(out, 2, axis=-1)
+        return mu, tf.nn.softplus(pre_sigma)
+
+    def nll(self, out: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+        """Per-row -sum_d log N(y_d; mu_d, sigma_d^2) with sigma >= min_sigma; y `[B, D]` -> `[..., B]`."""
+        mu, sigma = self.params(out)
+        y = tf.reshape(tf.cast(y, tf.float32), tf.shape(mu)[-2:])
+        return -tf.reduce_sum(probability.gaussian_log_prob(y, mu, tf.maximum(sigma, self.min_sigma)), axis=-1)
+
+    def predict(self, out: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """(mu, sigma), each `[..., B]` for a single target (D = 1), else `[..., B, D]`; sigma is not floored."""
+        mu, sigma = self.params(out)
+        if mu.shape[-1] == 1:
+            return mu[..., 0], sigma[..., 0]
+        return mu, sigma
+
+    @staticmethod
+    def decompose(pred: tuple[tf.Tensor, tf.Tensor]):
+        return probability.decompose_std_gauss(*pred)
+
+
+LIKELIHOODS = {"categorical": Categorical(), "gaussian": Gaussian()}
+
+
+def get_likelihood(name: str):
+    """The likelihood object for ``"categorical"`` or ``"gaussian"``."""
+    if name not in LIKELIHOODS:
+        raise ValueError(f"unknown likelihood {name!r}; choose one of {sorted(LIKELIHOODS)}")
+    return LIKELIHOODS[name]
+
+
+class BNN(tf.Module):
+    """One set of BNN weights as ``tf.Variable``s: the state SG-HMC moves (one class for both likelihoods).
+
+    Args:
+      arch: the network.
+      likelihood: ``"categorical"`` or ``"gaussian"``.
+      seed: seed of the PyTorch-style initialisation.
+      input_norm: optional ``(mean, std)`` applied to inputs first (MNIST pixel normalisation); callers pass raw
+        inputs (``[0, 1]`` pixels for images).
+    """
+
+    def __init__(self, arch: Architecture, likelihood: str, seed: int = 0,
+                 input_norm: tuple[float, float] | None = None):
+        super().__init__(name="bnn")
+        self.arch = arch
+        self.likelihood = get_likelihood(likelihood)
+        self.input_norm = None if input_norm is None else (float(input_norm[0]), float(input_norm[1]))
+        self.params = {name: tf.Variable(value, name=name.replace("/", "_"))
+                       for name, value in init_params(arch, seed).items()}
+
+    @property
+    def variables_list(self) -> list[tf.Variable]:
+        """The parameter variables in forward order (the order of ``arch.param_shapes()``)."""
+        return [self.params[name] for name in self.arch.param_shapes()]
+
+    def normalize(self, x: tf.Tensor) -> tf.Tensor:
+        x = tf.convert_to_tensor(x, tf.float32)
+        if self.input_norm is None:
+            return x
+        return (x - self.input_norm[0]) / self.input_norm[1]
+
+    def __call__(self, x: tf.Tensor) -> tf.Tensor:
+        """Raw outputs `[B, output_dim]` of the current weights for raw inputs x `[B, input_dim]`."""
+        return forward(self.arch, self.params, self.normalize(x))
+
+    def nll(self, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+        """Per-row negative log-likelihood `[B]` of the current weights."""
+        return self.likelihood.nll(self(x), y)

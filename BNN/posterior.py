@@ -1,0 +1,219 @@
+"""A BNN posterior as S weight samples stacked on a leading axis, predicted in one vectorised pass.
+
+``Posterior.predict_samples(x)`` runs all S samples at once (batched matmuls over stacked kernels, see
+``BNN.model.forward``): there is no Python loop over samples and no re-assignment of variables, and gradients flow
+to ``x`` (CLUE differentiates the uncertainty with respect to its input). All S samples are used; the original's
+``sample_predict`` silently dropped the last one (spec trap 19), which ``posterior[:-1]`` reproduces.
+
+Exports are self-describing folders, written atomically::
+
+    samples.npz    dense_0/kernel [S, in, out], dense_0/bias [S, out], ... (the parity kit's neutral format)
+    config.json    {"format": ..., "likelihood": ..., "architecture": {...}, "input_norm": ..., "n_samples": S}
+
+``Posterior.from_npz`` imports a posterior trained elsewhere from the neutral format alone (e.g. the PyTorch
+original's LSAT and COMPAS samples in ``shared/reference/parity``).
+
+#### References
+[1] Antorán, J., Bhatt, U., Adel, T., Weller, A., Hernández-Lobato, J. M. "Getting a CLUE: A method for explaining
+    uncertainty estimates." ICLR 2021, Eqs. (1)-(2) (posterior predictive and its uncertainty).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from BNN.model import Architecture, forward, get_likelihood
+from common import probability
+from common.utils import atomic_path, save_json, save_npz
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "clue-tf/bnn-posterior/v1"
+
+
+class Posterior:
+    """S posterior weight samples of one BNN architecture with a likelihood.
+
+    Args:
+      arch: the network architecture.
+      likelihood: ``"categorical"`` or ``"gaussian"``.
+      samples: name -> float array `[S, *shape]` for every name of ``arch.param_shapes()``.
+      input_norm: optional ``(mean, std)`` applied to inputs first (image pixel normalisation); callers then pass
+        raw ``[0, 1]`` pixels, flat `[B, H*W*C]`.
+
+    Raises:
+      ValueError: if a parameter is missing or has the wrong shape, or sample counts differ.
+    """
+
+    def __init__(self, arch: Architecture, likelihood: str, samples: Mapping[str, np.ndarray],
+                 input_norm: tuple[float, float] | None = None):
+        self.arch = arch
+        self.likelihood_name = likelihood
+        self.likelihood = get_likelihood(likelihood)
+        self.input_norm = None if input_norm is None else (float(input_norm[0]), float(input_norm[1]))
+        shapes = arch.param_shapes()
+        missing = sorted(set(shapes) - set(samples))
+        if missing:
+            raise ValueError(f"posterior samples lack parameters {missing}; expected keys {list(shapes)}")
+        n_samples = {int(np.shape(samples[k])[0]) for k in shapes}
+        if len(n_samples) != 1 or 0 in n_samples:
+            raise ValueError(f"every parameter needs the same, non-zero number of samples; got {n_samples}")
+        for name, shape in shapes.items():
+            if tuple(np.shape(samples[name])[1:]) != shape:
+                raise ValueError(f"{name}: expected [S, {', '.join(map(str, shape))}], got {np.shape(samples[name])}")
+        self.samples = {name: tf.constant(np.asarray(samples[name], np.float32)) for name in shapes}
+        self._forward = tf.function(self._forward_impl,
+                                    input_signature=[tf.TensorSpec([None, arch.input_dim], tf.float32)])
+
+    @property
+    def n_samples(self) -> int:
+        return int(next(iter(self.samples.values())).shape[0])
+
+    def __getitem__(self, index: slice) -> Posterior:
+        """A posterior over a slice of the samples, e.g. ``posterior[:-1]`` to drop the last as the original did."""
+        if not isinstance(index, slice):
+            raise TypeError("index a Posterior with a slice, e.g. posterior[:53]")
+        return Posterior(self.arch, self.likelihood_name, {k: v.numpy()[index] for k, v in self.samples.items()},
+                         self.input_norm)
+
+    def _forward_impl(self, x: tf.Tensor) -> tf.Tensor:
+        if self.input_norm is not None:
+            x = (x - self.input_norm[0]) / self.input_norm[1]
+        return forward(self.arch, self.samples, x)
+
+    def forward(self, x) -> tf.Tensor:
+        """Raw outputs (logits or [mu, pre_sigma]) of every sample.
+
+        Args:
+          x: float `[B, input_dim]` (NumPy or tensor; gradients flow to a tensor).
+
+        Returns:
+          float32 `[S, B, output_dim]`.
+        """
+        x = tf.convert_to_tensor(x, tf.float32)
+        if x.shape.rank != 2 or x.shape[-1] != self.arch.input_dim:
+            raise ValueError(f"expected x of shape [B, {self.arch.input_dim}], got {x.shape}")
+        return self._forward(x)
+
+    def predict_samples(self, x):
+        """Per-sample predictive distributions.
+
+        Args:
+          x: float `[B, input_dim]`.
+
+        Returns:
+          categorical: probabilities `[S, B, C]`; gaussian: (mu, sigma), each `[S, B]` (`[S, B, D]` if D > 1).
+        """
+        return self.likelihood.predict(self.forward(x))
+
+    def uncertainty(self, x) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """(total, aleatoric, epistemic), each `[B]`: entropies (nats) or standard deviations (spec section 3)."""
+        return self.likelihood.decompose(self.predict_samples(x))
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Writes ``samples.npz`` and ``config.json`` into ``directory``, atomically (all or nothing)."""
+        directory = Path(directory)
+        with atomic_path(directory) as tmp:
+            tmp.mkdir()
+            save_npz(tmp / "samples.npz", **{k: v.numpy() for k, v in self.samples.items()})
+            save_json(tmp / "config.json", {"format": FORMAT, "likelihood": self.likelihood_name,
+                                             "architecture": self.arch.to_dict(), "input_norm": self.input_norm,
+                                             "n_samples": self.n_samples})
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> Posterior:
+        """Rebuilds a posterior written by ``save``."""
+        directory = Path(directory)
+        config_path = directory / "config.json"
+        if not config_path.exists():
+            raise FileNotFoundError(f"{config_path} not found: is {directory} a folder written by Posterior.save?")
+        config = json.loads(config_path.read_text())
+        if config.get("format") != FORMAT:
+            raise ValueError(f"{config_path}: format {config.get('format')!r}, expected {FORMAT!r}")
+        with np.load(directory / "samples.npz") as f:
+            samples = {k: f[k] for k in f.files}
+        return cls(Architecture(**config["architecture"]), config["likelihood"], samples, config["input_norm"])
+
+    @classmethod
+    def from_npz(cls, path: str | os.PathLike, likelihood: str, input_norm: tuple[float, float] | None = None,
+                 image_shape: tuple[int, int, int] | None = None) -> Posterior:
+        """Imports stacked weight samples in the neutral format (parity kit, SCHEMA.md section 2).
+
+        The architecture is inferred from the keys and shapes: ``dense_i/{kernel,bias}`` (an MLP; width from
+        ``dense_0``, depth = number of dense layers - 1), plus ``conv_i/...`` for the fixed CNN (needs
+        ``image_shape``). Other keys (e.g. ``meta``) are ignored. To reproduce the original's numbers, which drop the
+        last saved sample, use ``Posterior.from_npz(...)[:-1]``.
+
+        Args:
+          path: the ``.npz`` file.
+          likelihood: ``"categorical"`` or ``"gaussian"``.
+          input_norm: optional ``(mean, std)`` input normalisation the network was trained with.
+          image_shape: ``(H, W, C)``, required for a CNN.
+        """
+        with np.load(path) as f:
+            samples = {k: f[k] for k in f.files if k.startswith(("dense_", "conv_"))}
+        n_dense = sum(1 for k in samples if k.startswith("dense_") and k.endswith("/kernel"))
+        if n_dense < 2 or "dense_0/kernel" not in samples:
+            raise ValueError(f"{path}: expected keys dense_0/kernel ... with a leading sample axis, got {sorted(samples)}")
+        output_dim = samples[f"dense_{n_dense - 1}/kernel"].shape[-1]
+        if any(k.startswith("conv_") for k in samples):
+            if image_shape is None:
+                raise ValueError(f"{path} holds a CNN: pass image_shape=(H, W, C)")
+            arch = Architecture("cnn", math.prod(image_shape), output_dim, image_shape=tuple(image_shape))
+        else:
+            in_dim, width = samples["dense_0/kernel"].shape[1:]
+            arch = Architecture("mlp", int(in_dim), int(output_dim), int(width), n_dense - 1)
+        return cls(arch, likelihood, samples, input_norm)
+
+
+def evaluate(posterior: Posterior, x: np.ndarray, y: np.ndarray, y_std: float = 1.0,
+             batch_size: int = 1000) -> dict[str, float]:
+    """Test metrics of the posterior predictive (the original's ``evaluate_BNN_net_{cat,gauss}``).
+
+    Classification: ``accuracy`` of argmax p_bar and ``nll`` = -mean log p_bar(y), with
+    p_bar = mean_s p_s computed in log space (logsumexp), so it stays finite where p_bar underflows.
+    Regression, in original units (y = y_norm * y_std + y_mean): ``rmse`` of mu_bar, ``loglik`` = mean log N(y;
+    mu_bar, total std^2) (the original's ``gmm_sig=True`` figure) and ``loglik_mixture`` = the exact mean log-density
+    of the mixture of S Gaussians.
+
+    Args:
+      posterior: the posterior.
+      x: float `[N, input_dim]`.
+      y: `[N]` class indices, or `[N, 1]` standardised targets.
+      y_std: std of the target normalisation (regression), to report original units.
+      batch_size: rows per vectorised pass (memory bound: S * batch_size * width floats).
+
+    Returns:
+      dict of floats, keys as above.
+    """
+    outs = [posterior.forward(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+    out = tf.concat(outs, axis=1)  # [S, N, out]
+    n_samples = tf.cast(tf.shape(out)[0], tf.float32)
+    if posterior.likelihood_name == "categorical":
+        labels = tf.cast(np.reshape(y, [-1]), tf.int32)
+        log_p = tf.nn.log_softmax(out, axis=-1)  # [S, N, C]
+        log_p_bar = tf.reduce_logsumexp(log_p, axis=0) - tf.math.log(n_samples)  # [N, C]
+        nll = -tf.gather(log_p_bar, labels, batch_dims=1)
+        accuracy = tf.reduce_mean(tf.cast(tf.argmax(log_p_bar, -1, output_type=tf.int32) == labels, tf.float32))
+        return {"accuracy": float(accuracy), "nll": float(tf.reduce_mean(nll))}
+    mu, sigma = posterior.likelihood.params(out)  # [S, N, D] each
+    y = tf.reshape(tf.cast(y, tf.float32), tf.shape(mu)[1:])
+    mu_bar = tf.reduce_mean(mu, axis=0)  # [N, D]
+    total_var = tf.reduce_mean(tf.square(sigma), 0) + tf.reduce_mean(tf.square(mu - mu_bar), 0)  # [N, D] marginal
+    rmse = tf.sqrt(tf.reduce_mean(tf.reduce_sum(tf.square(mu_bar - y), -1)))
+    log_scale = math.log(y_std)  # densities of y_orig = y * y_std + y_mean lose log(y_std) per dimension
+    d = float(mu.shape[-1])
+    loglik = tf.reduce_sum(probability.gaussian_log_prob(y, mu_bar, tf.sqrt(total_var)), -1)
+    per_sample = tf.reduce_sum(probability.gaussian_log_prob(y, mu, sigma), -1)  # [S, N]
+    loglik_mixture = tf.reduce_logsumexp(per_sample, axis=0) - tf.math.log(n_samples)
+    return {"rmse": float(rmse) * y_std, "loglik": float(tf.reduce_mean(loglik)) - d * log_scale,
+            "loglik_mixture": float(tf.reduce_mean(loglik_mixture)) - d * log_scale}

@@ -1,0 +1,182 @@
+"""Scale-adapted stochastic-gradient HMC (the original's ``H_SA_SGHMC``, spec sections 2.2-2.3), as explicit state.
+
+The sampler draws from p(theta | D) proportional to exp(-U(theta)) with U = N * mean-minibatch NLL + prior energy.
+Every parameter tensor theta (each kernel and each bias separately) has its own Gaussian prior N(0, 1/lambda), and
+lambda is Gibbs-resampled from its conjugate Gamma posterior. One step, given the likelihood gradient
+grad = d(N * mean NLL)/d theta (already norm-clipped, see ``GradientClipper``), runs for every tensor:
+
+1. Gibbs step for the prior precision (when ``resample_prior``), with n = number of elements of theta:
+   ``lambda ~ Gamma(alpha0 + n/2, rate = beta0 + sum(theta^2)/2)``.
+2. Gradient of U: ``d = grad + lambda * theta``.
+3. Burn-in only, the scale adaptation of [1, Sec. 4.2] with the adaptive time constant tau of [2, Sec. 3]
+   (elementwise; the tau update uses the old g and V):
+   ``tau <- tau - tau * g^2 / (V + eps) + 1;  r = 1 / (tau + eps);  g <- (1 - r) g + r d;  V <- (1 - r) V + r d^2``.
+4. Preconditioner (inverse mass), every step: ``M^-1 = 1 / (sqrt(V) + eps)``; V stays frozen after burn-in.
+5. Momentum resampling (when ``resample_momentum``): ``v ~ N(0, lr^2 M^-1)``.
+6. The discretised SG-HMC dynamics of [3, Eq. (15)] in the scale-adapted parameterisation of [1, Sec. 4.2]
+   (v is the step in parameter space, C the friction):
+   ``v <- v - lr^2 M^-1 d - C v + N(0, max(2 lr^2 M^-1 C - lr^4, 1e-16));  theta <- theta + v``.
+
+All state lives in ``tf.Variable``s of this ``tf.Module`` (tau, g, V, v, lambda, the clipping buffer, and a
+``tf.random.Generator``), so a ``tf.train.Checkpoint`` of it resumes the exact chain. The update is written out as
+assignments (no Keras optimizer subclass) and is meant to run inside a caller's ``tf.function``.
+
+#### References
+[1] Springenberg, J. T., Klein, A., Falkner, S., Hutter, F. "Bayesian optimization with robust Bayesian neural
+    networks." NeurIPS 2016, Section 4.2 (scale-adapted SGHMC).
+[2] Schaul, T., Zhang, S., LeCun, Y. "No more pesky learning rates." ICML 2013 (adaptive memory size tau).
+[3] Chen, T., Fox, E., Guestrin, C. "Stochastic gradient Hamiltonian Monte Carlo." ICML 2014.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import tensorflow as tf
+
+EPS = 1e-6  # epsilon of the original sampler, used in every division and in the preconditioner
+
+
+@dataclasses.dataclass(frozen=True)
+class SGHMCParams:
+    """Hyper-parameters of the sampler (defaults: the original wrappers' values).
+
+    Attributes:
+      lr: step size epsilon (1e-2).
+      base_c: friction C (0.05).
+      prior_sigma: initial prior std; lambda starts at 1/prior_sigma^2 and is resampled at iteration 0 (0.1).
+      alpha0: shape of the Gamma hyper-prior on each tensor's prior precision (10).
+      beta0: rate of that Gamma hyper-prior (10).
+      grad_std_mul: clipping threshold = mean + grad_std_mul * std of recent gradient norms (30 cat, 20 gauss).
+      grad_buffer_len: the threshold is updated once more than this many norms are buffered (1000 cat, 100 gauss).
+    """
+
+    lr: float = 1e-2
+    base_c: float = 0.05
+    prior_sigma: float = 0.1
+    alpha0: float = 10.0
+    beta0: float = 10.0
+    grad_std_mul: float = 30.0
+    grad_buffer_len: int = 1000
+
+
+class GradientClipper(tf.Module):
+    """The wrappers' adaptive global-norm clipping (spec section 2.3), over a ring buffer of recent norms.
+
+    Each call, before clipping: if more than ``buffer_len`` norms are buffered, set
+    ``max_norm = mean + std_mul * std`` (population std) and drop the oldest. Then clip the global norm to
+    ``max_norm`` (torch ``clip_grad_norm_``: scale by min(1, max_norm / (norm + 1e-6))) and buffer the pre-clip
+    norm unless it was >= ``max_norm`` (outliers never enter the buffer). ``max_norm`` starts at 1e20.
+
+    Args:
+      std_mul: grad_std_mul.
+      buffer_len: grad_buffer_len.
+    """
+
+    def __init__(self, std_mul: float, buffer_len: int):
+        super().__init__(name="gradient_clipper")
+        self.std_mul = float(std_mul)
+        self.capacity = int(buffer_len) + 1
+        self.norms = tf.Variable(tf.zeros([self.capacity]), trainable=False, name="norms")  # ring buffer
+        self.head = tf.Variable(0, trainable=False, name="head")  # index of the oldest norm
+        self.count = tf.Variable(0, trainable=False, name="count")
+        self.max_norm = tf.Variable(1e20, trainable=False, name="max_norm")
+        self.n_clipped = tf.Variable(0, dtype=tf.int64, trainable=False, name="n_clipped")
+
+    def __call__(self, grads: Sequence[tf.Tensor]) -> tuple[list[tf.Tensor], tf.Tensor]:
+        """Returns (clipped gradients, pre-clip global norm) and updates the buffer."""
+        if self.count == self.capacity:  # "more than buffer_len entries": the buffer is full
+            self.max_norm.assign(tf.reduce_mean(self.norms) + self.std_mul * tf.math.reduce_std(self.norms))
+            self.head.assign((self.head + 1) % self.capacity)
+            self.count.assign_sub(1)
+        norm = tf.linalg.global_norm(grads)
+        scale = tf.minimum(1.0, self.max_norm / (norm + 1e-6))
+        if norm < self.max_norm:
+            self.norms.scatter_nd_update([[(self.head + self.count) % self.capacity]], [norm])
+            self.count.assign_add(1)
+        else:
+            self.n_clipped.assign_add(1)
+        return [g * scale for g in grads], norm
+
+
+class ScaleAdaptedSGHMC(tf.Module):
+    """Scale-adapted SG-HMC over a list of parameter variables (module docstring for the update).
+
+    Args:
+      params: the ``tf.Variable``s to sample (moved in place).
+      hparams: sampler hyper-parameters.
+      seed: seed of the sampler's ``tf.random.Generator`` (momentum, noise and Gamma draws).
+
+    #### Examples
+
+    ```python
+    sampler = ScaleAdaptedSGHMC(bnn.variables_list, SGHMCParams(), seed=0)
+
+    @tf.function
+    def train_step(x, y, burn_in, resample_momentum, resample_prior):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(bnn.nll(x, y)) * n_train  # minibatch estimate of the full-data NLL
+        grads = tape.gradient(loss, bnn.variables_list)
+        return sampler.step(grads, burn_in, resample_momentum, resample_prior)
+    ```
+    """
+
+    def __init__(self, params: Sequence[tf.Variable], hparams: SGHMCParams = SGHMCParams(), seed: int = 0):
+        super().__init__(name="sghmc")
+        self.hparams = hparams
+        self.params = list(params)
+        like = lambda value, name: [tf.Variable(tf.fill(tf.shape(p), value), trainable=False, name=f"{name}_{i}")
+                                    for i, p in enumerate(self.params)]
+        self.tau = like(1.0, "tau")
+        self.g = like(1.0, "g")
+        self.v_hat = like(1.0, "v_hat")
+        self.momentum = like(0.0, "momentum")
+        self.prior_precision = [tf.Variable(1.0 / hparams.prior_sigma**2, trainable=False, name=f"prior_precision_{i}")
+                                for i in range(len(self.params))]
+        self.rng = tf.random.Generator.from_seed(seed)
+        self.clipper = GradientClipper(hparams.grad_std_mul, hparams.grad_buffer_len)
+        self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False, name="iterations")
+
+    def _resample_prior_precision(self, i: int, theta: tf.Variable) -> None:
+        """Gibbs step 1: lambda ~ Gamma(alpha0 + n/2, rate beta0 + sum(theta^2)/2)."""
+        alpha = self.hparams.alpha0 + 0.5 * float(theta.shape.num_elements())
+        beta = self.hparams.beta0 + 0.5 * tf.reduce_sum(tf.square(theta))
+        seed = self.rng.make_seeds(1)[:, 0]
+        self.prior_precision[i].assign(tf.random.stateless_gamma([], seed, alpha=alpha) / beta)
+
+    def apply(self, grads: Sequence[tf.Tensor], burn_in, resample_momentum, resample_prior) -> None:
+        """One SG-HMC step (steps 1-6 of the module docstring) given likelihood gradients.
+
+        Args:
+          grads: d(N * mean NLL)/d theta for each parameter, same shapes as ``params``.
+          burn_in: bool scalar (Python or tensor): adapt tau, g and V.
+          resample_momentum: bool scalar: draw v ~ N(0, lr^2 M^-1) first.
+          resample_prior: bool scalar: Gibbs-resample each tensor's prior precision first.
+        """
+        lr, c = self.hparams.lr, self.hparams.base_c
+        for i, (theta, grad) in enumerate(zip(self.params, grads)):
+            if resample_prior:
+                self._resample_prior_precision(i, theta)
+            d = grad + self.prior_precision[i] * theta
+            if burn_in:
+                tau, g, v_hat = self.tau[i], self.g[i], self.v_hat[i]
+                tau.assign(tau - tau * tf.square(g) / (v_hat + EPS) + 1.0)
+                r = 1.0 / (tau + EPS)
+                g.assign(g - r * g + r * d)
+                v_hat.assign(v_hat - r * v_hat + r * tf.square(d))
+            m_inv = 1.0 / (tf.sqrt(self.v_hat[i]) + EPS)
+            v = self.momentum[i]
+            if resample_momentum:
+                v.assign(lr * tf.sqrt(m_inv) * self.rng.normal(tf.shape(theta)))
+            noise_var = tf.maximum(2.0 * lr**2 * m_inv * c - lr**4, 1e-16)
+            noise = tf.sqrt(noise_var) * self.rng.normal(tf.shape(theta))
+            v.assign(v - lr**2 * m_inv * d - c * v + noise)
+            theta.assign_add(v)
+        self.iterations.assign_add(1)
+
+    def step(self, grads: Sequence[tf.Tensor], burn_in, resample_momentum, resample_prior) -> tf.Tensor:
+        """Clips the likelihood gradients (spec 2.3), then ``apply``; returns the pre-clip global norm."""
+        clipped, norm = self.clipper(grads)
+        self.apply(clipped, burn_in, resample_momentum, resample_prior)
+        return norm
