@@ -13,6 +13,7 @@ of the full ``q``.
 #### References
 [1] Kingma & Welling. Auto-Encoding Variational Bayes. ICLR 2014.
 [2] Antorán et al. Getting a CLUE: A Method for Explaining Uncertainty Estimates. ICLR 2021.
+[3] Burda, Grosse & Salakhutdinov. Importance Weighted Autoencoders. ICLR 2016.
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ class VAE(keras.Model):
         else:
             self.encoder = mlp_recognition_net(self.input_dim, self.width, self.depth, self.latent_dim)
             self.decoder = mlp_generator_net(out_dim, self.width, self.depth, self.latent_dim, variant="vae")
+        self.built = True  # both sub-networks are built from their Input shapes
 
     # ------------------------------------------------------------------------------------------------ networks
     def call(self, x, training=False):
@@ -135,10 +137,47 @@ class VAE(keras.Model):
         """Per-example evaluation ELBO ``[B]``: inference-mode BN, ``z = loc`` (the original's dev ELBO)."""
         return self.elbo_terms(x, training=False)["elbo"]
 
-    def loss(self, x: tf.Tensor, eps: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def training_loss(self, x: tf.Tensor, eps: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Training objective ``mean_B(-vlb) * vlb_scale`` (train-mode BN, reparameterised z) and ``mean_B(vlb)``."""
         vlb = self.elbo_terms(x, training=True, eps=eps)["elbo"]
         return -tf.reduce_mean(vlb) * self.vlb_scale, tf.reduce_mean(vlb)
+
+    def importance_log_likelihood(self, x: tf.Tensor, n_samples: int = 1000, seed: tf.Tensor | None = None,
+                                  chunk: int = 100) -> tuple[tf.Tensor, tf.Tensor]:
+        """Importance-sampled ``log p(x)`` with q(z | x) as proposal (the IWAE bound of [3], Eq. 8), in eval mode.
+
+        ``log p(x) ~= logsumexp_k(log w_k) - log K`` with ``log w = log p(x | z) + log N(z; 0, I) - log q(z | x)``,
+        ``z_k ~ q``. For the unnormalised Gaussian reconstruction term (no constant) the value is ``log p(x)`` up to
+        that constant, consistently with the ELBO.
+
+        Args:
+          x: float32 ``[B, D]``.
+          n_samples: K.
+          seed: int ``[2]`` stateless seed (None: TF's global RNG).
+          chunk: samples decoded per pass (memory bound ``chunk * B * D``).
+
+        Returns:
+          ``(log_px, elbo_mc)``, each ``[B]``: the estimate and the Monte-Carlo ELBO ``mean_k log w_k`` from the
+          same samples (so ``elbo_mc <= log_px`` holds sample by sample, by Jensen).
+        """
+        loc, scale = self.encode(x, training=False)  # [B, L]
+        log_w = []
+        for start in range(0, n_samples, chunk):
+            k = min(chunk, n_samples - start)
+            shape = (k, tf.shape(x)[0], self.latent_dim)
+            eps = tf.random.normal(shape) if seed is None else tf.random.stateless_normal(
+                shape, tf.random.experimental.stateless_fold_in(seed, start))
+            z = loc + scale * eps  # [k, B, L]
+            out = self.decode(tf.reshape(z, (-1, self.latent_dim)), training=False)
+            out = tf.reshape(out, (k, -1, out.shape[-1]))  # [k, B, D']
+            rec = tf.reduce_sum(lk.log_likelihood(self.likelihood, out, tf.broadcast_to(x, (k, *x.shape)),
+                                                  self.input_dim_vec, self.pred_sig), -1)  # [k, B]
+            log_prior = tf.reduce_sum(lk.normal_log_prob(z, 0.0, 1.0), -1)
+            log_q = tf.reduce_sum(lk.normal_log_prob(z, loc, scale), -1)
+            log_w.append(rec + log_prior - log_q)
+        log_w = tf.concat(log_w, axis=0)  # [K, B]
+        log_px = tf.reduce_logsumexp(log_w, axis=0) - tf.math.log(float(n_samples))
+        return log_px, tf.reduce_mean(log_w, axis=0)
 
     def sample_prior(self, n: int, seed: tf.Tensor | None = None) -> tf.Tensor:
         """``n`` prior draws decoded with :meth:`regenerate` (hard), ``[n, D]``."""
