@@ -189,6 +189,11 @@ class Categorical:
         return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=out)
 
     @staticmethod
+    def error(out: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+        """Per-row misclassification (0. or 1.) `[B]` of logits `[B, C]`."""
+        return tf.cast(tf.argmax(out, -1, output_type=tf.int32) != tf.cast(tf.reshape(y, [-1]), tf.int32), tf.float32)
+
+    @staticmethod
     def predict(out: tf.Tensor) -> tf.Tensor:
         """Class probabilities `[..., B, C]`."""
         return tf.nn.softmax(out, axis=-1)
@@ -225,6 +230,11 @@ class Gaussian:
         mu, sigma = self.params(out)
         y = tf.reshape(tf.cast(y, tf.float32), tf.shape(mu)[-2:])
         return -tf.reduce_sum(probability.gaussian_log_prob(y, mu, tf.maximum(sigma, self.min_sigma)), axis=-1)
+
+    def error(self, out: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+        """Per-row squared error of the mean, summed over D, `[B]`."""
+        mu, _ = self.params(out)
+        return tf.reduce_sum(tf.square(mu - tf.reshape(tf.cast(y, tf.float32), tf.shape(mu))), axis=-1)
 
     def predict(self, out: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """(mu, sigma), each `[..., B]` for a single target (D = 1), else `[..., B, D]`; sigma is not floored."""

@@ -175,6 +175,43 @@ class Posterior:
         return cls(arch, likelihood, samples, input_norm)
 
 
+class SampleBuffer(tf.Module):
+    """The last ``capacity`` weight samples of a chain, as checkpointable ring-buffer variables (spec 2.4 FIFO).
+
+    Args:
+      arch: the network architecture (fixes the parameter shapes).
+      capacity: number of samples kept (N_saves); older ones are overwritten first.
+    """
+
+    def __init__(self, arch: Architecture, capacity: int):
+        super().__init__(name="sample_buffer")
+        if capacity < 1:
+            raise ValueError(f"the sample buffer needs capacity >= 1, got {capacity}")
+        self.arch = arch
+        self.capacity = int(capacity)
+        self.buffers = {name: tf.Variable(tf.zeros([self.capacity, *shape]), trainable=False,
+                                          name=name.replace("/", "_"))
+                        for name, shape in arch.param_shapes().items()}
+        self.n_added = tf.Variable(0, dtype=tf.int64, trainable=False, name="n_added")
+
+    @property
+    def n_kept(self) -> int:
+        return int(min(int(self.n_added), self.capacity))
+
+    def add(self, params: Mapping[str, tf.Tensor]) -> None:
+        """Stores a copy of the current weights, overwriting the oldest sample when full."""
+        slot = int(self.n_added) % self.capacity
+        for name, buffer in self.buffers.items():
+            buffer[slot].assign(params[name])
+        self.n_added.assign_add(1)
+
+    def samples(self) -> dict[str, np.ndarray]:
+        """name -> `[n_kept, *shape]`, oldest sample first."""
+        start = int(self.n_added) % self.capacity if int(self.n_added) > self.capacity else 0
+        order = (np.arange(self.n_kept) + start) % self.capacity
+        return {name: buffer.numpy()[order] for name, buffer in self.buffers.items()}
+
+
 def evaluate(posterior: Posterior, x: np.ndarray, y: np.ndarray, y_std: float = 1.0,
              batch_size: int = 1000) -> dict[str, float]:
     """Test metrics of the posterior predictive (the original's ``evaluate_BNN_net_{cat,gauss}``).
