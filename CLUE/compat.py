@@ -1,0 +1,68 @@
+"""The original's gradient quirk, for comparing with the PyTorch figures labelled ``clue`` (parity kit 5.3).
+
+Under torch 1.3 the original's ``sample_predict(grad=True)`` loaded every weight sample into one module by copying
+into ``param.data``; the saved tensors then shared storage with the parameters, so back-propagation used the
+*last-loaded* sample's weight matrices for every sample, while forward values and ReLU masks stayed per-sample. It
+also dropped the last saved sample from the forward average (its ``out[:idx]``), yet that sample's kernels are the
+ones loaded last. :class:`OriginalGradientMLP` reproduces both, for a stacked ReLU MLP posterior. Nothing else in
+the project uses it: our BNN's gradients are the exact per-sample ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+
+def _dense_with_stale_input_grad(h: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor, stale_kernel: tf.Tensor):
+    """``h [S, B, I] @ kernel [S, I, O] + bias`` whose input-gradient uses ``stale_kernel [I, O]`` for every s."""
+
+    @tf.custom_gradient
+    def dense(h):
+        def grad(upstream):  # upstream [S, B, O]
+            return tf.einsum("sbo,io->sbi", upstream, stale_kernel)
+
+        return tf.einsum("sbi,sio->sbo", h, kernel) + bias[:, None, :], grad
+
+    return dense(h)
+
+
+class OriginalGradientMLP:
+    """A stacked ReLU MLP posterior with the torch-1.3 original's forward samples and backward weights.
+
+    Args:
+      kernels: per layer, float32 ``[S, in, out]`` (all saved samples, in saved order).
+      biases: per layer, float32 ``[S, out]``.
+      likelihood: ``"categorical"`` (softmax of the logits) or ``"gaussian"`` (mean, softplus scale).
+    """
+
+    def __init__(self, kernels: Sequence[np.ndarray], biases: Sequence[np.ndarray], likelihood: str):
+        if likelihood not in ("categorical", "gaussian"):
+            raise ValueError(f"likelihood must be 'categorical' or 'gaussian', got {likelihood!r}")
+        self.likelihood = likelihood
+        # Forward: samples 0..S-2 (the original drops the last); backward: the last sample's kernels.
+        self.kernels = [tf.constant(k[:-1], tf.float32) for k in kernels]
+        self.biases = [tf.constant(b[:-1], tf.float32) for b in biases]
+        self.stale = [tf.constant(k[-1], tf.float32) for k in kernels]
+
+    @classmethod
+    def from_npz(cls, path, likelihood: str) -> OriginalGradientMLP:
+        """Reads the parity kit's ``bnn_samples.npz`` (keys ``dense_i/kernel`` ``[S, in, out]``, ``dense_i/bias``)."""
+        with np.load(path) as f:
+            n_layers = len([k for k in f.files if k.endswith("/kernel")])
+            return cls([f[f"dense_{i}/kernel"] for i in range(n_layers)],
+                       [f[f"dense_{i}/bias"] for i in range(n_layers)], likelihood)
+
+    def predict_samples(self, x: tf.Tensor):
+        """``[S-1, B, C]`` probabilities or ``([S-1, B], [S-1, B])`` means and scales, with the stale gradient."""
+        s = self.kernels[0].shape[0]
+        h = tf.broadcast_to(tf.convert_to_tensor(x, tf.float32)[None], [s, tf.shape(x)[0], x.shape[-1]])
+        for i, (kernel, bias, stale) in enumerate(zip(self.kernels, self.biases, self.stale)):
+            h = _dense_with_stale_input_grad(h, kernel, bias, stale)
+            if i < len(self.kernels) - 1:
+                h = tf.nn.relu(h)
+        if self.likelihood == "categorical":
+            return tf.nn.softmax(h, axis=-1)
+        return h[..., 0], tf.nn.softplus(h[..., 1])
