@@ -1,0 +1,133 @@
+"""Resumable training with early stopping on a dev metric and best-checkpoint export (spec 4.8).
+
+The original trains for at most ``max_epochs``, evaluates the dev set every epoch, saves ``theta_best`` whenever the
+dev value improves and stops when ``epoch - best_epoch > early_stop``. Here the same loop is resumable: a
+``tf.train.Checkpoint`` holds the model, the optimizer, the training RNG and the bookkeeping (epochs done, best
+value, best epoch), so a second run into the same folder continues where the first stopped, and the best-so-far
+state survives the restart. The best model itself is exported by a callback, atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import tensorflow as tf
+from tqdm.auto import tqdm
+
+from common.utils import MetricsCSV
+
+logger = logging.getLogger(__name__)
+
+
+class RunState:
+    """Checkpointed bookkeeping of a training run.
+
+    Args:
+      run_dir: the run folder; checkpoints go to ``run_dir/ckpt``.
+      max_to_keep: checkpoints kept by the manager.
+      **trackables: everything else to checkpoint (model, optimizer, ``tf.random.Generator``...).
+
+    Attributes:
+      epochs_done: int64 variable, the number of completed epochs (the next epoch index).
+      best_value: float64 variable, the best dev value so far (``-inf`` before the first epoch).
+      best_epoch: int64 variable, the 0-based epoch of ``best_value`` (-1 before the first epoch).
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, max_to_keep: int = 2, **trackables: Any):
+        self.epochs_done = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.best_value = tf.Variable(-math.inf, dtype=tf.float64, trainable=False)
+        self.best_epoch = tf.Variable(-1, dtype=tf.int64, trainable=False)
+        self.checkpoint = tf.train.Checkpoint(epochs_done=self.epochs_done, best_value=self.best_value,
+                                              best_epoch=self.best_epoch, **trackables)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, str(Path(run_dir) / "ckpt"), max_to_keep)
+
+    def restore(self) -> int:
+        """Restores the latest checkpoint if any; returns the epoch to start from."""
+        if self.manager.latest_checkpoint:
+            self.checkpoint.restore(self.manager.latest_checkpoint).expect_partial()
+            logger.info("resumed from %s: %d epochs done, best %.5g at epoch %d", self.manager.latest_checkpoint,
+                        int(self.epochs_done), float(self.best_value), int(self.best_epoch))
+        return int(self.epochs_done)
+
+    def stopped_early(self, early_stop: int | None) -> bool:
+        """The original's rule, checked after epoch ``epochs_done - 1``: ``epoch - best_epoch > early_stop``."""
+        done = int(self.epochs_done)
+        return early_stop is not None and done > 0 and (done - 1) - int(self.best_epoch) > early_stop
+
+
+def fit_with_early_stopping(state: RunState, *, max_epochs: int, early_stop: int | None,
+                            train_epoch: Callable[[int], Mapping[str, float]],
+                            evaluate: Callable[[], Mapping[str, float]], monitor: str,
+                            export_best: Callable[[int], None], csv_path: str | os.PathLike,
+                            progress: bool = True) -> dict[str, float]:
+    """Runs (or resumes) the epoch loop; the monitored dev value is maximised (an ELBO).
+
+    Args:
+      state: the run's :class:`RunState` (restored here).
+      max_epochs: cap on the number of epochs.
+      early_stop: patience in epochs (``None``: never stop early).
+      train_epoch: ``epoch -> {"train/...": value}``; runs one epoch of optimisation.
+      evaluate: ``() -> {"<split>/...": value}``; dev metrics, must contain ``monitor``.
+      monitor: key of the value to maximise.
+      export_best: ``epoch -> None``; called when the dev value improves, before the checkpoint is written.
+      csv_path: ``metrics.csv``, one row per epoch (rows past a resumed epoch are dropped).
+      progress: show a tqdm bar.
+
+    Returns:
+      ``epochs_run``, ``best_epoch``, ``best/<monitor>`` and ``seconds_per_epoch`` (mean over all epochs of the run,
+      including those of earlier, resumed invocations).
+
+    Raises:
+      FloatingPointError: if the dev value is not finite (a diverged run is not exported).
+    """
+    start = state.restore()
+    metrics_csv = MetricsCSV(csv_path, resume_epoch=start)
+    if state.stopped_early(early_stop):
+        logger.info("run had already stopped early at epoch %d", start - 1)
+    else:
+        bar = tqdm(range(start, max_epochs), initial=start, total=max_epochs, disable=not progress, desc="epochs")
+        for epoch in bar:
+            t0 = time.perf_counter()
+            row = {"epoch": epoch, **train_epoch(epoch)}
+            row.update(evaluate())
+            value = float(row[monitor])
+            if not math.isfinite(value):
+                raise FloatingPointError(f"{monitor} = {value} at epoch {epoch}: the run diverged; lower the "
+                                         "learning rate or check the data")
+            if value > float(state.best_value):
+                export_best(epoch)
+                state.best_value.assign(value)
+                state.best_epoch.assign(epoch)
+            state.epochs_done.assign(epoch + 1)
+            state.manager.save(checkpoint_number=epoch + 1)
+            row["seconds"] = time.perf_counter() - t0
+            metrics_csv.append(row)
+            bar.set_postfix({monitor: f"{value:.4f}", "best": f"{float(state.best_value):.4f}"})
+            logger.info("epoch %d: %s", epoch, ", ".join(f"{k}={float(v):.5g}" for k, v in row.items() if k != "epoch"))
+            if state.stopped_early(early_stop):
+                logger.info("early stop at epoch %d (best epoch %d)", epoch, int(state.best_epoch))
+                break
+    with open(csv_path, newline="") as f:
+        seconds = [float(r["seconds"]) for r in csv.DictReader(f)]
+    return {"epochs_run": int(state.epochs_done), "best_epoch": int(state.best_epoch),
+            f"best/{monitor}": float(state.best_value),
+            "seconds_per_epoch": sum(seconds) / len(seconds) if seconds else float("nan")}
+
+
+def shuffled_batches(generator: tf.random.Generator, n: int, batch_size: int) -> tf.Tensor:
+    """A fresh permutation of ``range(n)`` from a checkpointed generator, padded with -1 to ``[n_batches, batch]``.
+
+    Batches are consecutive slices of the permutation (``drop_last=False``, as the original's DataLoader); the -1
+    entries mark the unused tail of the last batch.
+    """
+    perm = tf.argsort(generator.uniform([n]))
+    n_batches = -(-n // batch_size)
+    padded = tf.concat([perm, -tf.ones([n_batches * batch_size - n], perm.dtype)], axis=0)
+    return tf.reshape(padded, [n_batches, batch_size])
