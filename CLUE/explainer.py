@@ -285,7 +285,7 @@ class CLUE:
 
     # ---------------------------------------------------------------------------------------------- explain
     def explain(self, x0, z_init=None, cond_mask=None, desired_preds=None, record_trajectory: bool = False,
-                progress: bool = False) -> CLUEResult:
+                progress: bool = False, z_start=None) -> CLUEResult:
         """CLUEs for every row of ``x0``, processed ``config.batch_size`` rows at a time.
 
         Args:
@@ -296,6 +296,8 @@ class CLUE:
             soft labels, or ``[n]`` regression targets.
           record_trajectory: also return the x and z of every step.
           progress: show a progress bar over batches.
+          z_start: float32 ``[n, L]`` where Adam starts, if not at ``z_init`` (the latent-L2 term still pulls
+            towards ``z_init``); used by :meth:`explain_many`.
 
         Returns:
           A :class:`CLUEResult`.
@@ -308,6 +310,9 @@ class CLUE:
         z_init = np.asarray(z_init, dtype=np.float32)
         if z_init.shape[0] != x0.shape[0]:
             raise ValueError(f"z_init has {z_init.shape[0]} rows for {x0.shape[0]} inputs")
+        z_start = z_init if z_start is None else np.asarray(z_start, dtype=np.float32)
+        if z_start.shape != z_init.shape:
+            raise ValueError(f"z_start {z_start.shape} and z_init {z_init.shape} differ in shape")
         if cond_mask is not None:
             cond_mask = np.broadcast_to(np.asarray(cond_mask, np.float32), x0.shape)
         start = time.perf_counter()
@@ -316,7 +321,7 @@ class CLUE:
         for lo in tqdm(batches, desc="CLUE", unit="batch", disable=not progress):
             sl = slice(lo, lo + self.config.batch_size)
             parts.append(self._explain_batch(
-                x0[sl], z_init[sl], None if cond_mask is None else cond_mask[sl],
+                x0[sl], z_init[sl], z_start[sl], None if cond_mask is None else cond_mask[sl],
                 None if desired_preds is None else np.asarray(desired_preds)[sl], record_trajectory))
         merged = {k: np.concatenate([p[k] for p in parts], axis=0 if k in _ROW_FIRST else 1)
                   for k in parts[0] if parts[0][k] is not None}
@@ -326,6 +331,23 @@ class CLUE:
             freeze_index=merged.pop("freeze_index"), uncertainty_before=self.uncertainty(x0),
             uncertainty_after=self.uncertainty(x_final), seconds=time.perf_counter() - start, **merged)
         return result
+
+    def explain_many(self, x0, n_explanations: int, init_std: float = 0.15, seed: int = 0, z_init=None,
+                     **kwargs) -> list[CLUEResult]:
+        """Several CLUEs per point from perturbed starts ``z_init + init_std * eps`` (spec 5.7).
+
+        Each restart has a fresh Adam state (the original carried the moments over between restarts) and the
+        latent-L2 term, if weighted, pulls towards the unperturbed ``z_init``.
+
+        Returns:
+          ``n_explanations`` :class:`CLUEResult` objects, one per restart.
+        """
+        x0 = np.asarray(x0, dtype=np.float32)
+        z_init = self.encode(x0) if z_init is None else np.asarray(z_init, np.float32)
+        rng = np.random.default_rng(seed)
+        return [self.explain(x0, z_init=z_init, z_start=z_init + init_std * rng.standard_normal(z_init.shape,
+                                                                                                 np.float32), **kwargs)
+                for _ in range(n_explanations)]
 
     def encode(self, x: np.ndarray) -> np.ndarray:
         """The generator's encoder mean of ``x`` (the paper's z_init), in batches."""
@@ -337,7 +359,7 @@ class CLUE:
         return np.concatenate([self._uncertainty(tf.constant(x[i:i + 4096])).numpy()
                                for i in range(0, len(x), 4096)])
 
-    def _explain_batch(self, x0, z_init, cond_mask, desired, record_trajectory) -> dict[str, np.ndarray]:
+    def _explain_batch(self, x0, z_init, z_start, cond_mask, desired, record_trajectory) -> dict[str, np.ndarray]:
         """Runs the optimisation on one batch, dropping rows from the computation once they have stopped."""
         cfg = self.config
         n, T, n_stop = len(x0), cfg.max_steps, cfg.n_early_stop
@@ -345,10 +367,10 @@ class CLUE:
         raw = {k: np.zeros((T, n), np.float32) for k in names}
         x_hist = np.zeros((T + 1, n, x0.shape[1]), np.float32)  # only the steps a row may freeze at are read back
         z_hist = np.zeros((T + 1, n, z_init.shape[1]), np.float32)
-        z_hist[0] = z_init
+        z_hist[0] = z_start
         stop = np.zeros(n, np.int64)
         active = np.arange(n)
-        z = tf.constant(z_init)
+        z = tf.constant(z_start)
         m = v = tf.zeros_like(z)
         const = lambda a: None if a is None else tf.constant(a[active])  # noqa: E731
         x0_a, zi_a, mask_a, des_a = const(x0), const(z_init), const(cond_mask), const(desired)
