@@ -158,7 +158,8 @@ def forward(arch: Architecture, params: dict[str, tf.Tensor], x: tf.Tensor) -> t
     Returns:
       float32 `[B, output_dim]`, or `[S, B, output_dim]` for stacked parameters.
     """
-    h = x
+    params = {k: tf.convert_to_tensor(v, tf.float32) for k, v in params.items()}  # also reads variables once
+    h = tf.convert_to_tensor(x, tf.float32)
     if arch.kind == "cnn":
         h = tf.reshape(h, [-1, *arch.image_shape])
         for i in range(2):
