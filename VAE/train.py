@@ -35,7 +35,7 @@ import tensorflow as tf
 import data
 from common.config import parse_config
 from common.radam import RAdam
-from common.training import RunState, fit_with_early_stopping, shuffled_batches
+from common.training import RunState, fit_with_early_stopping, make_train_epoch
 from common.utils import make_run_dir, save_json, set_seed, setup_logging
 from VAE.model import VAE, build_vae, load_vae, save_vae
 
@@ -128,29 +128,17 @@ def split_dev(ds, config: Config) -> tuple[np.ndarray, np.ndarray]:
     return x_train, x_dev
 
 
-def make_train_epoch(model: VAE, optimizer, generator: tf.random.Generator, x_train: np.ndarray, batch_size: int):
-    """One epoch of the original's ``fit`` steps as a single ``tf.function``; returns the mean training ELBO."""
-    x_all = tf.constant(x_train)
+def make_vae_step(model: VAE, optimizer, generator: tf.random.Generator):
+    """The original's ``fit``: reparameterised z, loss ``mean(-vlb) * vlb_scale``, one optimizer step."""
+    def step(xb):  # [b, D] -> mean vlb
+        eps = generator.normal([tf.shape(xb)[0], model.latent_dim])  # reparameterisation noise
+        with tf.GradientTape() as tape:
+            loss, vlb = model.training_loss(xb, eps)
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return vlb
 
-    @tf.function
-    def run(batches):  # [n_batches, batch_size] int, -1 padded
-        total, count = tf.constant(0.0), tf.constant(0.0)
-        for i in tf.range(tf.shape(batches)[0]):
-            idx = tf.boolean_mask(batches[i], batches[i] >= 0)
-            xb = tf.gather(x_all, idx)  # [b, D]
-            eps = generator.normal([tf.shape(xb)[0], model.latent_dim])  # reparameterisation noise
-            with tf.GradientTape() as tape:
-                loss, vlb = model.training_loss(xb, eps)
-            grads = tape.gradient(loss, model.trainable_variables)
-            optimizer.apply_gradients(zip(grads, model.trainable_variables))
-            n = tf.cast(tf.shape(xb)[0], tf.float32)
-            total, count = total + vlb * n, count + n  # batch-size-weighted mean, as the original
-        return total / count
-
-    def train_epoch(epoch: int) -> dict[str, float]:
-        return {"train/elbo": float(run(shuffled_batches(generator, len(x_train), batch_size)))}
-
-    return train_epoch
+    return step
 
 
 def evaluate_vae(model: VAE, x: np.ndarray, batch_size: int = 1024) -> dict[str, float]:
@@ -198,7 +186,8 @@ def main(config: Config) -> dict[str, float]:
 
     summary = fit_with_early_stopping(
         state, max_epochs=config.max_epochs, early_stop=config.early_stop,
-        train_epoch=make_train_epoch(model, optimizer, generator, x_train, config.batch_size), evaluate=evaluate,
+        train_epoch=make_train_epoch(make_vae_step(model, optimizer, generator), x_train, generator,
+                                     config.batch_size), evaluate=evaluate,
         monitor=f"{dev_split}/elbo", csv_path=run_dir / "metrics.csv", progress=config.progress,
         export_best=lambda epoch: save_vae(model, run_dir / "best", {"dataset": config.dataset, "epoch": epoch,
                                                                       "train_config": dataclasses.asdict(config)}))

@@ -131,3 +131,37 @@ def shuffled_batches(generator: tf.random.Generator, n: int, batch_size: int) ->
     n_batches = -(-n // batch_size)
     padded = tf.concat([perm, -tf.ones([n_batches * batch_size - n], perm.dtype)], axis=0)
     return tf.reshape(padded, [n_batches, batch_size])
+
+
+def make_train_epoch(train_step: Callable[[tf.Tensor], tf.Tensor], x_train, generator: tf.random.Generator,
+                     batch_size: int, key: str = "train/elbo") -> Callable[[int], dict[str, float]]:
+    """One epoch of optimisation steps as a single ``tf.function`` over shuffled mini-batches.
+
+    Args:
+      train_step: ``x_batch [b, D] -> mean ELBO of the batch``; computes the loss and applies the optimizer (it is
+        traced into the epoch's graph, so it may use ``generator`` for noise and masks).
+      x_train: float32 ``[N, D]`` training rows.
+      generator: the checkpointed training RNG (also shuffles).
+      batch_size: rows per step; the last batch may be smaller (``drop_last=False``).
+      key: name of the returned metric.
+
+    Returns:
+      ``epoch -> {key: batch-size-weighted mean of the per-batch ELBOs}`` (the original's epoch figure).
+    """
+    x_all = tf.constant(x_train)
+    n = int(x_all.shape[0])
+
+    @tf.function
+    def run(batches):  # [n_batches, batch_size] int, -1 padded
+        total, count = tf.constant(0.0), tf.constant(0.0)
+        for i in tf.range(tf.shape(batches)[0]):
+            xb = tf.gather(x_all, tf.boolean_mask(batches[i], batches[i] >= 0))  # [b, D]
+            vlb = train_step(xb)
+            size = tf.cast(tf.shape(xb)[0], tf.float32)
+            total, count = total + vlb * size, count + size
+        return total / count
+
+    def train_epoch(epoch: int) -> dict[str, float]:
+        return {key: float(run(shuffled_batches(generator, n, batch_size)))}
+
+    return train_epoch

@@ -1,0 +1,66 @@
+"""VAEAC training script: improves the ELBO on tiny data, trains the under-VAEAC, resumes, runs as a script."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from common.config import with_preset
+from common.utils import PROJECT_ROOT, set_seed
+from VAEAC import train
+from VAEAC.model import VAEAC, load_model
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("vaeac") / "run"
+    config = with_preset(train.Config, train.PRESETS, "tiny", dataset="digits", out=str(out), progress=False)
+    return config, out, train.main(config)
+
+
+def test_tiny_training_improves_the_elbo_and_trains_the_under_model(tiny_run):
+    config, out, metrics = tiny_run
+    import data
+    _, _, x_test, model_cfg = train.prepare_data(data.load("digits"), config)
+    assert len(model_cfg["input_dim_vec"]) == 64 + 10  # joint (pixels, one-hot label)
+    set_seed(config.seed)
+    untrained = VAEAC(**model_cfg)
+    mask = train.masker(config, model_cfg["input_dim_vec"])
+    import tensorflow as tf
+    m = mask(tf.constant(x_test), tf.random.Generator.from_seed(config.seed + 12345)).numpy()
+    before = train.evaluate_vaeac(untrained, x_test, m)["elbo"]
+    assert metrics["test/elbo"] > before + 5.0, (before, metrics["test/elbo"])
+    assert metrics["test/elbo"] == pytest.approx(metrics["best/test/elbo"])  # fixed masks: same number
+    assert np.isfinite(metrics["test/under_elbo"]) and metrics["under/epochs_run"] == 3
+    with open(out / "under" / "metrics.csv", newline="") as f:
+        under_rows = list(csv.DictReader(f))
+    assert float(under_rows[-1]["train/elbo"]) > float(under_rows[0]["train/elbo"])
+    under = load_model(out / "under_best")
+    assert under.sample(5, tf.constant([0, 1])).shape == (5, 74)
+
+
+def test_resume_continues(tiny_run, tmp_path):
+    config, out, metrics = tiny_run
+    again = train.main(config)  # same --out: everything done, the same metrics come back
+    assert again["test/elbo"] == pytest.approx(metrics["test/elbo"])
+    longer = train.main(with_preset(train.Config, train.PRESETS, "tiny", dataset="digits", out=str(out),
+                                    progress=False, max_epochs=10))
+    with open(out / "metrics.csv", newline="") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == list(range(10))
+    assert longer["epochs_run"] == 10 and np.isfinite(longer["test/elbo"])
+    assert longer["best/test/elbo"] >= metrics["best/test/elbo"]
+
+
+def test_script_entry_point(tmp_path):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    cmd = [sys.executable, str(PROJECT_ROOT / "VAEAC" / "train.py"), "--dataset", "digits", "--preset", "tiny",
+           "--max-epochs", "1", "--under-epochs", "0", "--max-train-rows", "64", "--progress", "false",
+           "--out", str(tmp_path / "s")]
+    subprocess.run(cmd, check=True, env=env, cwd=tmp_path, capture_output=True, timeout=120)
+    assert np.isfinite(json.loads((tmp_path / "s" / "metrics.json").read_text())["test/elbo"])
