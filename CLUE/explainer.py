@@ -164,12 +164,12 @@ class CLUEResult:
             "seconds": float(self.seconds),
         }
 
-    def save(self, path) -> None:
-        """Writes every array to an ``.npz`` atomically."""
+    def save(self, path, **extra: np.ndarray) -> None:
+        """Writes every array (and ``extra`` ones, e.g. the explained rows' indices) to an ``.npz`` atomically."""
         from common.utils import save_npz
 
         arrays = {k: v for k, v in dataclasses.asdict(self).items() if isinstance(v, np.ndarray)}
-        save_npz(path, compressed=True, **arrays, seconds=np.float64(self.seconds))
+        save_npz(path, compressed=True, **arrays, **extra, seconds=np.float64(self.seconds))
 
 
 def uncertainties(bnn, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
