@@ -9,7 +9,9 @@ Three networks over flat data of width D (mask = 1 means missing):
 Per example (Eq. 4 of [1], as the original computes it)::
 
     vlb = log p(x | z) - KL(q(z | x) || p(z | x_obs, m)) + reg,   z ~ q (reparameterised)
-    reg = -sum_l mu_p^2 / (2 sigma_mu^2) + sigma_sigma * sum_l (log sigma_p - sigma_p)   (sigma_mu 1e4, sigma_sigma 1e-4)
+    reg = -sum_l mu_p^2 / (2 sigma_mu^2) + sigma_sigma * sum_l (log sigma_p - sigma_p)
+
+with sigma_mu = 1e4 and sigma_sigma = 1e-4.
 
 The reconstruction covers **all** dimensions, observed and missing (the original's choice; [1] scores only the
 missing part). Loss: ``mean_B(-vlb) * vlb_scale``.

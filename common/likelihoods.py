@@ -100,7 +100,10 @@ def normal_parse_params(params: tf.Tensor, min_sigma: float = MIN_ENCODER_SIGMA)
 
 
 def kl_normal_std_normal(loc: tf.Tensor, scale: tf.Tensor) -> tf.Tensor:
-    """Per-dimension KL(N(loc, scale) || N(0, 1)) = 0.5 (scale^2 + loc^2 - 1 - log scale^2) ([2], App. B). ``[B, L]``."""
+    """Per-dimension KL(N(loc, scale) || N(0, 1)), ``[B, L]`` ([2], App. B).
+
+    ``0.5 (scale^2 + loc^2 - 1 - log scale^2)``.
+    """
     return 0.5 * (tf.square(scale) + tf.square(loc) - 1.0) - tf.math.log(scale)
 
 
@@ -159,7 +162,7 @@ def gauss_unit_log_likelihood(out: tf.Tensor, x: tf.Tensor) -> tf.Tensor:
 
 def gauss_learned_scale_log_likelihood(out: tf.Tensor, x: tf.Tensor,
                                        min_sigma: float = MIN_DECODER_SIGMA) -> tf.Tensor:
-    """``log N(x; mu, max(softplus(s), min_sigma))`` elementwise, with ``out = [mu, s]`` of width ``2D``. ``[..., D]``."""
+    """``log N(x; mu, max(softplus(s), min_sigma))`` elementwise, ``[..., D]``; ``out = [mu, s]`` has width 2D."""
     loc, scale = normal_parse_params(out, min_sigma)
     return normal_log_prob(x, loc, scale)
 

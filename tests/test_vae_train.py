@@ -68,6 +68,7 @@ def test_resume_continues_and_matches_an_uninterrupted_run(tmp_path):
     resumed = run(tmp_path / "a", 4)  # same --out: continues from epoch 2
     straight = run(tmp_path / "b", 4)
     assert resumed["epochs_run"] == 4 and np.isfinite(resumed["test/elbo"])
+    assert resumed["test/elbo"] == pytest.approx(straight["test/elbo"], rel=1e-4)
     assert resumed["best/test/elbo"] >= first["best/test/elbo"]  # best-so-far survives the restart
     a, b = _rows(tmp_path / "a"), _rows(tmp_path / "b")
     assert [int(r["epoch"]) for r in a] == [0, 1, 2, 3]
