@@ -14,8 +14,16 @@ from __future__ import annotations
 
 import keras
 
-from common.layers import (LeakyResidualBlock, Residual, batch_norm, conv2d, conv_res_block, dense, leaky_relu,
-                           torch_uniform)
+from common.layers import (
+    LeakyResidualBlock,
+    Residual,
+    batch_norm,
+    conv2d,
+    conv_res_block,
+    dense,
+    leaky_relu,
+    torch_uniform,
+)
 
 WIDTH_MUL = 3  # inner ResBlock widths 8 * WIDTH_MUL * {1, 2, 4} = 24, 48, 96
 IMAGE_SHAPE = (28, 28, 1)
