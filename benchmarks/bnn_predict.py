@@ -1,0 +1,147 @@
+"""Posterior-predictive speed of the vectorised BNN against the original's per-sample loop, and SG-HMC epoch time.
+
+Two measurements, medians over ``--repeats`` timed runs after one warm-up, written to
+``benchmarks/results/bnn_predict.json``:
+
+1. ``predict``: S = 100 samples of the tabular MLP with LSAT dimensions (12 -> 200 -> 200 -> 2), batches of 1, 16,
+   256, 1000 and 10000 inputs. ``vectorised`` is ``Posterior.forward`` (one batched-matmul pass over stacked
+   kernels; ``*_xla``: the same compiled with XLA, ``Posterior(..., jit_compile=True)``); ``loop`` is the
+   original's approach (assign each sample's weights into a Keras model, run it, stack).
+   Achieved GFLOP/s (2 * S * B * sum(in * out) multiply-adds) are shown beside ``matmul_gflops``, a
+   2048 x 2048 x 2048 ``tf.matmul`` timed in the same run: the best this CPU and TF build reach.
+2. ``sghmc_lsat``: seconds per SG-HMC epoch on LSAT (17432 rows, batch 512, 35 steps), burn-in and sampling
+   epochs, excluding the one-off graph trace; the original took 0.462 s (0.457 s train loop only).
+
+Usage::
+
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/bnn_predict.py [--repeats 7] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from BNN.model import Architecture, init_params
+from BNN.posterior import Posterior
+from common.utils import save_json, setup_logging
+
+logger = logging.getLogger("benchmarks.bnn_predict")
+
+RESULTS = Path(__file__).resolve().parent / "results" / "bnn_predict.json"
+REFERENCE_SECONDS_PER_EPOCH = 0.462  # shared/reference/README.md section 1, LSAT, incl. dev eval every 10 epochs
+
+
+def median_seconds(fn, repeats: int) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` runs, after one untimed warm-up run."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def matmul_gflops(repeats: int, n: int = 2048) -> float:
+    a = tf.random.stateless_normal([n, n], seed=[0, 1])
+    b = tf.random.stateless_normal([n, n], seed=[0, 2])
+    mm = tf.function(lambda: tf.matmul(a, b))
+    return 2 * n**3 / median_seconds(lambda: mm().numpy(), repeats) / 1e9
+
+
+def keras_loop_predict(model, samples: list[list[np.ndarray]], x: tf.Tensor) -> np.ndarray:
+    """The original ``sample_predict``: for each sample, load its weights into the model, run it; stack [S, B, out]."""
+    outs = []
+    for weights in samples:
+        for variable, value in zip(model.weights, weights):
+            variable.assign(value)
+        outs.append(model(x, training=False))
+    return tf.stack(outs).numpy()
+
+
+def bench_predict(batches: list[int], n_samples: int, repeats: int, peak: float) -> list[dict]:
+    import keras
+
+    arch = Architecture("mlp", input_dim=12, output_dim=2, width=200, depth=2)
+    per_sample = [init_params(arch, seed) for seed in range(n_samples)]
+    stacked = {k: np.stack([p[k] for p in per_sample]) for k in per_sample[0]}
+    posterior = Posterior(arch, "gaussian", stacked)
+    posterior_xla = Posterior(arch, "gaussian", stacked, jit_compile=True)
+    model = keras.Sequential([keras.Input((12,)), keras.layers.Dense(200, activation="relu"),
+                              keras.layers.Dense(200, activation="relu"), keras.layers.Dense(2)])
+    samples = [[p[k] for k in arch.param_shapes()] for p in per_sample]
+    kernel_sizes = [int(np.prod(s)) for k, s in arch.param_shapes().items() if k.endswith("kernel")]
+    flops_per_row = 2 * n_samples * sum(kernel_sizes)
+    rows = []
+    for batch in batches:
+        x = tf.random.stateless_normal([batch, 12], seed=[1, batch])
+        vec = posterior.forward(x).numpy()
+        np.testing.assert_allclose(vec, keras_loop_predict(model, samples, x), rtol=1e-4, atol=1e-4)
+        t_vec = median_seconds(lambda: posterior.forward(x).numpy(), repeats)  # noqa: B023
+        t_xla = median_seconds(lambda: posterior_xla.forward(x).numpy(), repeats)  # noqa: B023
+        t_loop = median_seconds(lambda: keras_loop_predict(model, samples, x), max(1, repeats // 2))  # noqa: B023
+        gflops, gflops_xla = (flops_per_row * batch / t / 1e9 for t in (t_vec, t_xla))
+        rows.append({"batch": batch, "vectorised_ms": 1e3 * t_vec, "vectorised_xla_ms": 1e3 * t_xla,
+                     "loop_ms": 1e3 * t_loop, "speedup": t_loop / t_vec, "speedup_xla": t_loop / t_xla,
+                     "vectorised_gflops": gflops, "vectorised_xla_gflops": gflops_xla,
+                     "fraction_of_matmul": gflops / peak, "fraction_of_matmul_xla": gflops_xla / peak})
+        logger.info("%s", rows[-1])
+    return rows
+
+
+def bench_sghmc_lsat(repeats: int) -> dict:
+    import data
+    from BNN import train
+
+    config = train.Config(dataset="lsat")
+    dataset = data.load("lsat")
+    bnn, sampler = train.build_model(config, dataset)
+    epoch = train.make_train_epoch(bnn, sampler, dataset.x_train, dataset.y_train, config.batch_size,
+                                   config.resample_momentum_every, config.resample_prior_every,
+                                   tf.random.Generator.from_seed(0))
+    burn_in = median_seconds(lambda: float(epoch(tf.constant(True))[0]), repeats)
+    sampling = median_seconds(lambda: float(epoch(tf.constant(False))[0]), repeats)
+    return {"n_train": len(dataset.x_train), "batch_size": config.batch_size,
+            "seconds_per_epoch_burn_in": burn_in, "seconds_per_epoch_sampling": sampling,
+            "reference_seconds_per_epoch": REFERENCE_SECONDS_PER_EPOCH,
+            "speedup_vs_reference": REFERENCE_SECONDS_PER_EPOCH / max(burn_in, sampling)}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=7, help="timed runs per measurement (median reported)")
+    parser.add_argument("--samples", type=int, default=100, help="posterior samples S")
+    parser.add_argument("--quick", action="store_true", help="batches 1 and 256 only, 2 repeats, no SG-HMC")
+    parser.add_argument("--out", default=str(RESULTS), help="JSON output path")
+    args = parser.parse_args(argv)
+    repeats = 2 if args.quick else args.repeats
+    batches = [1, 256] if args.quick else [1, 16, 256, 1000, 10000]
+    peak = matmul_gflops(repeats)
+    logger.info("matmul peak %.1f GFLOP/s", peak)
+    result = {
+        "command": "OMP_WAIT_POLICY=PASSIVE python benchmarks/bnn_predict.py" + (" --quick" if args.quick else ""),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "tensorflow": tf.__version__,
+                    "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")},
+        "repeats": repeats, "n_samples": args.samples, "dims": [12, 200, 200, 2], "matmul_gflops": peak,
+        "predict": bench_predict(batches, args.samples, repeats, peak),
+    }
+    if not args.quick:
+        result["sghmc_lsat"] = bench_sghmc_lsat(repeats)
+        logger.info("%s", result["sghmc_lsat"])
+    save_json(args.out, result)
+    logger.info("wrote %s", args.out)
+    return result
+
+
+if __name__ == "__main__":
+    setup_logging()
+    main()
