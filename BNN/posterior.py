@@ -169,7 +169,8 @@ class Posterior:
             samples = {k: f[k] for k in f.files if k.startswith(("dense_", "conv_"))}
         n_dense = sum(1 for k in samples if k.startswith("dense_") and k.endswith("/kernel"))
         if n_dense < 2 or "dense_0/kernel" not in samples:
-            raise ValueError(f"{path}: expected keys dense_0/kernel ... with a leading sample axis, got {sorted(samples)}")
+            raise ValueError(f"{path}: expected keys dense_0/kernel, ... with a leading sample axis; "
+                             f"got {sorted(samples)}")
         output_dim = samples[f"dense_{n_dense - 1}/kernel"].shape[-1]
         if any(k.startswith("conv_") for k in samples):
             if image_shape is None:

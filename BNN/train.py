@@ -144,12 +144,18 @@ def make_train_epoch(bnn: BNN, sampler: ScaleAdaptedSGHMC, x: np.ndarray, y: np.
     return train_epoch
 
 
-def current_weights_metrics(bnn: BNN, dataset: data.Dataset) -> dict[str, float]:
-    """Test NLL and accuracy/RMSE of the current single weight set (the original's during-training dev eval)."""
-    out = bnn(dataset.x_test)
-    nll = float(tf.reduce_mean(bnn.likelihood.nll(out, dataset.y_test)))
-    err = float(tf.reduce_mean(bnn.likelihood.error(out, dataset.y_test)))
-    if dataset.task == "classification":
+def current_weights_metrics(bnn: BNN, dataset: data.Dataset, evaluate_now: bool = True) -> dict[str, float]:
+    """Test NLL and accuracy/RMSE of the current single weight set (the original's during-training dev eval).
+
+    With ``evaluate_now=False`` the same keys are returned with NaN values (metrics.csv has a fixed header).
+    """
+    is_cat = dataset.task == "classification"
+    nll = err = float("nan")
+    if evaluate_now:
+        out = bnn(dataset.x_test)
+        nll = float(tf.reduce_mean(bnn.likelihood.nll(out, dataset.y_test)))
+        err = float(tf.reduce_mean(bnn.likelihood.error(out, dataset.y_test)))
+    if is_cat:
         return {"test_current/nll": nll, "test_current/accuracy": 1.0 - err}
     return {"test_current/nll": nll, "test_current/rmse": math.sqrt(err) * float(dataset.y_std[0])}
 
@@ -189,8 +195,7 @@ def main(config: Config) -> dict[str, float]:
         row["train/accuracy" if dataset.task == "classification" else "train/rmse"] = (
             1.0 - float(err_sum) / n_train if dataset.task == "classification" else math.sqrt(float(err_sum) / n_train))
         evaluated = (i + 1) % config.eval_every == 0 or i + 1 == config.n_epochs
-        current = current_weights_metrics(bnn, dataset) if evaluated else {}
-        row.update({k: current.get(k, float("nan")) for k in current_weights_metrics_keys(dataset)})
+        row.update(current_weights_metrics(bnn, dataset, evaluate_now=evaluated))
         train_seconds.assign_add(time.perf_counter() - t0)
         row["seconds"] = time.perf_counter() - t0
         metrics_csv.append(row)
@@ -201,11 +206,6 @@ def main(config: Config) -> dict[str, float]:
         if (i + 1) % config.checkpoint_every == 0 or i + 1 == config.n_epochs:
             manager.save(checkpoint_number=i + 1)
     return export(config, run_dir, bnn, buffer, dataset, float(train_seconds) / max(int(epoch), 1))
-
-
-def current_weights_metrics_keys(dataset: data.Dataset) -> tuple[str, str]:
-    second = "test_current/accuracy" if dataset.task == "classification" else "test_current/rmse"
-    return "test_current/nll", second
 
 
 def export(config: Config, run_dir: Path, bnn: BNN, buffer: SampleBuffer, dataset: data.Dataset,
@@ -230,4 +230,5 @@ def export(config: Config, run_dir: Path, bnn: BNN, buffer: SampleBuffer, datase
 
 if __name__ == "__main__":
     setup_logging()
+    logging.getLogger("absl").setLevel(logging.WARNING)  # checkpoint writes log an INFO line each
     main(parse_config(Config, PRESETS, sys.argv[1:], description=__doc__.split("\n")[0]))

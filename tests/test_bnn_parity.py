@@ -15,7 +15,8 @@ KINDS = ("total", "aleatoric", "epistemic")
 
 @pytest.fixture(scope="module")
 def lsat(parity_dir):
-    return Posterior.from_npz(parity_dir / "lsat" / "bnn_samples.npz", "gaussian"), np.load(parity_dir / "lsat" / "io.npz")
+    return (Posterior.from_npz(parity_dir / "lsat" / "bnn_samples.npz", "gaussian"),
+            np.load(parity_dir / "lsat" / "io.npz"))
 
 
 @pytest.fixture(scope="module")
