@@ -77,7 +77,8 @@ def main(argv=None) -> dict:
     result = run(args.dataset, args.out or f"runs/demo_{args.dataset}", args.n_explain, args.tiny, args.seed)
     unit = result["uncertainty_unit"]
     print(f"\nCLUE demo on {args.dataset} finished in {result['total_seconds']:.0f} s")
-    print(f"  BNN test metrics: { {k: round(v, 4) for k, v in result['bnn_metrics'].items() if k.startswith('test/')} }")
+    tests = {k: round(v, 4) for k, v in result["bnn_metrics"].items() if k.startswith("test/")}
+    print(f"  BNN test metrics: {tests}")
     print(f"  VAE test ELBO:    {result['vae_metrics']['test/elbo']:.3f}")
     print(f"  explained {result['n_explained']} most uncertain test points: uncertainty "
           f"{result['uncertainty_before']:.3f} -> {result['uncertainty_after']:.3f} ({unit}), "

@@ -4,33 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from CLUE.explainer import CLUE, CLUEConfig, CLUEWeights, early_stop_steps, freeze
-
-
-class IdentityGenerator:
-    """x = z: keeps every computation elementwise, so results do not depend on which rows share a batch."""
-
-    def regenerate(self, z, straight_through=True):
-        return tf.identity(z)
-
-    def encode(self, x):
-        x = tf.convert_to_tensor(x)
-        return x, tf.ones_like(x)
-
-
-class ToyGaussianBNN:
-    """S samples of a heteroscedastic Gaussian: mu_s = sum_j a_sj x_j, sigma_s = softplus(sum_j c_sj x_j^2 - 1)."""
-
-    def __init__(self, dim: int, n_samples: int = 8, seed: int = 0):
-        rng = np.random.default_rng(seed)
-        self.a = tf.constant(rng.normal(size=(n_samples, 1, dim)), tf.float32)
-        self.c = tf.constant(rng.uniform(0.2, 1.0, size=(n_samples, 1, dim)), tf.float32)
-
-    def predict_samples(self, x):
-        x = tf.convert_to_tensor(x, tf.float32)[None]  # [1, B, D]
-        return tf.reduce_sum(self.a * x, -1), tf.nn.softplus(tf.reduce_sum(self.c * x * x, -1) - 1.0)
+from toy_models import IdentityGenerator, ToyGaussianBNN
 
 
 @pytest.fixture()
