@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tensorflow as tf
+from toy_models import MeanInfill, ToyCategoricalBNN, ToyGaussianBNN
 
 from CLUE.baselines import UFIDOConfig, global_sensitivity, localized_sensitivity, u_fido
 from CLUE.explainer import uncertainties
-from toy_models import MeanInfill, ToyCategoricalBNN, ToyGaussianBNN
 
 
 @pytest.fixture()

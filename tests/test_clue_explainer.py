@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from toy_models import IdentityGenerator, ToyGaussianBNN
 
 from CLUE.explainer import CLUE, CLUEConfig, CLUEWeights, early_stop_steps, freeze
-from toy_models import IdentityGenerator, ToyGaussianBNN
 
 
 @pytest.fixture()
