@@ -372,11 +372,29 @@ DATASETS: dict[str, _Entry] = {
 }
 
 
+_REGISTERED: dict[str, Dataset] = {}
+
+
+def register(dataset: Dataset, overwrite: bool = False) -> None:
+    """Makes an in-memory :class:`Dataset` loadable by name in this process (e.g. the evaluation framework's
+    artificial data), so that every training script accepts it as ``--dataset``/``Config.dataset``.
+
+    Raises:
+      ValueError: the name belongs to a built-in dataset, or is registered already and ``overwrite`` is False.
+    """
+    if dataset.name in DATASETS:
+        raise ValueError(f"{dataset.name!r} is a built-in dataset; register under another name")
+    if dataset.name in _REGISTERED and not overwrite:
+        raise ValueError(f"a dataset named {dataset.name!r} is registered already (pass overwrite=True)")
+    _REGISTERED[dataset.name] = dataset
+
+
 def load(name: str, data_dir: str | os.PathLike | None = None, seed: int = 0, **options: Any) -> Dataset:
     """Loads a dataset of the paper, preprocessed as the original code does.
 
     Args:
-      name: one of ``data.DATASETS``: lsat, compas, compas_leak_free, credit, wine, mnist, mnist_t10k, digits.
+      name: one of ``data.DATASETS``: lsat, compas, compas_leak_free, credit, wine, mnist, mnist_t10k, digits;
+        or a name given to :func:`register` in this process.
       data_dir: folder holding the raw files (searched before ``$CLUE_DATA_DIR`` and the cache ``data/raw/``).
       seed: split seed where the original splits at random; 0 reproduces the original split (module docstring).
       **options: dataset options; ``compas`` accepts ``leak_free=True`` (drop the ``is_recid`` input).
@@ -388,8 +406,11 @@ def load(name: str, data_dir: str | os.PathLike | None = None, seed: int = 0, **
       ValueError: unknown name or option.
       DataFileError: a raw file is missing and cannot be downloaded, or its checksum does not match.
     """
+    if name in _REGISTERED and not options:
+        return _REGISTERED[name]
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+        extra = f" or a registered one ({', '.join(_REGISTERED)})" if _REGISTERED else ""
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}{extra}")
     entry = DATASETS[name]
     unknown = set(options) - set(entry.options)
     if unknown:

@@ -186,3 +186,15 @@ def test_mnist_without_training_images_names_the_file(tmp_path, data_dir, monkey
     with pytest.raises(DataFileError, match=r"(?s)train-images-idx3-ubyte\.gz.*mnist_t10k"):
         data.load("mnist", data_dir=data_dir)
     assert not (tmp_path / "cache").exists()  # a failed download leaves nothing behind
+
+
+def test_registered_in_memory_dataset_loads_by_name(loaded):
+    import dataclasses
+
+    art = dataclasses.replace(loaded["digits"], name="art_digits_test")
+    data.register(art, overwrite=True)
+    assert data.load("art_digits_test") is art
+    with pytest.raises(ValueError, match="built-in"):
+        data.register(loaded["digits"])
+    with pytest.raises(ValueError, match="registered already"):
+        data.register(art)
