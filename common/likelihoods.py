@@ -24,72 +24,21 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
+# The layout conversions live in common.tabular (NumPy only); re-exported here for the likelihood code.
+from common.tabular import (  # noqa: F401
+    block_slices,
+    check_input_dim_vec,
+    compact_mask_to_flat,
+    compact_to_flat,
+    flat_to_compact,
+    input_dim_vec_to_x_dims,
+    x_dims_to_input_dim_vec,
+)
+
 MIN_ENCODER_SIGMA = 1e-3  # normal_parse_params(., 1e-3) on every encoder / prior network output (spec 4.2)
 MIN_DECODER_SIGMA = 1e-2  # decoder sigma floor when the Gaussian likelihood learns its scale (trap 8)
 
 LIKELIHOODS = ("gauss_cat", "gauss", "bernoulli")
-
-
-# ----------------------------------------------------------------------------------------------- layout conversions
-def _check_vec(input_dim_vec: Sequence[int]) -> list[int]:
-    vec = [int(k) for k in input_dim_vec]
-    if not vec or any(k < 1 for k in vec):
-        raise ValueError(f"input_dim_vec must be a non-empty list of positive ints, got {input_dim_vec!r}")
-    return vec
-
-
-def block_slices(input_dim_vec: Sequence[int]) -> list[slice]:
-    """The flat column range of each variable, in ``input_dim_vec`` order."""
-    offsets = np.concatenate([[0], np.cumsum(_check_vec(input_dim_vec))])
-    return [slice(int(a), int(b)) for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
-
-
-def input_dim_vec_to_x_dims(input_dim_vec: Sequence[int]) -> list[int]:
-    """Per flat column, the size of the variable it belongs to: ``[1, 8] -> [1, 8, 8, ..., 8]``."""
-    return [k for k in _check_vec(input_dim_vec) for _ in range(k)]
-
-
-def x_dims_to_input_dim_vec(x_dims: Sequence[int]) -> list[int]:
-    """Inverse of :func:`input_dim_vec_to_x_dims`."""
-    vec, i = [], 0
-    while i < len(x_dims):
-        vec.append(int(x_dims[i]))
-        i += int(x_dims[i])
-    return vec
-
-
-def flat_to_compact(x: np.ndarray, input_dim_vec: Sequence[int]) -> np.ndarray:
-    """Flat ``[N, sum(vec)]`` -> compact ``[N, len(vec)]``; categorical blocks become argmax (ties: lowest index)."""
-    x = np.asarray(x)
-    slices = block_slices(input_dim_vec)
-    if x.shape[-1] != slices[-1].stop:
-        raise ValueError(f"flat x has {x.shape[-1]} columns but sum(input_dim_vec) = {slices[-1].stop}")
-    cols = [x[..., s] if s.stop - s.start == 1 else np.argmax(x[..., s], axis=-1)[..., None].astype(x.dtype)
-            for s in slices]
-    return np.concatenate(cols, axis=-1)
-
-
-def compact_to_flat(x: np.ndarray, input_dim_vec: Sequence[int]) -> np.ndarray:
-    """Compact ``[N, len(vec)]`` -> flat ``[N, sum(vec)]``, one-hot encoding each categorical column."""
-    x = np.asarray(x)
-    vec = _check_vec(input_dim_vec)
-    if x.shape[-1] != len(vec):
-        raise ValueError(f"compact x has {x.shape[-1]} columns but input_dim_vec has {len(vec)} variables")
-    cols = []
-    for j, k in enumerate(vec):
-        if k == 1:
-            cols.append(x[..., j:j + 1])
-        else:
-            idx = x[..., j].astype(np.int64)
-            if idx.min(initial=0) < 0 or idx.max(initial=0) >= k:
-                raise ValueError(f"variable {j} has class indices outside [0, {k})")
-            cols.append(np.eye(k, dtype=x.dtype)[idx])
-    return np.concatenate(cols, axis=-1)
-
-
-def compact_mask_to_flat(mask: np.ndarray, input_dim_vec: Sequence[int]) -> np.ndarray:
-    """Per-variable mask ``[N, len(vec)]`` -> per-column mask ``[N, sum(vec)]`` (each bit repeated K times)."""
-    return np.repeat(np.asarray(mask), _check_vec(input_dim_vec), axis=-1)
 
 
 # ------------------------------------------------------------------------------------------------ latent Gaussians
@@ -186,13 +135,13 @@ def log_likelihood(likelihood: str, out: tf.Tensor, x: tf.Tensor, input_dim_vec:
 
 def vlb_scale(likelihood: str, input_dim_vec: Sequence[int]) -> float:
     """The loss normaliser (spec 4.2): 1/n_variables for gauss_cat, else 1/flat input dim (1/784 for MNIST)."""
-    vec = _check_vec(input_dim_vec)
+    vec = check_input_dim_vec(input_dim_vec)
     return 1.0 / (len(vec) if likelihood == "gauss_cat" else sum(vec))
 
 
 def decoder_output_dim(likelihood: str, input_dim_vec: Sequence[int], pred_sig: bool = False) -> int:
     """Width of the decoder output: ``2D`` for a Gaussian with learned scale, else ``D``."""
-    return sum(_check_vec(input_dim_vec)) * (2 if likelihood == "gauss" and pred_sig else 1)
+    return sum(check_input_dim_vec(input_dim_vec)) * (2 if likelihood == "gauss" and pred_sig else 1)
 
 
 # ------------------------------------------------------------------------------------- decoding to the input space

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from data import tabular
+from common import tabular
 from data.sources import DataFileError, fetch, find_first
 
 logger = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import data
-from data import tabular
+from common import tabular
 from data.datasets import _read_credit
 from data.sources import DataFileError
 
@@ -54,7 +54,7 @@ def test_tabular_normalisation_and_one_hot(loaded, name):
     d = loaded[name]
     assert tabular.is_valid_one_hot(d.x_train, d.input_dim_vec)
     assert tabular.is_valid_one_hot(d.x_test, d.input_dim_vec)
-    continuous = tabular.input_dim_vec_to_x_dims(d.input_dim_vec) == 1
+    continuous = np.asarray(tabular.input_dim_vec_to_x_dims(d.input_dim_vec)) == 1
     # Continuous columns are standardised with training statistics: train mean 0, population std 1.
     np.testing.assert_allclose(d.x_train[:, continuous].mean(0), 0, atol=1e-5)
     np.testing.assert_allclose(d.x_train[:, continuous].std(0), 1, atol=1e-4)
