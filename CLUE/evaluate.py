@@ -1,0 +1,235 @@
+"""Runs the computational evaluation framework of [1] on one tabular dataset (spec 6.3, 6.4; paper section 5.1).
+
+Steps, each resumable (a finished stage, i.e. one with ``metrics.json``, is reused; an interrupted training run
+resumes from its checkpoint):
+
+1. ``gt_vaeac/``: the ground-truth VAEAC on the real joint (x, y) and its under-VAEAC (``VAEAC.train``);
+2. ``artificial.npz``: ``N_train + N_test`` points drawn from the ground truth, registered as ``art_<dataset>``;
+3. ``bnn/``, ``vae/``, ``art_vaeac/``: the BNN (``BNN.train``), CLUE's VAE (``VAE.train``) and U-FIDO's in-filling
+   VAEAC (``VAEAC.train``, x only) on the artificial training split;
+4. the artificial test points with BNN aleatoric (epistemic) uncertainty above the dataset's threshold are explained by
+   localized sensitivity, CLUE and U-FIDO over their sweeps and scored against the ground truth
+   (:mod:`CLUE.evaluation`).
+
+Writes ``table.csv`` (one row per method, target and sweep value), ``results.json`` (config, references, rows) and
+``<dataset>_{aleatoric,epistemic}.png`` into ``--out``.
+
+Usage::
+
+    python -m CLUE.evaluate --dataset compas --preset fast --seed 0 --out runs/eval_compas
+    python -m CLUE.evaluate --dataset lsat --preset paper --out runs/eval_lsat
+
+Presets: ``paper`` = the [nb] budgets (GT VAEAC <= 2500 epochs, patience 200, under-VAEAC 2500 epochs; BNN 2400
+epochs, burn-in 120, a sample every 20 epochs, 100 kept; VAE/VAEAC <= 2500 epochs; 500 GT samples; 1000 importance
+samples; 30/30/20 sweep values; every uncertain test point). ``fast`` and ``tiny``: see ``PRESETS``.
+
+#### References
+[1] Antorán, J., Bhatt, U., Adel, T., Weller, A., Hernández-Lobato, J. M. "Getting a CLUE: A Method for Explaining
+    Uncertainty Estimates." ICLR 2021.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import data
+from BNN import train as bnn_train
+from BNN.posterior import Posterior
+from CLUE import evaluation as ev
+from common.config import parse_config
+from common.utils import load_json, make_run_dir, save_json, save_npz, set_seed, setup_logging
+from VAE import train as vae_train
+from VAE.model import load_vae
+from VAEAC import train as vaeac_train
+from VAEAC.model import load_model
+
+logger = logging.getLogger(__name__)
+
+
+def _f(default, help_text):
+    return field(default=default, metadata={"help": help_text})
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every setting of an evaluation run; defaults are the paper's ([nb]) budgets."""
+
+    dataset: str = _f("compas", "lsat | compas | credit | wine")
+    seed: int = _f(0, "seeds every stage (data generation, training, explanations, Monte Carlo)")
+    out: str = _f("runs/evaluate", "run folder; finished stages found there are reused")
+    data_dir: str | None = _f(None, "folder of raw data files")
+    gt_max_epochs: int = _f(2500, "ground-truth VAEAC epoch cap")
+    gt_early_stop: int = _f(200, "ground-truth VAEAC patience")
+    gt_lr: float | None = _f(None, "ground-truth VAEAC lr (None: 1e-4 gauss_cat, 3e-4 Gaussian, as [nb])")
+    gt_width: int = _f(350, "ground-truth VAEAC width ([nb]: 350)")
+    gt_depth: int = _f(3, "ground-truth VAEAC depth ([nb]: 3)")
+    under_epochs: int = _f(2500, "under-VAEAC epoch cap")
+    under_width: int = _f(150, "under-VAEAC width ([nb]: 150)")
+    under_lr: float = _f(3e-4, "under-VAEAC Adam lr ([nb]: 3e-4)")
+    max_train_rows: int | None = _f(None, "train the real-data ground truth on the first N rows only")
+    bnn_epochs: int = _f(2400, "BNN SG-HMC epochs ([nb]: 2400)")
+    bnn_burn_in: int = _f(120, "BNN burn-in epochs ([nb]: 120)")
+    bnn_save_every: int = _f(20, "BNN: a weight sample every k epochs ([nb]: 20)")
+    bnn_n_saves: int = _f(100, "BNN samples kept ([nb]: 100)")
+    bnn_width: int = _f(200, "BNN width ([nb]: 200)")
+    vae_max_epochs: int = _f(2500, "CLUE VAE epoch cap")
+    vae_lr: float = _f(1e-4, "CLUE VAE RAdam lr")
+    vae_width: int = _f(300, "CLUE VAE width")
+    vae_early_stop: int = _f(200, "CLUE VAE and in-fill VAEAC patience")
+    art_vaeac_max_epochs: int = _f(2500, "in-filling VAEAC epoch cap")
+    art_vaeac_lr: float | None = _f(None, "in-filling VAEAC lr (None: VAEAC.train's default)")
+    art_vaeac_width: int = _f(350, "in-filling VAEAC width")
+    max_explained: int | None = _f(None, "explain at most this many points per target (random subset)")
+    n_gt_samples: int = _f(500, "VAEAC prior samples of p_gt(y|x) ([nb]: 500)")
+    n_px_samples: int = _f(1000, "importance samples of log p_gt(x) ([nb]: 1000)")
+    n_clue: int = _f(30, "CLUE lambdas, log-spaced in [1e-4, 30] ([nb]: 30)")
+    n_ufido: int = _f(30, "U-FIDO L1 weights, log-spaced in [1e-5, 100] ([nb]: 30)")
+    n_sensitivity: int = _f(20, "sensitivity step sizes, log-spaced in [1e-3, 200] ([nb]: 20)")
+    clue_max_steps_aleatoric: int = _f(55, "CLUE Adam steps, aleatoric runs ([nb]: 55)")
+    clue_max_steps_epistemic: int = _f(65, "CLUE Adam steps, epistemic runs ([nb]: 65)")
+    ufido_iterations: int = _f(30, "U-FIDO iterations (original: 30)")
+    progress: bool = _f(True, "show progress bars")
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    # tens of minutes per dataset on 2 CPU cores: fewer epochs with larger learning rates, shorter chains,
+    # fewer Monte Carlo samples, 8 values per sweep over the paper's ranges, at most 300 explained points per target
+    "fast": {"gt_max_epochs": 60, "gt_early_stop": 20, "gt_lr": 1e-3, "under_epochs": 60, "under_lr": 1e-3,
+             "bnn_epochs": 300, "bnn_burn_in": 60, "bnn_save_every": 4, "bnn_n_saves": 60,
+             "vae_max_epochs": 60, "vae_lr": 1e-3, "vae_early_stop": 20, "art_vaeac_max_epochs": 60,
+             "art_vaeac_lr": 1e-3, "max_explained": 300, "n_gt_samples": 100, "n_px_samples": 200,
+             "n_clue": 8, "n_ufido": 8, "n_sensitivity": 8, "max_train_rows": 8000},
+    # seconds, for tests: tiny networks, a handful of epochs and sweep values
+    "tiny": {"gt_max_epochs": 3, "gt_early_stop": 5, "gt_lr": 3e-3, "gt_width": 32, "gt_depth": 2,
+             "under_epochs": 2, "under_width": 16, "under_lr": 3e-3, "max_train_rows": 1024,
+             "bnn_epochs": 4, "bnn_burn_in": 1, "bnn_save_every": 1, "bnn_n_saves": 3, "bnn_width": 16,
+             "vae_max_epochs": 2, "vae_lr": 3e-3, "vae_width": 16, "vae_early_stop": 5, "art_vaeac_max_epochs": 2,
+             "art_vaeac_lr": 3e-3, "art_vaeac_width": 16, "max_explained": 24, "n_gt_samples": 8,
+             "n_px_samples": 8, "n_clue": 2, "n_ufido": 2, "n_sensitivity": 2, "clue_max_steps_aleatoric": 5,
+             "clue_max_steps_epistemic": 5, "ufido_iterations": 3, "progress": False},
+}
+
+
+def _done(run_dir: Path) -> bool:
+    return (run_dir / "metrics.json").exists()
+
+
+def train_ground_truth(config: Config, run_dir: Path) -> ev.GroundTruth:
+    """Stage 1: the VAEAC on the real joint (x, y) and its under-VAEAC (credit masks whole variables, [nb])."""
+    out = run_dir / "gt_vaeac"
+    if not _done(out):
+        vaeac_train.main(vaeac_train.Config(
+            dataset=config.dataset, targets=True, width=config.gt_width, depth=config.gt_depth, lr=config.gt_lr,
+            max_epochs=config.gt_max_epochs, early_stop=config.gt_early_stop,
+            mask_per_variable=config.dataset == "credit", under_epochs=config.under_epochs,
+            under_width=config.under_width, under_lr=config.under_lr, under_early_stop=config.gt_early_stop,
+            max_train_rows=config.max_train_rows, seed=config.seed, data_dir=config.data_dir, out=str(out),
+            progress=config.progress))
+    real = data.load(config.dataset, data_dir=config.data_dir)
+    return ev.GroundTruth(load_model(out / "under_best"), real.x_dim, real.task)
+
+
+def artificial_dataset(config: Config, run_dir: Path, gt: ev.GroundTruth) -> data.Dataset:
+    """Stage 2: draws (or reloads) the artificial data and registers it as ``art_<dataset>``."""
+    real = data.load(config.dataset, data_dir=config.data_dir)
+    path = run_dir / "artificial.npz"
+    ds = ev.make_artificial_dataset(gt, real, config.seed, register=False)
+    if path.exists():  # reuse the saved draw: a resumed run must explain the data its models were trained on
+        saved = np.load(path)
+        ds = dataclasses.replace(ds, **{k: saved[k] for k in ("x_train", "y_train", "x_test", "y_test")})
+    else:
+        save_npz(path, x_train=ds.x_train, y_train=ds.y_train, x_test=ds.x_test, y_test=ds.y_test)
+    data.register(ds, overwrite=True)
+    return ds
+
+
+def train_art_models(config: Config, run_dir: Path, ds: data.Dataset):
+    """Stage 3: BNN, CLUE VAE and in-filling VAEAC on the artificial training split."""
+    latent = vaeac_train.LATENT_DIMS[config.dataset]
+    if not _done(run_dir / "bnn"):
+        bnn_train.main(bnn_train.Config(
+            dataset=ds.name, seed=config.seed, out=str(run_dir / "bnn"), width=config.bnn_width,
+            n_epochs=config.bnn_epochs, burn_in=config.bnn_burn_in, save_every=config.bnn_save_every,
+            n_saves=config.bnn_n_saves, eval_every=max(1, config.bnn_epochs // 10), progress=config.progress))
+    if not _done(run_dir / "vae"):
+        vae_train.main(vae_train.Config(
+            dataset=ds.name, latent_dim=latent, width=config.vae_width, lr=config.vae_lr,
+            max_epochs=config.vae_max_epochs, early_stop=config.vae_early_stop, seed=config.seed,
+            out=str(run_dir / "vae"), progress=config.progress))
+    if not _done(run_dir / "art_vaeac"):
+        vaeac_train.main(vaeac_train.Config(
+            dataset=ds.name, targets=False, latent_dim=latent, width=config.art_vaeac_width, lr=config.art_vaeac_lr,
+            max_epochs=config.art_vaeac_max_epochs, early_stop=config.vae_early_stop, seed=config.seed,
+            out=str(run_dir / "art_vaeac"), progress=config.progress))
+    return (Posterior.load(run_dir / "bnn" / "posterior"), load_vae(run_dir / "vae" / "best"),
+            load_model(run_dir / "art_vaeac" / "best"))
+
+
+def make_sweep(config: Config) -> ev.Sweep:
+    return ev.Sweep(
+        clue_lambdas=tuple(np.logspace(-4, math.log10(30), config.n_clue)),
+        ufido_l1ws=tuple(np.logspace(-5, 2, config.n_ufido)),
+        sensitivity_steps=tuple(np.logspace(-3, math.log10(200), config.n_sensitivity)),
+        clue_max_steps_aleatoric=config.clue_max_steps_aleatoric,
+        clue_max_steps_epistemic=config.clue_max_steps_epistemic, ufido_iterations=config.ufido_iterations)
+
+
+def explained_sets(config: Config, gt: ev.GroundTruth, bnn, ds: data.Dataset,
+                   budget: ev.EvalBudget) -> tuple[dict[str, ev.Reference], dict[str, Any]]:
+    """Stage 4a: uncertain test points per target (at most ``max_explained``, a seeded subset) and their references."""
+    settings = ev.SETTINGS[config.dataset]
+    u = ev.bnn_uncertainties(bnn, ds.x_test)
+    rng = np.random.default_rng(config.seed)
+    refs, info = {}, {}
+    for target, tau in (("aleatoric", settings.tau_aleatoric), ("epistemic", settings.tau_epistemic)):
+        idx = ev.select_uncertain(u, target, tau)
+        info[target] = {"threshold": tau, "n_selected": int(len(idx)), "n_test": int(len(ds.x_test))}
+        if len(idx) == 0:
+            logger.warning("%s: no test point has %s uncertainty >= %g; skipping that target", config.dataset,
+                           target, tau)
+            continue
+        if config.max_explained is not None and len(idx) > config.max_explained:
+            idx = np.sort(rng.choice(idx, config.max_explained, replace=False))
+        refs[target] = ev.Reference.build(gt, bnn, ds.x_test[idx], budget)
+        info[target].update({"n_explained": int(len(idx)), "mean_log_px_x0": float(refs[target].log_px.mean()),
+                             "mean_gt_uncertainty_x0": float(refs[target].gt_uncertainty.mean()),
+                             "error_x0": refs[target].error})
+    return refs, info
+
+
+def main(config: Config) -> dict[str, Any]:
+    """Runs every stage; returns ``{"references": ..., "rows": [...]}`` (also in ``results.json``)."""
+    if config.dataset not in ev.SETTINGS:
+        raise ValueError(f"unknown dataset {config.dataset!r}; choose one of {sorted(ev.SETTINGS)}")
+    set_seed(config.seed)
+    run_dir = make_run_dir(config.out, dataclasses.asdict(config))
+    gt = train_ground_truth(config, run_dir)
+    ds = artificial_dataset(config, run_dir, gt)
+    bnn, vae, art_vaeac = train_art_models(config, run_dir, ds)
+    budget = ev.EvalBudget(config.n_gt_samples, config.n_px_samples, config.seed)
+    refs, info = explained_sets(config, gt, bnn, ds, budget)
+    points = ev.run_sweeps(gt, bnn, refs, vae, art_vaeac, make_sweep(config), budget, progress=config.progress)
+    ev.points_table(points).to_csv(run_dir / "table.csv", index=False)
+    for target in refs:
+        ev.plot_sweeps(points, refs, target, run_dir / f"{config.dataset}_{target}.png", title=config.dataset)
+    results = {"dataset": config.dataset, "config": dataclasses.asdict(config), "references": info,
+               "models": {k: load_json(run_dir / k / "metrics.json") for k in ("gt_vaeac", "bnn", "vae", "art_vaeac")},
+               "rows": [dataclasses.asdict(p) for p in points]}
+    save_json(run_dir / "results.json", results)
+    logger.info("wrote %s", run_dir / "results.json")
+    return results
+
+
+if __name__ == "__main__":
+    setup_logging()
+    logging.getLogger("absl").setLevel(logging.WARNING)
+    main(parse_config(Config, PRESETS, sys.argv[1:], description=__doc__.split("\n\n")[0]))
