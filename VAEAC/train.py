@@ -170,8 +170,9 @@ def train_under(base: VAEAC, config: Config, run_dir, x_train, x_dev, dev_split:
 
 def main(config: Config) -> dict[str, float]:
     """Trains (or resumes) a VAEAC, then the under-VAEAC if asked; returns the best checkpoints' metrics."""
-    if config.dataset not in LATENT_DIMS:
-        raise ValueError(f"unknown dataset {config.dataset!r}; choose one of {sorted(LATENT_DIMS)}")
+    if config.dataset not in LATENT_DIMS and config.latent_dim is None:
+        data.load(config.dataset)  # raises for an unknown name; a data.register-ed one needs latent_dim
+        raise ValueError(f"dataset {config.dataset!r} has no default latent_dim; set latent_dim")
     set_seed(config.seed)
     run_dir = make_run_dir(config.out, dataclasses.asdict(config))
     ds = data.load(config.dataset, data_dir=config.data_dir, seed=config.data_seed)
