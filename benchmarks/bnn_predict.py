@@ -8,7 +8,8 @@ Two measurements, medians over ``--repeats`` timed runs after one warm-up, writt
    kernels; ``*_xla``: the same compiled with XLA, ``Posterior(..., jit_compile=True)``); ``loop`` is the
    original's approach (assign each sample's weights into a Keras model, run it, stack).
    Achieved GFLOP/s (2 * S * B * sum(in * out) multiply-adds) are shown beside ``matmul_gflops``, a
-   2048 x 2048 x 2048 ``tf.matmul`` timed in the same run: the best this CPU and TF build reach.
+   2048 x 2048 x 2048 ``tf.matmul`` timed right before each batch's timings (the machine is shared, so its load
+   drifts; the load averages are recorded too): the best this CPU and TF build reach at that moment.
 2. ``sghmc_lsat``: seconds per SG-HMC epoch on LSAT (17432 rows, batch 512, 35 steps), burn-in and sampling
    epochs, excluding the one-off graph trace; the original took 0.462 s (0.457 s train loop only).
 
@@ -68,7 +69,7 @@ def keras_loop_predict(model, samples: list[list[np.ndarray]], x: tf.Tensor) -> 
     return tf.stack(outs).numpy()
 
 
-def bench_predict(batches: list[int], n_samples: int, repeats: int, peak: float) -> list[dict]:
+def bench_predict(batches: list[int], n_samples: int, repeats: int) -> list[dict]:
     import keras
 
     arch = Architecture("mlp", input_dim=12, output_dim=2, width=200, depth=2)
@@ -86,12 +87,14 @@ def bench_predict(batches: list[int], n_samples: int, repeats: int, peak: float)
         x = tf.random.stateless_normal([batch, 12], seed=[1, batch])
         vec = posterior.forward(x).numpy()
         np.testing.assert_allclose(vec, keras_loop_predict(model, samples, x), rtol=1e-4, atol=1e-4)
+        peak = matmul_gflops(repeats)  # re-measured beside each batch: the machine's load drifts between batches
         t_vec = median_seconds(lambda: posterior.forward(x).numpy(), repeats)  # noqa: B023
         t_xla = median_seconds(lambda: posterior_xla.forward(x).numpy(), repeats)  # noqa: B023
         t_loop = median_seconds(lambda: keras_loop_predict(model, samples, x), max(1, repeats // 2))  # noqa: B023
         gflops, gflops_xla = (flops_per_row * batch / t / 1e9 for t in (t_vec, t_xla))
-        rows.append({"batch": batch, "vectorised_ms": 1e3 * t_vec, "vectorised_xla_ms": 1e3 * t_xla,
-                     "loop_ms": 1e3 * t_loop, "speedup": t_loop / t_vec, "speedup_xla": t_loop / t_xla,
+        rows.append({"batch": batch, "matmul_gflops": peak, "vectorised_ms": 1e3 * t_vec,
+                     "vectorised_xla_ms": 1e3 * t_xla, "loop_ms": 1e3 * t_loop,
+                     "speedup": t_loop / t_vec, "speedup_xla": t_loop / t_xla,
                      "vectorised_gflops": gflops, "vectorised_xla_gflops": gflops_xla,
                      "fraction_of_matmul": gflops / peak, "fraction_of_matmul_xla": gflops_xla / peak})
         logger.info("%s", rows[-1])
@@ -125,18 +128,17 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     repeats = 2 if args.quick else args.repeats
     batches = [1, 256] if args.quick else [1, 16, 256, 1000, 10000]
-    peak = matmul_gflops(repeats)
-    logger.info("matmul peak %.1f GFLOP/s", peak)
     result = {
         "command": "OMP_WAIT_POLICY=PASSIVE python benchmarks/bnn_predict.py" + (" --quick" if args.quick else ""),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "tensorflow": tf.__version__,
-                    "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")},
-        "repeats": repeats, "n_samples": args.samples, "dims": [12, 200, 200, 2], "matmul_gflops": peak,
-        "predict": bench_predict(batches, args.samples, repeats, peak),
+                    "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "load_average_start": os.getloadavg()},
+        "repeats": repeats, "n_samples": args.samples, "dims": [12, 200, 200, 2],
+        "predict": bench_predict(batches, args.samples, repeats),
     }
     if not args.quick:
         result["sghmc_lsat"] = bench_sghmc_lsat(repeats)
         logger.info("%s", result["sghmc_lsat"])
+    result["machine"]["load_average_end"] = os.getloadavg()
     save_json(args.out, result)
     logger.info("wrote %s", args.out)
     return result
