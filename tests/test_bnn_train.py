@@ -68,3 +68,12 @@ def test_script_entry_point_runs(tmp_path):
                             capture_output=True, text=True, timeout=240, cwd=train.__file__.rsplit("/BNN/", 1)[0])
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads((out / "metrics.json").read_text())["n_samples"] == 1
+
+
+def test_tiny_cnn_trains_on_images(tmp_path):
+    config = with_preset(train.Config, train.PRESETS, "tiny", arch="cnn", n_epochs=3, out=str(tmp_path / "cnn"))
+    metrics = train.main(config)
+    assert all(math.isfinite(v) for v in metrics.values())
+    post = Posterior.load(tmp_path / "cnn" / "posterior")
+    assert post.arch.kind == "cnn" and post.arch.image_shape == (8, 8, 1) and post.input_norm is not None
+    assert post.predict_samples(np.full((2, 64), 0.5, np.float32)).shape == (1, 2, 10)
