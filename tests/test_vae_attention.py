@@ -1,0 +1,154 @@
+"""Attention maps (VAE.attention): equal an explicit NumPy computation on a tiny ExpVAE, are independent of the batch,
+are invariant to flipping the sign of the latent means (abs map), and have the documented shapes and range."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from common.utils import set_seed
+from VAE.attention import attention_map, attention_maps, minmax
+from VAE.expvae import ExpVAE
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    model = ExpVAE(latent_dim=3, filters=(2, 4), hidden_dim=6)
+    # N(0, 0.5^2) weights and binary images: both signs of A, of the hidden pre-activations and of the coarse
+    # map occur (checked in the tests), so abs vs ReLU and every ReLU mask matter
+    rs = np.random.RandomState(0)
+    for v in model.trainable_variables:
+        v.assign(rs.normal(0, 0.5, v.shape).astype(np.float32))
+    x = (rs.uniform(size=(5, 784)) > 0.7).astype(np.float32)
+    return model, x
+
+
+def _upsample_np(maps: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear upsampling with half-pixel centres and edge clamping (PyTorch ``align_corners=False``), float64."""
+    n = maps.shape[-1]
+    src = np.clip((np.arange(size) + 0.5) * n / size - 0.5, 0, n - 1)
+    lo = np.floor(src).astype(int)
+    hi, w = np.minimum(lo + 1, n - 1), src - lo
+    rows = maps[:, lo, :] * (1 - w)[None, :, None] + maps[:, hi, :] * w[None, :, None]
+    return rows[:, :, lo] * (1 - w)[None, None, :] + rows[:, :, hi] * w[None, None, :]
+
+
+def _explicit_jacobian(model, a: np.ndarray) -> np.ndarray:
+    """d mu_i / dA by hand for ``enc_b = mu_head(relu(fc(flatten(relu(A)))))``: ``[B, L, h, w, K]``, float64."""
+    fc_w, fc_b = (v.numpy().astype(np.float64) for v in model.enc_b.get_layer("fc").weights)
+    mu_w = model.enc_b.get_layer("mu").weights[0].numpy().astype(np.float64)  # [H, L]
+    flat = np.maximum(a, 0).reshape(len(a), -1)  # Keras flattens H, W, C
+    hidden_on = (flat @ fc_w + fc_b > 0).astype(np.float64)  # [B, H]
+    assert 0 < hidden_on.mean() < 1
+    d_flat = np.einsum("fh,bh,hl->blf", fc_w, hidden_on, mu_w)  # [B, L, F]
+    return d_flat.reshape(len(a), mu_w.shape[1], *a.shape[1:]) * (a > 0)[:, None]
+
+
+def test_code_map_equals_explicit_computation(tiny):
+    model, x = tiny
+    a = model.enc_a(x).numpy().astype(np.float64)  # [B, 7, 7, K]
+    assert (a < 0).any() and (a > 0).any()  # the target is pre-ReLU
+    grad = _explicit_jacobian(model, a).sum(axis=1)  # d(sum_i mu_i)/dA, [B, 7, 7, K]
+    alpha = grad.mean(axis=(1, 2))  # [B, K]
+    coarse = np.einsum("bhwk,bk->bhw", a, alpha)
+    assert (coarse < 0).any() and (coarse > 0).any()  # abs vs ReLU and its order matter on this net
+    expected = np.abs(_upsample_np(coarse, 28))
+    raw = attention_map(model, x, normalize=False).numpy()
+    np.testing.assert_allclose(raw, expected, rtol=1e-4, atol=1e-6 * np.abs(expected).max())
+    low = expected.min(axis=(1, 2), keepdims=True)
+    expected_norm = (expected - low) / (expected - low).max(axis=(1, 2), keepdims=True)
+    np.testing.assert_allclose(attention_map(model, x).numpy(), expected_norm, atol=1e-4)
+    # the original's batch-wide RMS rescale divides every raw map by the same scalar
+    rms = np.sqrt(np.mean(grad ** 2)) + 1e-5
+    np.testing.assert_allclose(attention_map(model, x, normalize=False, batch_rms=True).numpy(), expected / rms,
+                               rtol=1e-4, atol=1e-6 * np.abs(expected).max() / rms)
+
+
+def test_paper_map_equals_explicit_computation(tiny):
+    model, x = tiny
+    a = model.enc_a(x).numpy().astype(np.float64)
+    alpha = _explicit_jacobian(model, a).mean(axis=(2, 3))  # [B, L, K]
+    per_dim = np.maximum(np.einsum("bhwk,bik->bihw", a, alpha), 0)  # [B, L, 7, 7]
+    expected = _upsample_np(per_dim.mean(axis=1), 28)
+    np.testing.assert_allclose(attention_map(model, x, method="paper", normalize=False).numpy(), expected,
+                               rtol=1e-4, atol=1e-6 * expected.max())
+
+
+def test_ablations_follow_their_definitions(tiny):
+    model, x = tiny
+    signed_ok = attention_map(model, x, normalize=False).numpy()
+    relu = attention_map(model, x, normalize=False, rectify="relu").numpy()
+    before = attention_map(model, x, normalize=False, upsample_first=False).numpy()
+    # ReLU keeps one sign of the same upsampled signed map; |Up(L)| <= Up(|L|) since bilinear weights are convex
+    assert np.all((np.isclose(relu, signed_ok, atol=1e-6)) | (relu == 0))
+    assert np.all(before >= signed_ok - 1e-6) and np.any(before > signed_ok + 1e-4)
+    with pytest.raises(ValueError, match="method"):
+        attention_map(model, x, method="gradcam++")
+    with pytest.raises(ValueError, match="rectifier"):
+        attention_map(model, x, rectify="square")
+
+
+@pytest.mark.parametrize("method", ["code", "paper"])
+def test_maps_do_not_depend_on_the_rest_of_the_batch(tiny, method):
+    model, x = tiny
+    other = np.random.RandomState(9).uniform(size=(7, 784)).astype(np.float32)
+    for normalize in (True, False):
+        alone = attention_map(model, x[2:3], method=method, normalize=normalize).numpy()[0]
+        in_batch = attention_map(model, x, method=method, normalize=normalize).numpy()[2]
+        with_others = attention_map(model, np.concatenate([other, x[2:3]]), method=method,
+                                    normalize=normalize).numpy()[-1]
+        np.testing.assert_allclose(in_batch, alone, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(with_others, alone, rtol=1e-5, atol=1e-7)
+    batched = attention_maps(model, x, batch_size=2, method=method).numpy()
+    np.testing.assert_allclose(batched, attention_map(model, x, method=method).numpy(), atol=1e-6)
+
+
+def test_batch_rms_couples_raw_maps_but_not_normalised_ones(tiny):
+    """The original's quirk (spec trap 5): raw magnitudes depend on the batch; the displayed map does not."""
+    model, x = tiny
+    raw_alone = attention_map(model, x[:1], normalize=False, batch_rms=True).numpy()[0]
+    raw_batch = attention_map(model, x, normalize=False, batch_rms=True).numpy()[0]
+    assert not np.allclose(raw_alone, raw_batch, rtol=1e-3)
+    np.testing.assert_allclose(attention_map(model, x[:1], batch_rms=True).numpy()[0],
+                               attention_map(model, x, batch_rms=True).numpy()[0], atol=1e-5)
+
+
+def test_abs_map_is_invariant_to_negating_the_mean_head(tiny):
+    model, x = tiny
+    head = model.enc_b.get_layer("mu")
+    before = {k: attention_map(model, x, normalize=False, rectify=k).numpy() for k in ("abs", "relu")}
+    paper_before = attention_map(model, x, method="paper", normalize=False).numpy()
+    saved = [w.numpy() for w in head.weights]
+    try:
+        for w in head.weights:
+            w.assign(-w)
+        after = {k: attention_map(model, x, normalize=False, rectify=k).numpy() for k in ("abs", "relu")}
+        paper_after = attention_map(model, x, method="paper", normalize=False).numpy()
+    finally:
+        for w, v in zip(head.weights, saved):
+            w.assign(v)
+    np.testing.assert_allclose(after["abs"], before["abs"], rtol=1e-5, atol=1e-7)
+    # the same flip changes the ReLU variant and the paper's per-dimension ReLU map: the test can fail
+    assert not np.allclose(after["relu"], before["relu"], atol=1e-4)
+    assert not np.allclose(paper_after, paper_before, atol=1e-4)
+
+
+def test_shapes_and_range_on_the_full_size_model():
+    set_seed(0)
+    model = ExpVAE()
+    x = np.random.RandomState(0).uniform(size=(3, 784)).astype(np.float32)
+    for method in ("code", "paper"):
+        maps = attention_map(model, x, method=method).numpy()
+        assert maps.shape == (3, 28, 28) and maps.dtype == np.float32
+        assert np.all(maps >= 0) and np.all(maps <= 1)
+        np.testing.assert_allclose(maps.min(axis=(1, 2)), 0, atol=1e-6)
+        np.testing.assert_allclose(maps.max(axis=(1, 2)), 1, atol=1e-5)
+        raw = attention_map(model, x, method=method, normalize=False).numpy()
+        assert raw.shape == (3, 28, 28) and np.all(raw >= 0) and np.isfinite(raw).all()
+        assert attention_map(model, x[:1], method=method).shape == (1, 28, 28)  # the original crashes on B = 1
+
+
+def test_minmax_of_a_constant_map_is_finite():
+    out = minmax(tf.ones([2, 4, 4])).numpy()
+    assert np.isfinite(out).all() and np.all(out == 0)
