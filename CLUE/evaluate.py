@@ -218,11 +218,13 @@ def main(config: Config) -> dict[str, Any]:
     budget = ev.EvalBudget(config.n_gt_samples, config.n_px_samples, config.seed)
     refs, info = explained_sets(config, gt, bnn, ds, budget)
     points = ev.run_sweeps(gt, bnn, refs, vae, art_vaeac, make_sweep(config), budget, progress=config.progress)
-    ev.points_table(points).to_csv(run_dir / "table.csv", index=False)
+    table = ev.points_table(points)
+    table.to_csv(run_dir / "table.csv", index=False)
     for target in refs:
         ev.plot_sweeps(points, refs, target, run_dir / f"{config.dataset}_{target}.png", title=config.dataset)
     results = {"dataset": config.dataset, "config": dataclasses.asdict(config), "references": info,
                "models": {k: load_json(run_dir / k / "metrics.json") for k in ("gt_vaeac", "bnn", "vae", "art_vaeac")},
+               "at_equal_distance": ev.compare_at_distance(table) if len(table) else [],
                "rows": [dataclasses.asdict(p) for p in points]}
     save_json(run_dir / "results.json", results)
     logger.info("wrote %s", run_dir / "results.json")

@@ -375,6 +375,29 @@ def points_table(points: list[SweepPoint]):
     return pd.DataFrame([dataclasses.asdict(p) for p in points])
 
 
+def compare_at_distance(table, distances=(0.5, 1.0, 2.0, 4.0)) -> list[dict]:
+    """Each method's GT metrics linearly interpolated at common mean L1 distances (NaN outside its sweep's range).
+
+    Args:
+      table: :func:`points_table` output (or ``table.csv`` read back).
+      distances: mean L1 distances at which to compare.
+
+    Returns:
+      one dict per (target, method, distance) with ``delta_h``, ``delta_err`` and ``log_px``.
+    """
+    rows = []
+    for (target, method), group in table.groupby(["target", "method"]):
+        group = group.sort_values("mean_l1")
+        l1 = group["mean_l1"].to_numpy()
+        for dist in distances:
+            inside = l1.min() <= dist <= l1.max()
+            rows.append({"target": target, "method": method, "l1": dist, **{
+                name: float(np.interp(dist, l1, group[col].to_numpy())) if inside else float("nan")
+                for name, col in (("delta_h", "mean_delta_h"), ("delta_err", "delta_err"),
+                                  ("log_px", "mean_log_px"))}})
+    return rows
+
+
 def plot_sweeps(points: list[SweepPoint], refs: dict[str, Reference], target: str, path, title: str = "") -> None:
     """The paper's figure for one target: the GT metric against mean L1 and against mean log p(x), with the mean
     log p(X0) as a vertical line; one curve per method. Aleatoric uses -dH, epistemic uses -d_err (as [nb])."""

@@ -182,3 +182,13 @@ def test_evaluate_tiny_end_to_end(tmp_path, data_dir):
     assert json.loads((tmp_path / "results.json").read_text())["rows"] == results["rows"]
     art = np.load(tmp_path / "artificial.npz")
     assert art["x_train"].shape == (5554, 17) and art["x_test"].shape == (618, 17)  # [nb]: real split sizes
+
+
+def test_compare_at_distance_interpolates_within_each_sweep():
+    table = pd.DataFrame({"target": "aleatoric", "method": ["clue"] * 2 + ["ufido"] * 2,
+                          "mean_l1": [0.0, 2.0, 1.0, 3.0], "mean_delta_h": [0.0, 0.4, 0.1, 0.3],
+                          "delta_err": [0.0, 0.2, 0.0, 0.0], "mean_log_px": [-5.0, -7.0, -6.0, -6.0]})
+    rows = {(r["method"], r["l1"]): r for r in ev.compare_at_distance(table, distances=(0.5, 1.0))}
+    assert rows[("clue", 1.0)]["delta_h"] == pytest.approx(0.2) and rows[("clue", 0.5)]["log_px"] == -5.5
+    assert rows[("ufido", 1.0)]["delta_h"] == pytest.approx(0.1)
+    assert math.isnan(rows[("ufido", 0.5)]["delta_h"])  # below U-FIDO's smallest distance: no extrapolation
