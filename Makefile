@@ -36,6 +36,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bnn_predict.py
+	$(PY) benchmarks/clue_speed.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
