@@ -1,0 +1,311 @@
+"""An evaluation protocol for VAE attention maps on one-class MNIST (this project's, not the original's).
+
+The original repository publishes no MNIST metric (reference-spec-expvae.md section 4): it only saves overlays of
+outlier digits. To say anything quantitative this module fixes a protocol, stated here in full; numbers obtained
+with it are *not* comparable to any number in Liu et al. [1] (MVTec-AD, UCSD Ped1, different models).
+
+**Data.** A model trained on the inlier digit (default 3) of the training split. Held-out inliers: that digit in the
+test split (the original's validation set, used only for model selection, never for training). Outliers: the
+outlier digit (default 8) in the test split. Paste sources: test-split digits that are neither.
+
+**Synthetic local anomalies** (pixel ground truth), drawn with ``numpy.random.RandomState(anomaly_seed)``:
+
+* *additive*: the pixel-wise max of the inlier with a ``crop x crop`` (10x10) crop holding at least ``min_ink`` (8)
+  pixels > 0.5 from a random paste-source digit, pasted at a uniformly random position; ground truth = pixels whose
+  intensity rose by more than 0.2. Redrawn until at least ``min_gt`` (8) ground-truth pixels.
+* *subtractive*: a ``block x block`` (8x8) square holding at least ``min_ink`` pixels > 0.5 is set to 0; ground
+  truth = pixels whose intensity fell by more than 0.2 (so the "ink" baselines cannot win by construction).
+
+**Maps scored** (28x28, higher = more anomalous): the code-faithful attention map, the paper-formula map, two
+ablations of the code map (ReLU instead of abs; rectify before upsampling), and baselines chosen a priori (never
+tuned on ground truth): reconstruction error ``|x - sigmoid(decode(mu))|``, raw intensity ``x``, intensity blurred
+with a Gaussian of sigma 2 px (about the footprint of one 7x7 attention cell), a centred Gaussian prior of sigma 7 px,
+and uniform noise.
+
+**Metrics.** Pixel level: pooled AUROC over all pixels of all anomalous images (MVTec style; maps min-max
+normalised per image, as displayed) and the mean of per-image AUROCs (invariant to per-image normalisation).
+Image level: AUROC of held-out inliers (negative) vs outliers (positive) for the eval-mode loss ``BCE + KL`` (z = mu),
+the reconstruction BCE, and the max and mean of the *raw* attention maps (no min-max, no batch rescale).
+Everything is computed per trained model; :func:`aggregate` gives mean and sample standard deviation over seeds.
+
+#### References
+[1] Liu et al. Towards Visually Explaining Variational Autoencoders. CVPR 2020. arXiv:1911.07389.
+[2] Bergmann et al. MVTec AD: A Comprehensive Real-World Dataset for Unsupervised Anomaly Detection. CVPR 2019.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy.ndimage import gaussian_filter
+from sklearn.metrics import roc_auc_score
+
+from VAE.attention import attention_maps, target_and_jacobian
+
+logger = logging.getLogger(__name__)
+
+SIDE = 28
+INK = 0.5  # a pixel counts as ink above this grey level
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """Every constant of the protocol (module docstring), written into the results JSON."""
+
+    inlier_digit: int = 3
+    outlier_digit: int = 8
+    anomaly_seed: int = 0
+    crop: int = 10
+    block: int = 8
+    min_ink: int = 8
+    min_gt: int = 8
+    gt_threshold: float = 0.2
+    blur_sigma: float = 2.0
+    centre_sigma: float = 7.0
+    max_images: int | None = None  # cap per set (smoke runs)
+
+
+@dataclass(frozen=True)
+class EvalData:
+    """Images of one protocol run, all flat ``[N, 784]`` float32; masks ``[N, 28, 28]`` bool."""
+
+    inliers: np.ndarray
+    outliers: np.ndarray
+    additive: np.ndarray
+    additive_gt: np.ndarray
+    subtractive: np.ndarray
+    subtractive_gt: np.ndarray
+
+
+def _ink_windows(image: np.ndarray, size: int, min_ink: int) -> list[tuple[int, int]]:
+    """Top-left corners of every ``size x size`` window of a 28x28 image holding >= ``min_ink`` ink pixels."""
+    ink = image > INK
+    return [(r, c) for r in range(SIDE - size + 1) for c in range(SIDE - size + 1)
+            if ink[r:r + size, c:c + size].sum() >= min_ink]
+
+
+def additive_anomaly(base: np.ndarray, sources: np.ndarray, rng: np.random.RandomState, p: Protocol):
+    """Pastes an ink crop of a random source digit onto ``base`` ``[28, 28]``; returns ``(image, gt_mask)``."""
+    for _ in range(1000):
+        source = sources[rng.randint(len(sources))]
+        windows = _ink_windows(source, p.crop, p.min_ink)
+        if not windows:
+            continue
+        r, c = windows[rng.randint(len(windows))]
+        top, left = rng.randint(SIDE - p.crop + 1), rng.randint(SIDE - p.crop + 1)
+        patch = np.zeros_like(base)
+        patch[top:top + p.crop, left:left + p.crop] = source[r:r + p.crop, c:c + p.crop]
+        image = np.maximum(base, patch)
+        gt = image - base > p.gt_threshold
+        if gt.sum() >= p.min_gt:
+            return image, gt
+    raise RuntimeError("no additive anomaly with enough ground-truth pixels after 1000 draws")
+
+
+def subtractive_anomaly(base: np.ndarray, rng: np.random.RandomState, p: Protocol):
+    """Erases a random ink-holding block of ``base`` ``[28, 28]``; returns ``(image, gt_mask)``."""
+    windows = _ink_windows(base, p.block, p.min_ink)
+    if not windows:
+        raise ValueError("the base image has no block with enough ink to erase")
+    r, c = windows[rng.randint(len(windows))]
+    image = base.copy()
+    image[r:r + p.block, c:c + p.block] = 0.0
+    return image, base - image > p.gt_threshold
+
+
+def make_eval_data(ds, p: Protocol) -> EvalData:
+    """Builds the protocol's image sets from a labelled image dataset (``data.load`` of an MNIST variant)."""
+    y = ds.y_test.astype(int)
+    cap = slice(None, p.max_images)
+    inliers = ds.x_test[y == p.inlier_digit][cap].astype(np.float32)
+    outliers = ds.x_test[y == p.outlier_digit][cap].astype(np.float32)
+    sources = ds.x_test[(y != p.inlier_digit) & (y != p.outlier_digit)].reshape(-1, SIDE, SIDE)
+    rng = np.random.RandomState(p.anomaly_seed)
+    bases = inliers.reshape(-1, SIDE, SIDE)
+    add = [additive_anomaly(b, sources, rng, p) for b in bases]
+    sub = [subtractive_anomaly(b, rng, p) for b in bases]
+
+    def stack(pairs):
+        return (np.stack([im for im, _ in pairs]).reshape(len(pairs), -1).astype(np.float32),
+                np.stack([gt for _, gt in pairs]))
+
+    (x_add, gt_add), (x_sub, gt_sub) = stack(add), stack(sub)
+    logger.info("protocol data: %d inliers, %d outliers, %.1f / %.1f GT pixels per additive / subtractive image",
+                len(inliers), len(outliers), gt_add.sum((1, 2)).mean(), gt_sub.sum((1, 2)).mean())
+    return EvalData(inliers, outliers, x_add, gt_add, x_sub, gt_sub)
+
+
+def centre_prior(sigma: float) -> np.ndarray:
+    """An isotropic Gaussian bump ``[28, 28]`` centred on the image centre (13.5, 13.5)."""
+    grid = np.arange(SIDE) - (SIDE - 1) / 2
+    return np.exp(-(grid[:, None] ** 2 + grid[None, :] ** 2) / (2 * sigma ** 2))
+
+
+def score_maps(model, x: np.ndarray, p: Protocol, seed: int) -> dict[str, np.ndarray]:
+    """Every map of the protocol for images ``x`` ``[N, 784]``: name -> ``[N, 28, 28]`` (not yet normalised)."""
+    images = x.reshape(-1, SIDE, SIDE)
+    recon = model.reconstruct(x).numpy().reshape(images.shape)
+    return {
+        "attention_code": attention_maps(model, x, method="code", normalize=False).numpy(),
+        "attention_paper": attention_maps(model, x, method="paper", normalize=False).numpy(),
+        "ablation_code_relu": attention_maps(model, x, method="code", normalize=False, rectify="relu").numpy(),
+        "ablation_code_abs_then_upsample": attention_maps(model, x, method="code", normalize=False,
+                                                          upsample_first=False).numpy(),
+        "baseline_reconstruction_error": np.abs(images - recon),
+        "baseline_intensity": images.copy(),
+        "baseline_blurred_intensity": np.stack([gaussian_filter(im, p.blur_sigma) for im in images]),
+        "baseline_centre_prior": np.broadcast_to(centre_prior(p.centre_sigma), images.shape).copy(),
+        "baseline_random": np.random.RandomState(seed).uniform(size=images.shape),
+    }
+
+
+def normalize_per_image(maps: np.ndarray) -> np.ndarray:
+    """Per-image min-max of ``[N, H, W]`` maps (a constant map becomes zeros), as the attention display does."""
+    low = maps.min(axis=(1, 2), keepdims=True)
+    span = maps.max(axis=(1, 2), keepdims=True) - low
+    return (maps - low) / np.where(span > 0, span, 1.0)
+
+
+def pixel_aurocs(maps: np.ndarray, gt: np.ndarray) -> dict[str, float]:
+    """Pooled AUROC of min-max-normalised maps over all pixels, and the mean per-image AUROC.
+
+    Args:
+      maps: float ``[N, H, W]`` scores (higher = anomalous).
+      gt: bool ``[N, H, W]``; every image must hold both classes.
+    """
+    pooled = roc_auc_score(gt.ravel(), normalize_per_image(maps).ravel())
+    per_image = [roc_auc_score(g.ravel(), m.ravel()) for m, g in zip(maps, gt)]
+    return {"pooled": float(pooled), "per_image_mean": float(np.mean(per_image))}
+
+
+def image_aurocs(model, inliers: np.ndarray, outliers: np.ndarray) -> dict[str, float]:
+    """Image-level AUROC, inliers negative and outliers positive, for loss-based and raw-map scores."""
+    x = np.concatenate([inliers, outliers])
+    labels = np.r_[np.zeros(len(inliers)), np.ones(len(outliers))]
+    terms = model.loss_terms(x)
+    scores = {"loss": terms["loss"].numpy(), "bce": terms["bce"].numpy()}
+    for method in ("code", "paper"):
+        raw = attention_maps(model, x, method=method, normalize=False).numpy()
+        scores[f"attention_{method}_max"], scores[f"attention_{method}_mean"] = raw.max((1, 2)), raw.mean((1, 2))
+    return {name: float(roc_auc_score(labels, s)) for name, s in scores.items()}
+
+
+def code_paper_agreement(model, x: np.ndarray) -> dict[str, float]:
+    """Per-image Pearson correlation of the code map and the paper map (both raw): median and 10th percentile."""
+    code = attention_maps(model, x, method="code", normalize=False).numpy().reshape(len(x), -1)
+    paper = attention_maps(model, x, method="paper", normalize=False).numpy().reshape(len(x), -1)
+    code, paper = code - code.mean(1, keepdims=True), paper - paper.mean(1, keepdims=True)
+    r = (code * paper).sum(1) / np.sqrt((code ** 2).sum(1) * (paper ** 2).sum(1) + 1e-30)
+    return {"pearson_median": float(np.median(r)), "pearson_p10": float(np.percentile(r, 10))}
+
+
+def sign_statistics(model, x: np.ndarray) -> dict[str, float]:
+    """How the sign of the code map's signed coarse map ``L = sum_k alpha_k A_k`` is distributed over ``x``.
+
+    Returns:
+      ``negative_cell_fraction`` (of the 7x7 cells of all images) and ``relu_map_all_zero_fraction`` (images whose
+      ReLU-ablation map is identically zero, i.e. ``Up(L) <= 0`` everywhere).
+    """
+    relu = attention_maps(model, x, method="code", normalize=False, rectify="relu").numpy()
+    a, grad = target_and_jacobian(model, x, per_dimension=False)
+    coarse = np.einsum("bhwk,bk->bhw", a.numpy(), grad.numpy().mean(axis=(1, 2)))
+    return {"negative_cell_fraction": float((coarse < 0).mean()),
+            "relu_map_all_zero_fraction": float((relu.max(axis=(1, 2)) == 0).mean())}
+
+
+def evaluate_model(model, data: EvalData, p: Protocol, seed: int) -> dict[str, dict]:
+    """All metrics of one trained model.
+
+    Returns:
+      ``{"pixel": {anomaly: {map: {"pooled", "per_image_mean"}}}, "image": {score: auroc},
+      "agreement": {"pearson_median", "pearson_p10"}, "sign": {...}}``: agreement of code and paper maps on the
+      outliers, and :func:`sign_statistics` on the additive anomalies.
+    """
+    pixel = {}
+    for kind, x, gt in (("additive", data.additive, data.additive_gt),
+                        ("subtractive", data.subtractive, data.subtractive_gt)):
+        maps = score_maps(model, x, p, seed)
+        pixel[kind] = {name: pixel_aurocs(m, gt) for name, m in maps.items()}
+    return {"pixel": pixel, "image": image_aurocs(model, data.inliers, data.outliers),
+            "agreement": code_paper_agreement(model, data.outliers), "sign": sign_statistics(model, data.additive)}
+
+
+def _leaves(tree: Mapping, prefix: tuple = ()) -> dict[tuple, float]:
+    out = {}
+    for key, value in tree.items():
+        out.update(_leaves(value, prefix + (key,)) if isinstance(value, Mapping) else {prefix + (key,): value})
+    return out
+
+
+def aggregate(per_seed: Mapping[int, Mapping]) -> dict[str, dict[str, float]]:
+    """Mean, sample sd (ddof 1; 0 for one seed), min and max over seeds of every metric, keyed by ``a/b/c`` paths."""
+    leaves = [_leaves(r) for r in per_seed.values()]
+    out = {}
+    for path in leaves[0]:
+        values = np.array([leaf[path] for leaf in leaves])
+        out["/".join(path)] = {"mean": float(values.mean()), "sd": float(values.std(ddof=1) if len(values) > 1 else 0),
+                               "min": float(values.min()), "max": float(values.max())}
+    return out
+
+
+def run_protocol(load_model: Callable[[int], object], seeds: Sequence[int], ds, p: Protocol) -> dict:
+    """Evaluates the model of every seed on one fixed protocol data set; returns a JSON-ready results dict."""
+    data = make_eval_data(ds, p)
+    per_seed = {}
+    for seed in seeds:
+        per_seed[seed] = evaluate_model(load_model(seed), data, p, seed)
+        logger.info("seed %d: additive pooled AUROC attention %.3f", seed,
+                    per_seed[seed]["pixel"]["additive"]["attention_code"]["pooled"])
+    return {"protocol": asdict(p), "dataset": ds.name, "seeds": list(seeds),
+            "n_images": {"inliers": len(data.inliers), "outliers": len(data.outliers),
+                         "gt_pixels_additive": float(data.additive_gt.sum((1, 2)).mean()),
+                         "gt_pixels_subtractive": float(data.subtractive_gt.sum((1, 2)).mean())},
+            "per_seed": {str(s): r for s, r in per_seed.items()}, "summary": aggregate(per_seed)}
+
+
+def summary_table(results: Mapping, anomaly: str, statistic: str = "pooled") -> list[tuple[str, float, float]]:
+    """``(map, mean, sd)`` rows of one pixel-level metric, best first (for a notebook table)."""
+    rows = [(key.split("/")[2], v["mean"], v["sd"]) for key, v in results["summary"].items()
+            if key.startswith(f"pixel/{anomaly}/") and key.endswith("/" + statistic)]
+    return sorted(rows, key=lambda r: -r[1])
+
+
+def plot_overlays(model, x: np.ndarray, n: int = 8, title: str = "", masks: np.ndarray | None = None):
+    """A grid of images: rows image, code map, paper map, reconstruction error, overlay (jet over grey).
+
+    Args:
+      model: a trained ``ExpVAE``.
+      x: float32 ``[N, 784]``; the first ``n`` are shown.
+      title: figure title.
+      masks: optional bool ``[N, 28, 28]`` ground truth, outlined in white on the image row.
+
+    Returns:
+      The matplotlib figure.
+    """
+    import matplotlib.pyplot as plt
+
+    x = x[:n]
+    images = x.reshape(-1, SIDE, SIDE)
+    code = attention_maps(model, x, method="code").numpy()
+    rows = [("image", images, "gray"), ("attention (code)", code, "jet"),
+            ("attention (paper)", attention_maps(model, x, method="paper").numpy(), "jet"),
+            ("|x - x_hat|", np.abs(images - model.reconstruct(x).numpy().reshape(images.shape)), "magma")]
+    fig, axes = plt.subplots(len(rows) + 1, len(x), figsize=(1.3 * len(x), 1.4 * (len(rows) + 1)), squeeze=False)
+    for i, (name, maps, cmap) in enumerate(rows):
+        for j in range(len(x)):
+            axes[i, j].imshow(maps[j], cmap=cmap, vmin=0, vmax=None if name.startswith("|") else 1)
+        axes[i, 0].set_ylabel(name, fontsize=7)
+    for j in range(len(x)):  # the original's overlay: jet colour map added to the grey image, rescaled
+        overlay = plt.get_cmap("jet")(code[j])[..., :3] + images[j][..., None]
+        axes[-1, j].imshow(overlay / overlay.max())
+    axes[-1, 0].set_ylabel("overlay", fontsize=7)
+    for j in range(len(x) if masks is not None else 0):
+        axes[0, j].contour(masks[j].astype(float), levels=[0.5], colors="w", linewidths=0.6)
+    for ax in axes.ravel():
+        ax.set_xticks([]), ax.set_yticks([])
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
