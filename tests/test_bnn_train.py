@@ -4,6 +4,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,8 @@ import pytest
 from BNN import train
 from BNN.posterior import Posterior
 from common.config import with_preset
+
+PROJECT_ROOT = Path(train.__file__).resolve().parent.parent
 
 
 def _samples(run_dir):
@@ -40,15 +43,20 @@ def test_resume_continues_the_identical_chain(tmp_path):
     resumed = tmp_path / "resumed"
     train.main(with_preset(train.Config, train.PRESETS, "tiny", out=str(resumed), n_epochs=2))
     first_rows = (resumed / "metrics.csv").read_text().splitlines()
-    metrics = train.main(with_preset(train.Config, train.PRESETS, "tiny", out=str(resumed), n_epochs=5))
-    # Epochs 0-1 were not re-run (their wall-clock column would differ): the second call resumed at epoch 2 ...
+    # Resume through the script entry point (`python BNN/train.py` must work as well as `python -m BNN.train`).
+    result = subprocess.run([sys.executable, "BNN/train.py", "--preset", "tiny", "--n-epochs", "5", "--out",
+                             str(resumed)], capture_output=True, text=True, timeout=300, cwd=PROJECT_ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "resumed from" in result.stderr
+    metrics = json.loads((resumed / "metrics.json").read_text())
     assert all(math.isfinite(v) for v in metrics.values())
+    # Epochs 0-1 were not re-run (their wall-clock column would differ) ...
     assert (resumed / "metrics.csv").read_text().splitlines()[:3] == first_rows
-    # ... and continued the same chain (weights, sampler state and both random generators were restored).
+    assert len((resumed / "metrics.csv").read_text().strip().splitlines()) == 1 + 5  # no duplicated rows
+    # ... and the chain continued exactly (weights, sampler state and both random generators were restored).
     a, b = _samples(straight), _samples(resumed)
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
-    assert len((resumed / "metrics.csv").read_text().strip().splitlines()) == 1 + 5  # no duplicated rows
 
 
 def test_tiny_regression_reports_original_units(tmp_path, data_dir):
@@ -60,14 +68,6 @@ def test_tiny_regression_reports_original_units(tmp_path, data_dir):
     assert metrics["n_samples"] == 1  # 2 samples saved (epochs 2, 3), the last dropped as the original did
     # ZFYA has std 0.93: a few epochs give an RMSE near it, far from the standardised-unit scale of a bug.
     assert 0.7 < metrics["test/rmse"] < 1.2 and -2.5 < metrics["test/loglik"] < -0.9
-
-
-def test_script_entry_point_runs(tmp_path):
-    out = tmp_path / "cli"
-    result = subprocess.run([sys.executable, "BNN/train.py", "--preset", "tiny", "--n-epochs", "3", "--out", str(out)],
-                            capture_output=True, text=True, timeout=240, cwd=train.__file__.rsplit("/BNN/", 1)[0])
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert json.loads((out / "metrics.json").read_text())["n_samples"] == 1
 
 
 def test_tiny_cnn_trains_on_images(tmp_path):
