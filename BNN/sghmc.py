@@ -13,7 +13,7 @@ grad = d(N * mean NLL)/d theta (already norm-clipped, see ``GradientClipper``), 
    ``tau <- tau - tau * g^2 / (V + eps) + 1;  r = 1 / (tau + eps);  g <- (1 - r) g + r d;  V <- (1 - r) V + r d^2``.
 4. Preconditioner (inverse mass), every step: ``M^-1 = 1 / (sqrt(V) + eps)``; V stays frozen after burn-in.
 5. Momentum resampling (when ``resample_momentum``): ``v ~ N(0, lr^2 M^-1)``.
-6. The discretised SG-HMC dynamics of [3, Eq. (15)] in the scale-adapted parameterisation of [1, Sec. 4.2]
+6. The discretised SG-HMC dynamics in their SGD-with-momentum form [3, Sec. 3.3], scale-adapted as in [1, Sec. 4.2]
    (v is the step in parameter space, C the friction):
    ``v <- v - lr^2 M^-1 d - C v + N(0, max(2 lr^2 M^-1 C - lr^4, 1e-16));  theta <- theta + v``.
 
