@@ -220,8 +220,9 @@ def main(config: Config) -> dict[str, Any]:
     points = ev.run_sweeps(gt, bnn, refs, vae, art_vaeac, make_sweep(config), budget, progress=config.progress)
     table = ev.points_table(points)
     table.to_csv(run_dir / "table.csv", index=False)
-    for target in refs:
-        ev.plot_sweeps(points, refs, target, run_dir / f"{config.dataset}_{target}.png", title=config.dataset)
+    for target, ref in refs.items():
+        ev.plot_sweeps(points, target, float(ref.log_px.mean()), len(ref.x0),
+                       run_dir / f"{config.dataset}_{target}.png", title=config.dataset)
     results = {"dataset": config.dataset, "config": dataclasses.asdict(config), "references": info,
                "models": {k: load_json(run_dir / k / "metrics.json") for k in ("gt_vaeac", "bnn", "vae", "art_vaeac")},
                "at_equal_distance": ev.compare_at_distance(table) if len(table) else [],

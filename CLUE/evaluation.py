@@ -398,9 +398,11 @@ def compare_at_distance(table, distances=(0.5, 1.0, 2.0, 4.0)) -> list[dict]:
     return rows
 
 
-def plot_sweeps(points: list[SweepPoint], refs: dict[str, Reference], target: str, path, title: str = "") -> None:
+def plot_sweeps(points: list[SweepPoint], target: str, log_px_x0: float, n_points: int, path,
+                title: str = "", max_log_px_drop: float = 15.0) -> None:
     """The paper's figure for one target: the GT metric against mean L1 and against mean log p(x), with the mean
-    log p(X0) as a vertical line; one curve per method. Aleatoric uses -dH, epistemic uses -d_err (as [nb])."""
+    log p(X0) as a vertical line; one curve per method. Aleatoric uses -dH, epistemic uses -d_err (as [nb]).
+    The log p(x) axis is cut ``max_log_px_drop`` nats below log p(X0) (large sensitivity steps fall far off it)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -418,13 +420,15 @@ def plot_sweeps(points: list[SweepPoint], refs: dict[str, Reference], target: st
         axes[1].plot([p.mean_log_px for p in rows], y, "o-", ms=3, label=method)
     axes[0].set_xscale("symlog", linthresh=1e-2)
     axes[0].set_xlabel("mean L1 distance to x0")
-    axes[1].axvline(float(np.mean(refs[target].log_px)), color="k", ls="--", lw=1, label="log p(X0)")
+    axes[1].axvline(log_px_x0, color="k", ls="--", lw=1, label="log p(X0)")
+    lows = [p.mean_log_px for p in points if p.target == target]
+    axes[1].set_xlim(left=max(min(lows + [log_px_x0]), log_px_x0 - max_log_px_drop))
     axes[1].set_xlabel("mean log p_gt(x)")
     for ax in axes:
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=8)
-    fig.suptitle(f"{title} {target} (n = {len(refs[target].x0)})")
+    fig.suptitle(f"{title} {target} (n = {n_points})")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
