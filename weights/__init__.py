@@ -1,0 +1,209 @@
+"""Pretrained weights: the manifest, sha256-verified local lookup, and loaders for notebooks and scripts.
+
+``weights/manifest.json`` lists every pretrained model the notebooks use: its folder, each file's sha256, size and
+download url (relative to the manifest's ``base_url``, which ``$CLUE_WEIGHTS_URL`` overrides), the command and seed
+that produced it, and its test metrics. The tabular models are committed under ``weights/<component>/<dataset>/``;
+models too large to commit (``"committed": false``) are downloaded into the git-ignored ``weights/cache/`` by
+``python -m weights.download NAME``. A file whose sha256 does not match the manifest is never used.
+
+Notebooks load pretrained weights when present and train otherwise::
+
+    import weights
+    if weights.available("bnn_lsat"):
+        posterior = weights.load_posterior("bnn_lsat")
+    else:
+        ...  # BNN.train.main(config), as the entry's command does
+
+``python -m weights.manifest`` rebuilds the sha256, byte counts and metrics of the manifest from the files, so they
+are never edited by hand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent
+MANIFEST = ROOT / "manifest.json"
+CACHE = "cache"  # sub-folder of the manifest's folder holding downloaded (not committed) models; git-ignored
+ENV_URL = "CLUE_WEIGHTS_URL"
+FORMAT = "clue-tf/weights-manifest/v1"
+
+
+class WeightsError(RuntimeError):
+    """Pretrained weights are missing and cannot be fetched, or a file does not match its recorded sha256."""
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One file of a model: its name in the model's folder, sha256, size and url (relative to the base url)."""
+
+    file: str
+    sha256: str
+    bytes: int
+    url: str
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One pretrained model of the manifest.
+
+    Attributes:
+      name: the key used by ``weights.path(name)`` and ``python -m weights.download NAME``.
+      kind: ``"bnn_posterior"`` (``BNN.posterior.Posterior.load``), ``"vae"`` (``VAE.model.load_vae``) or
+        ``"expvae"`` (``VAE.expvae.load_expvae``).
+      path: folder relative to ``weights/`` (committed) or ``weights/cache/`` (downloaded).
+      committed: whether the files are in git; otherwise they are downloaded into the cache.
+      files: every file of the folder, with its sha256 and size.
+      command: the command that trained it; ``seed`` its seed.
+      metrics: the test metrics the training run recorded (``metrics.json`` in the folder).
+    """
+
+    name: str
+    kind: str
+    path: str
+    committed: bool
+    files: tuple[FileEntry, ...]
+    command: str
+    seed: int
+    metrics: dict[str, Any]
+    info: dict[str, Any]  # every other field of the manifest entry (description, dataset, code commit, ...)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A parsed manifest; ``root`` is the folder that holds it (committed model folders are relative to it)."""
+
+    root: Path
+    base_url: str | None
+    entries: dict[str, Entry]
+    hosting: str
+
+    def entry(self, name: str) -> Entry:
+        if name not in self.entries:
+            raise WeightsError(f"no pretrained weights named {name!r} in {self.root / 'manifest.json'}; "
+                               f"known: {', '.join(self.entries)}")
+        return self.entries[name]
+
+    def local_dir(self, name: str) -> Path:
+        """Where the model's folder is (committed) or goes when downloaded (not committed)."""
+        entry = self.entry(name)
+        return self.root / entry.path if entry.committed else self.root / CACHE / entry.path
+
+
+def read_manifest(path: str | os.PathLike = MANIFEST) -> Manifest:
+    """Parses a manifest file (the committed ``weights/manifest.json`` by default)."""
+    path = Path(path)
+    raw = json.loads(path.read_text())
+    if raw.get("format") != FORMAT:
+        raise WeightsError(f"{path}: format {raw.get('format')!r}, expected {FORMAT!r}")
+    entries = {}
+    for item in raw["models"]:
+        known = {"name", "kind", "path", "committed", "files", "command", "seed", "metrics"}
+        entries[item["name"]] = Entry(
+            item["name"], item["kind"], item["path"], bool(item["committed"]),
+            tuple(FileEntry(**f) for f in item["files"]), item["command"], int(item["seed"]),
+            dict(item.get("metrics") or {}), {k: v for k, v in item.items() if k not in known})
+    return Manifest(path.resolve().parent, raw.get("base_url"), entries, raw.get("hosting", ""))
+
+
+def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+_digests: dict[tuple[str, int, int], str] = {}
+
+
+def _cached_sha256(path: Path) -> str:
+    """sha256 of ``path``, computed once per (path, size, mtime) in this process."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _digests:
+        _digests[key] = sha256_of(path)
+    return _digests[key]
+
+
+def mismatches(name: str, manifest: Manifest | None = None) -> dict[str, str]:
+    """Files of ``name`` that are missing or differ from the manifest: file name -> what is wrong."""
+    manifest = manifest or read_manifest()
+    entry, folder = manifest.entry(name), manifest.local_dir(name)
+    problems = {}
+    for f in entry.files:
+        local = folder / f.file
+        if not local.is_file():
+            problems[f.file] = f"missing: {local}"
+        elif local.stat().st_size != f.bytes:
+            problems[f.file] = f"{local} has {local.stat().st_size} bytes, the manifest records {f.bytes}"
+        elif (got := _cached_sha256(local)) != f.sha256:
+            problems[f.file] = f"{local} has sha256 {got}, the manifest records {f.sha256}"
+    return problems
+
+
+def available(name: str, manifest: Manifest | None = None) -> bool:
+    """Whether every file of ``name`` is present locally and matches its sha256 (never downloads)."""
+    return not mismatches(name, manifest)
+
+
+def path(name: str, download: bool = True, manifest: Manifest | None = None) -> Path:
+    """The local folder of model ``name``, verified against the manifest; downloads it if missing and allowed.
+
+    Raises:
+      WeightsError: the files are missing and ``download`` is False or the download fails, or a local file differs
+        from the manifest (it is never silently replaced: see ``python -m weights.download --force``).
+    """
+    manifest = manifest or read_manifest()
+    problems = mismatches(name, manifest)
+    if not problems:
+        return manifest.local_dir(name)
+    if not download:
+        raise WeightsError(f"pretrained weights {name!r} are not available locally:\n"
+                           + "\n".join(f"  {p}" for p in problems.values())
+                           + f"\nFetch them with `python -m weights.download {name}` or train them with:\n"
+                           f"  {manifest.entry(name).command}")
+    from weights.download import download as _download  # imported here: download imports this module
+
+    return _download(name, manifest)
+
+
+def load_posterior(name: str, download: bool = True, manifest: Manifest | None = None, **kwargs: Any):
+    """``BNN.posterior.Posterior.load`` of the verified folder of ``name`` (kwargs go to ``load``)."""
+    from BNN.posterior import Posterior
+
+    _check_kind(name, "bnn_posterior", manifest)
+    return Posterior.load(path(name, download, manifest), **kwargs)
+
+
+def load_vae(name: str, download: bool = True, manifest: Manifest | None = None):
+    """``VAE.model.load_vae`` of the verified folder of ``name``."""
+    from VAE.model import load_vae as _load_vae
+
+    _check_kind(name, "vae", manifest)
+    return _load_vae(path(name, download, manifest))
+
+
+def load_expvae(name: str, download: bool = True, manifest: Manifest | None = None):
+    """``VAE.expvae.load_expvae`` of the verified folder of ``name`` (the attention notebook's conv VAEs)."""
+    from VAE.expvae import load_expvae as _load_expvae
+
+    _check_kind(name, "expvae", manifest)
+    return _load_expvae(path(name, download, manifest))
+
+
+def _check_kind(name: str, kind: str, manifest: Manifest | None) -> None:
+    got = (manifest or read_manifest()).entry(name).kind
+    if got != kind:
+        raise WeightsError(f"{name!r} is a {got!r}, not a {kind!r}")
+
+
+def names(manifest: Manifest | None = None) -> list[str]:
+    """Names of all models in the manifest, in manifest order."""
+    return list((manifest or read_manifest()).entries)

@@ -1,0 +1,192 @@
+"""Fetches pretrained weights listed in ``weights/manifest.json``, verified by sha256, written atomically.
+
+Usage::
+
+    python -m weights.download bnn_mnist          # one model (several names may be given)
+    python -m weights.download --all              # every model; committed ones are only verified
+    python -m weights.download --list             # names, sizes and whether each is present
+    CLUE_WEIGHTS_URL=file:///mnt/mirror/weights python -m weights.download bnn_mnist
+
+Each file's url in the manifest is relative to a base url: ``--base-url``, else ``$CLUE_WEIGHTS_URL``, else the
+manifest's ``base_url``. The base may be ``http(s)://``, ``file://`` or a plain folder path, laid out like
+``weights/`` (``<base>/bnn/mnist/samples.npz``). All missing files of a model are downloaded into a temporary
+folder beside the target, each checked for its byte count and sha256, and moved into place only when every file
+of the model is good: a mismatch, an interrupted transfer or Ctrl-C leaves nothing behind. A local file that
+differs from the manifest is refused, not overwritten, unless ``--force`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from weights import (
+    ENV_URL,
+    MANIFEST,
+    FileEntry,
+    Manifest,
+    WeightsError,
+    mismatches,
+    read_manifest,
+    sha256_of,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def base_url(manifest: Manifest, override: str | None = None) -> str | None:
+    """The base url in force: ``override``, else ``$CLUE_WEIGHTS_URL``, else the manifest's; plain paths -> file://."""
+    base = override or os.environ.get(ENV_URL) or manifest.base_url
+    if base and "://" not in base:
+        base = Path(base).resolve().as_uri()
+    return base.rstrip("/") if base else None
+
+
+def file_url(base: str, f: FileEntry) -> str:
+    """The url of one file: its manifest url joined to ``base`` (an absolute url is used as it is)."""
+    return f.url if "://" in f.url else f"{base}/{f.url.lstrip('/')}"
+
+
+def fetch_file(url: str, target: Path, expected: FileEntry, timeout: float = 60.0, progress: bool = True) -> None:
+    """Downloads ``url`` to ``target`` and checks its size and sha256; on any failure ``target`` does not exist.
+
+    Raises:
+      WeightsError: the transfer fails or is cut short, or the bytes do not match ``expected``. The message names
+        the file, the url and the expected sha256.
+    """
+    def refuse(why: str) -> WeightsError:
+        return WeightsError(f"refusing {expected.file} downloaded from {url}: {why}\n"
+                            f"  expected sha256 {expected.sha256} ({expected.bytes} bytes)")
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response, open(target, "wb") as out:
+            total = int(response.headers.get("Content-Length") or 0) or expected.bytes
+            with tqdm(total=total, unit="B", unit_scale=True, desc=expected.file, leave=False,
+                      disable=not progress) as bar:
+                while block := response.read(1 << 16):
+                    out.write(block)
+                    bar.update(len(block))
+    except (OSError, urllib.error.URLError, http.client.HTTPException) as err:
+        target.unlink(missing_ok=True)
+        raise refuse(f"transfer failed ({type(err).__name__}: {err})") from err
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+    size = target.stat().st_size
+    if size != expected.bytes:
+        target.unlink()
+        raise refuse(f"got {size} bytes (truncated or wrong file)")
+    if (got := sha256_of(target)) != expected.sha256:
+        target.unlink()
+        raise refuse(f"sha256 mismatch: got {got}")
+
+
+def download(name: str, manifest: Manifest | None = None, base: str | None = None, force: bool = False,
+             progress: bool = True) -> Path:
+    """Makes the files of model ``name`` present and verified, downloading what is missing; returns its folder.
+
+    Args:
+      name: a model of the manifest.
+      manifest: defaults to ``weights/manifest.json``.
+      base: base url overriding ``$CLUE_WEIGHTS_URL`` and the manifest's ``base_url``.
+      force: replace local files that differ from the manifest (otherwise they are refused).
+      progress: show a progress bar per file.
+
+    Raises:
+      WeightsError: no base url is known (not hosted yet: the message gives the training command), a local file
+        differs from the manifest and ``force`` is False, or a download fails or does not match.
+    """
+    manifest = manifest or read_manifest()
+    entry, folder = manifest.entry(name), manifest.local_dir(name)
+    problems = mismatches(name, manifest)
+    if not problems:
+        logger.info("%s: all %d files present and verified in %s", name, len(entry.files), folder)
+        return folder
+    differing = {k: v for k, v in problems.items() if not v.startswith("missing")}
+    if differing and not force:
+        raise WeightsError(
+            f"{name}: local files differ from the manifest; refusing to use or overwrite them:\n"
+            + "\n".join(f"  {v}" for v in differing.values())
+            + "\nIf you replaced them on purpose, record them with `python -m weights.manifest`; to replace them with "
+            f"the published files, run `python -m weights.download {name} --force`.")
+    base = base_url(manifest, base)
+    todo = [f for f in entry.files if f.file in problems]
+    if base is None and any("://" not in f.url for f in todo):
+        raise WeightsError(
+            f"{name} is not hosted yet: the manifest has no base_url ({manifest.hosting or 'no hosting recorded'}).\n"
+            f"Train it with:\n  {entry.command}\nand copy its output folder to {folder}, or set {ENV_URL} to an "
+            f"http(s)://, file:// or folder address that mirrors weights/ (e.g. {ENV_URL}=file:///mnt/weights).")
+    created = [p for p in (folder, *folder.parents) if not p.exists()]
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".download", dir=folder.parent))
+    try:
+        for f in todo:
+            url = file_url(base, f)
+            logger.info("downloading %s/%s from %s", name, f.file, url)
+            fetch_file(url, staging / f.file, f, progress=progress)
+        folder.mkdir(exist_ok=True)
+        for f in todo:
+            os.replace(staging / f.file, folder / f.file)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        for p in created:  # innermost first: folders this call created and left empty (i.e. on failure)
+            if p.is_dir() and not any(p.iterdir()):
+                p.rmdir()
+    if remaining := mismatches(name, manifest):  # cannot happen unless the folder changed under us
+        raise WeightsError(f"{name}: still not verified after download: {remaining}")
+    return folder
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m weights.download", description=__doc__.split("\n\n")[0])
+    parser.add_argument("names", nargs="*", metavar="NAME", help="models to fetch (see --list)")
+    parser.add_argument("--all", action="store_true", help="every model of the manifest")
+    parser.add_argument("--list", action="store_true", help="list the models and whether each is present")
+    parser.add_argument("--force", action="store_true", help="replace local files that differ from the manifest")
+    parser.add_argument("--base-url", default=None, help=f"overrides ${ENV_URL} and the manifest's base_url")
+    parser.add_argument("--manifest", default=str(MANIFEST), help="manifest file (default: weights/manifest.json)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    if not (args.names or args.all or args.list):
+        parser.error("give NAME(s), --all or --list")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line; returns the exit status (0 when every requested model is present and verified)."""
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    manifest = read_manifest(args.manifest)
+    if args.list:
+        for entry in manifest.entries.values():
+            size = sum(f.bytes for f in entry.files)
+            state = "present" if not mismatches(entry.name, manifest) else "absent or differing"
+            where = "committed" if entry.committed else "download"
+            print(f"{entry.name:24} {size / 1e6:8.1f} MB  {where:9}  {state}")
+        return 0
+    failed = []
+    for name in (list(manifest.entries) if args.all else args.names):
+        try:
+            folder = download(name, manifest, args.base_url, args.force, progress=not args.no_progress)
+            logger.info("%s: verified in %s", name, folder)
+        except WeightsError as err:
+            failed.append(name)
+            logger.error("%s", err)
+    if failed:
+        logger.error("failed: %s", ", ".join(failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""Rebuilds the file list, sha256, byte counts and metrics of ``weights/manifest.json`` from the model folders.
+
+The hand-written fields of each entry (name, kind, path, committed, command, seed, description, ...) stay as they
+are; ``files`` and ``metrics`` are recomputed from the folder (``weights/<path>`` when committed, the git-ignored
+``weights/cache/<path>`` otherwise; ``metrics`` is the folder's ``metrics.json``). A model that is not committed
+and not present in the cache keeps its recorded files. The size limits for committed weights are enforced.
+
+Usage::
+
+    python -m weights.manifest           # rewrite weights/manifest.json (atomically)
+    python -m weights.manifest --check   # exit 1 if the manifest is stale or a limit is broken; writes nothing
+
+To add a model: add an entry with the hand-written fields and ``"files": []`` to manifest.json, put its folder in
+place (``weights/<path>`` or ``weights/cache/<path>``), and run ``python -m weights.manifest``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from common.utils import save_json
+from weights import CACHE, MANIFEST, sha256_of
+
+logger = logging.getLogger(__name__)
+
+MAX_FILE_BYTES = 25_000_000  # each committed file
+MAX_COMMITTED_BYTES = 100_000_000  # all committed weights together
+
+
+def describe_folder(folder: Path, rel_path: str) -> list[dict[str, Any]]:
+    """One record per file in ``folder`` (sorted; hidden and temporary files skipped): file, sha256, bytes, url."""
+    return [{"file": p.name, "sha256": sha256_of(p), "bytes": p.stat().st_size, "url": f"{rel_path}/{p.name}"}
+            for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")]
+
+
+def rebuild(raw: dict[str, Any], root: Path) -> tuple[dict[str, Any], list[str]]:
+    """The manifest ``raw`` with ``files`` and ``metrics`` recomputed from the folders under ``root``.
+
+    Returns:
+      (the new manifest, errors): errors name missing committed folders and broken size limits.
+    """
+    errors, models = [], []
+    for item in raw["models"]:
+        item = dict(item)
+        folder = root / item["path"] if item["committed"] else root / CACHE / item["path"]
+        if folder.is_dir():
+            item["files"] = describe_folder(folder, item["path"])
+            if (folder / "metrics.json").is_file():
+                item["metrics"] = json.loads((folder / "metrics.json").read_text())
+        elif item["committed"]:
+            errors.append(f"{item['name']}: committed folder {folder} is missing")
+        else:
+            logger.info("%s: %s absent; keeping the recorded files", item["name"], folder)
+        if item["committed"]:
+            errors += [f"{item['name']}/{f['file']}: {f['bytes']} bytes, over the {MAX_FILE_BYTES} limit per "
+                       f"committed file (set \"committed\": false and host it)"
+                       for f in item["files"] if f["bytes"] >= MAX_FILE_BYTES]
+        models.append(item)
+    committed = sum(f["bytes"] for m in models if m["committed"] for f in m["files"])
+    if committed >= MAX_COMMITTED_BYTES:
+        errors.append(f"committed weights total {committed} bytes, over the {MAX_COMMITTED_BYTES} limit")
+    return {**raw, "models": models}, errors
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m weights.manifest", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true", help="only check; exit 1 if the manifest is stale")
+    parser.add_argument("--manifest", default=str(MANIFEST), help="manifest file (default: weights/manifest.json)")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    path = Path(args.manifest)
+    raw = json.loads(path.read_text())
+    new, errors = rebuild(raw, path.resolve().parent)
+    for error in errors:
+        logger.error("%s", error)
+    if args.check:
+        stale = [m["name"] for m, old in zip(new["models"], raw["models"]) if m != old]
+        if stale:
+            logger.error("manifest is stale for %s: run `python -m weights.manifest`", ", ".join(stale))
+        return 1 if stale or errors else 0
+    if errors:
+        return 1
+    if new != raw:
+        save_json(path, new)
+        logger.info("wrote %s", path)
+    else:
+        logger.info("%s is up to date", path)
+    return 0
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    sys.exit(main())
