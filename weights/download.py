@@ -69,16 +69,22 @@ def fetch_file(url: str, target: Path, expected: FileEntry, timeout: float = 60.
         return WeightsError(f"refusing {expected.file} downloaded from {url}: {why}\n"
                             f"  expected sha256 {expected.sha256} ({expected.bytes} bytes)")
 
+    announced, received = None, 0
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response, open(target, "wb") as out:
-            total = int(response.headers.get("Content-Length") or 0) or expected.bytes
-            with tqdm(total=total, unit="B", unit_scale=True, desc=expected.file, leave=False,
+            announced = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=announced or expected.bytes, unit="B", unit_scale=True, desc=expected.file, leave=False,
                       disable=not progress) as bar:
                 while block := response.read(1 << 16):
                     out.write(block)
+                    received += len(block)
                     bar.update(len(block))
+        if announced is not None and received != announced:  # urllib returns a short body without raising
+            raise http.client.IncompleteRead(b"", announced - received)
     except (OSError, urllib.error.URLError, http.client.HTTPException) as err:
         target.unlink(missing_ok=True)
+        if isinstance(err, http.client.IncompleteRead):
+            raise refuse(f"transfer cut short: the connection closed after {received} of {announced} bytes") from err
         raise refuse(f"transfer failed ({type(err).__name__}: {err})") from err
     except BaseException:
         target.unlink(missing_ok=True)
