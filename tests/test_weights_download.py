@@ -187,6 +187,10 @@ def test_shipped_manifest_matches_the_committed_files():
         assert all(f.url == f"{entry.path}/{f.file}" and len(f.sha256) == 64 for f in entry.files)
 
 
+def test_readme_table_is_current():
+    assert manifest.table(json.loads(weights.MANIFEST.read_text())) in (weights.ROOT / "README.md").read_text()
+
+
 def test_shipped_models_reproduce_their_recorded_test_metrics(data_dir):
     import data
     from BNN.posterior import evaluate

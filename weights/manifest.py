@@ -9,6 +9,7 @@ Usage::
 
     python -m weights.manifest           # rewrite weights/manifest.json (atomically)
     python -m weights.manifest --check   # exit 1 if the manifest is stale or a limit is broken; writes nothing
+    python -m weights.manifest --table   # print the Markdown table of weights/README.md
 
 To add a model: add an entry with the hand-written fields and ``"files": []`` to manifest.json, put its folder in
 place (``weights/<path>`` or ``weights/cache/<path>``), and run ``python -m weights.manifest``.
@@ -68,13 +69,35 @@ def rebuild(raw: dict[str, Any], root: Path) -> tuple[dict[str, Any], list[str]]
     return {**raw, "models": models}, errors
 
 
+HEADLINE = ("test/rmse", "test/accuracy", "test/elbo")  # the first of these a model has is its table metric
+
+
+def table(raw: dict[str, Any]) -> str:
+    """The Markdown table of ``weights/README.md``: name, size, where, sha256 prefix, command, seed, test metric."""
+    rows = ["| name | size | where | sha256 (main file, prefix) | command | seed | test metric |",
+            "|---|---:|---|---|---|---:|---|"]
+    for m in raw["models"]:
+        main_file = max(m["files"], key=lambda f: f["bytes"])
+        key = next((k for k in HEADLINE if k in m["metrics"]), None)
+        metric = f"{key.removeprefix('test/')} {m['metrics'][key]:.4f}" if key else "-"
+        where = "committed" if m["committed"] else "not hosted: train"
+        size = sum(f["bytes"] for f in m["files"]) / 1e6
+        rows.append(f"| `{m['name']}` | {size:.1f} MB | {where} | `{main_file['file']}` `{main_file['sha256'][:12]}` "
+                    f"| `{m['command']}` | {m['seed']} | {metric} |")
+    return "\n".join(rows) + "\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m weights.manifest", description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="only check; exit 1 if the manifest is stale")
+    parser.add_argument("--table", action="store_true", help="print the Markdown table of weights/README.md")
     parser.add_argument("--manifest", default=str(MANIFEST), help="manifest file (default: weights/manifest.json)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     path = Path(args.manifest)
     raw = json.loads(path.read_text())
+    if args.table:
+        sys.stdout.write(table(raw))
+        return 0
     new, errors = rebuild(raw, path.resolve().parent)
     for error in errors:
         logger.error("%s", error)
