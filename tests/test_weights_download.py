@@ -71,7 +71,7 @@ def toy(tmp_path, monkeypatch):
     monkeypatch.delenv(weights.ENV_URL, raising=False)
     root = tmp_path / "weights"
     root.mkdir()
-    raw = {"format": weights.FORMAT, "base_url": None, "hosting": "not hosted yet (test)", "models": [
+    raw = {"format": weights.FORMAT, "base_url": None, "models": [
         {"name": "toy", "kind": "bnn_posterior", "path": "toy/a", "committed": False, "command": "python -m toy.train",
          "seed": 3, "files": [_file("config.json", CONFIG), _file("data.bin", PAYLOAD)], "metrics": {}}]}
     (root / "manifest.json").write_text(json.dumps(raw))

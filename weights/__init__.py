@@ -81,7 +81,6 @@ class Manifest:
     root: Path
     base_url: str | None
     entries: dict[str, Entry]
-    hosting: str
 
     def entry(self, name: str) -> Entry:
         if name not in self.entries:
@@ -108,7 +107,7 @@ def read_manifest(path: str | os.PathLike = MANIFEST) -> Manifest:
             item["name"], item["kind"], item["path"], bool(item["committed"]),
             tuple(FileEntry(**f) for f in item["files"]), item["command"], int(item["seed"]),
             dict(item.get("metrics") or {}), {k: v for k, v in item.items() if k not in known})
-    return Manifest(path.resolve().parent, raw.get("base_url"), entries, raw.get("hosting", ""))
+    return Manifest(path.resolve().parent, raw.get("base_url"), entries)
 
 
 def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -117,7 +117,7 @@ def download(name: str, manifest: Manifest | None = None, base: str | None = Non
     entry, folder = manifest.entry(name), manifest.local_dir(name)
     problems = mismatches(name, manifest)
     if not problems:
-        logger.info("%s: all %d files present and verified in %s", name, len(entry.files), folder)
+        logger.debug("%s: all %d files present and verified in %s", name, len(entry.files), folder)
         return folder
     differing = {k: v for k, v in problems.items() if not v.startswith("missing")}
     if differing and not force:
@@ -130,9 +130,9 @@ def download(name: str, manifest: Manifest | None = None, base: str | None = Non
     todo = [f for f in entry.files if f.file in problems]
     if base is None and any("://" not in f.url for f in todo):
         raise WeightsError(
-            f"{name} is not hosted yet: the manifest has no base_url ({manifest.hosting or 'no hosting recorded'}).\n"
-            f"Train it with:\n  {entry.command}\nand copy its output folder to {folder}, or set {ENV_URL} to an "
-            f"http(s)://, file:// or folder address that mirrors weights/ (e.g. {ENV_URL}=file:///mnt/weights).")
+            f"{name} is not hosted yet (the manifest has no base_url). Train it with:\n  {entry.command}\n"
+            f"(a retrained model has its own sha256: load it from that run's folder, not through weights/), or set "
+            f"{ENV_URL} to an http(s)://, file:// or folder address that mirrors weights/ and holds {entry.path}/.")
     created = [p for p in (folder, *folder.parents) if not p.exists()]
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".download", dir=folder.parent))
