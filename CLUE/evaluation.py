@@ -422,7 +422,9 @@ def plot_sweeps(points: list[SweepPoint], target: str, log_px_x0: float, n_point
     axes[0].set_xlabel("mean L1 distance to x0")
     axes[1].axvline(log_px_x0, color="k", ls="--", lw=1, label="log p(X0)")
     lows = [p.mean_log_px for p in points if p.target == target]
-    axes[1].set_xlim(left=max(min(lows + [log_px_x0]), log_px_x0 - max_log_px_drop))
+    left = max(min(lows + [log_px_x0]), log_px_x0 - max_log_px_drop)
+    right = max(lows + [log_px_x0])
+    axes[1].set_xlim(left - 0.5, right + 0.05 * (right - left) + 0.5)
     axes[1].set_xlabel("mean log p_gt(x)")
     for ax in axes:
         ax.set_ylabel(label)
