@@ -128,16 +128,20 @@ def test_unhosted_model_says_so_and_gives_the_training_command(toy):
     assert _leftovers(toy) == []
 
 
-def test_all_verifies_committed_models_and_downloads_the_rest(toy, server):
+def test_all_verifies_committed_models_and_downloads_the_rest(toy, server, tmp_path):
     raw = json.loads((toy.root / "manifest.json").read_text())
-    (toy.root / "kept").mkdir()
-    (toy.root / "kept" / "w.bin").write_bytes(b"committed")
+    for folder in (toy.root / "kept", tmp_path / "www" / "good" / "kept"):
+        folder.mkdir()
+        (folder / "w.bin").write_bytes(b"committed")
     raw["models"].append({"name": "kept", "kind": "vae", "path": "kept", "committed": True, "command": "-", "seed": 0,
                           "files": [{"file": "w.bin", "sha256": _sha(b"committed"), "bytes": 9, "url": "kept/w.bin"}]})
     (toy.root / "manifest.json").write_text(json.dumps(raw))
     args = ["--all", "--manifest", str(toy.root / "manifest.json"), "--no-progress", "--base-url"]
     assert download.main([*args, f"{server}/bad"]) == 1  # toy refused; kept needs no download
-    assert download.main([*args, f"{server}/good"]) == 0
+    (toy.root / "kept" / "w.bin").unlink()
+    with pytest.raises(WeightsError, match="git checkout"):  # committed, missing, and no base url
+        download.download("kept", weights.read_manifest(toy.root / "manifest.json"))
+    assert download.main([*args, f"{server}/good"]) == 0  # restores kept/w.bin from the mirror too
     assert weights.available("toy", toy)
     assert weights.available("kept", weights.read_manifest(toy.root / "manifest.json"))
 

@@ -128,6 +128,9 @@ def download(name: str, manifest: Manifest | None = None, base: str | None = Non
             f"the published files, run `python -m weights.download {name} --force`.")
     base = base_url(manifest, base)
     todo = [f for f in entry.files if f.file in problems]
+    if base is None and entry.committed:
+        raise WeightsError(f"{name}: files missing from the checkout ({', '.join(problems)}); they are committed: "
+                           f"restore them with `git checkout -- {folder}`, or set {ENV_URL} to a mirror of weights/.")
     if base is None and any("://" not in f.url for f in todo):
         raise WeightsError(
             f"{name} is not hosted yet (the manifest has no base_url). Train it with:\n  {entry.command}\n"
