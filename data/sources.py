@@ -178,10 +178,14 @@ def _download(source: Source, target: Path, timeout: float = 30.0) -> None:
             logger.info("downloading %s from %s", source.key, url)
             with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
                 total = int(response.headers.get("Content-Length") or 0) or None
+                received = 0
                 with tqdm(total=total, unit="B", unit_scale=True, desc=source.filename, leave=False) as bar:
                     while block := response.read(1 << 16):
                         out.write(block)
+                        received += len(block)
                         bar.update(len(block))
+            if total is not None and received != total:  # urllib returns a short body silently on a cut connection
+                raise DataFileError(f"download from {url} cut short: {received} of {total} bytes")
             expected = _expected(source)
             if expected is not None and (got := sha256_of(tmp, algorithm=expected[0])) != expected[1]:
                 raise DataFileError(f"checksum mismatch for the file downloaded from {url} (got {expected[0]} {got})")

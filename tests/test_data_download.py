@@ -95,3 +95,30 @@ def test_whole_dataset_loads_through_the_cache(server, isolated, monkeypatch, da
     d = data.load("lsat", data_dir=partial.parent)
     assert d.x_test.shape == (4358, 12)
     np.testing.assert_array_equal(d.x_test, data.load("lsat", data_dir=data_dir).x_test)
+
+
+def test_cut_short_download_is_refused_even_without_a_checksum(tmp_path, isolated, monkeypatch):
+    """A server that announces more bytes than it sends: urllib returns the short body without raising."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+
+    def serve_half():
+        conn, _ = listener.accept()
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n" + b"x" * 500)
+        conn.close()
+
+    thread = threading.Thread(target=serve_half, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/file"
+    key = "credit/default of credit card clients.xls"  # the one source with no recorded checksum
+    original = sources.SOURCES[key]
+    monkeypatch.setitem(sources.SOURCES, key, sources.Source(original.folder, original.filename, None, (url,)))
+    with pytest.raises(DataFileError, match="cut short: 500 of 1000 bytes"):
+        sources.fetch(key)
+    thread.join(timeout=5)
+    listener.close()
+    assert not isolated.exists() or not any(isolated.rglob("*"))
