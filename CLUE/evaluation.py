@@ -375,7 +375,7 @@ def points_table(points: list[SweepPoint]):
     return pd.DataFrame([dataclasses.asdict(p) for p in points])
 
 
-def compare_at_distance(table, distances=(0.5, 1.0, 2.0, 4.0)) -> list[dict]:
+def compare_at_distance(table, distances=(0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0)) -> list[dict]:
     """Each method's GT metrics linearly interpolated at common mean L1 distances (NaN outside its sweep's range).
 
     Args:
