@@ -402,7 +402,8 @@ def plot_sweeps(points: list[SweepPoint], target: str, log_px_x0: float, n_point
                 title: str = "", max_log_px_drop: float = 15.0) -> None:
     """The paper's figure for one target: the GT metric against mean L1 and against mean log p(x), with the mean
     log p(X0) as a vertical line; one curve per method. Aleatoric uses -dH, epistemic uses -d_err (as [nb]).
-    The log p(x) axis is cut ``max_log_px_drop`` nats below log p(X0) (large sensitivity steps fall far off it)."""
+    The log p(x) axis is cut ``max_log_px_drop`` nats below log p(X0), and the metric axis 1.5x its best value below
+    zero: large sensitivity steps fall far off both (their values are in ``table.csv``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -418,7 +419,13 @@ def plot_sweeps(points: list[SweepPoint], target: str, log_px_x0: float, n_point
         y = [getattr(p, key) for p in rows]
         axes[0].plot([p.mean_l1 for p in rows], y, "o-", ms=3, label=method)
         axes[1].plot([p.mean_log_px for p in rows], y, "o-", ms=3, label=method)
+    ys = [getattr(p, key) for p in points if p.target == target]
+    if ys and min(ys) < 0:  # very large sensitivity steps can wreck the GT metric; keep the informative range
+        top = max(max(ys), 1e-3)
+        for ax in axes:
+            ax.set_ylim(max(min(ys), -1.5 * top) - 0.1 * top, 1.1 * top)
     axes[0].set_xscale("symlog", linthresh=1e-2)
+    axes[0].set_xlim(left=0.0)
     axes[0].set_xlabel("mean L1 distance to x0")
     axes[1].axvline(log_px_x0, color="k", ls="--", lw=1, label="log p(X0)")
     lows = [p.mean_log_px for p in points if p.target == target]
