@@ -280,7 +280,7 @@ def plot_overlays(model, x: np.ndarray, n: int = 8, title: str = "", masks: np.n
       model: a trained ``ExpVAE``.
       x: float32 ``[N, 784]``; the first ``n`` are shown.
       title: figure title.
-      masks: optional bool ``[N, 28, 28]`` ground truth, outlined in white on the image row.
+      masks: optional bool ``[N, 28, 28]`` ground truth, outlined in green on the image row.
 
     Returns:
       The matplotlib figure.
@@ -303,7 +303,7 @@ def plot_overlays(model, x: np.ndarray, n: int = 8, title: str = "", masks: np.n
         axes[-1, j].imshow(overlay / overlay.max())
     axes[-1, 0].set_ylabel("overlay", fontsize=7)
     for j in range(len(x) if masks is not None else 0):
-        axes[0, j].contour(masks[j].astype(float), levels=[0.5], colors="w", linewidths=0.6)
+        axes[0, j].contour(masks[j].astype(float), levels=[0.5], colors="lime", linewidths=0.8)
     for ax in axes.ravel():
         ax.set_xticks([]), ax.set_yticks([])
     fig.suptitle(title, fontsize=9)
