@@ -43,6 +43,7 @@ def run_seed(dataset: str, seed: int, bnn_dir: str, vae_dir: str, out_dir: Path)
     return {"seed": seed, "n_explained": summary["n_explained"], "uncertainty_before": float(before.mean()),
             "uncertainty_after": float(after.mean()),
             "relative_reduction": float(((before - after) / before).mean()),
+            "relative_reduction_of_means": float((before.mean() - after.mean()) / before.mean()),
             "fraction_reduced": float((after < before).mean()), "l1_distance": summary["l1_distance"],
             "seconds": summary["seconds"], "recon_l1": recon_l1}
 
@@ -80,7 +81,8 @@ def main(argv=None) -> dict:
             seeds.append(run_seed(dataset, seed, args.bnn_runs.format(**fmt), args.vae_runs.format(**fmt),
                                   Path(args.work) / f"{dataset}_s{seed}"))
         stats = {k: {"mean": float(np.mean([s[k] for s in seeds])), "std": float(np.std([s[k] for s in seeds]))}
-                 for k in ("uncertainty_before", "uncertainty_after", "relative_reduction", "fraction_reduced",
+                 for k in ("uncertainty_before", "uncertainty_after", "relative_reduction", "relative_reduction_of_means",
+                  "fraction_reduced",
                            "l1_distance", "recon_l1")}
         result["datasets"][dataset] = {"ours_per_seed": seeds, "ours": stats,
                                        "original": original_figures(reference, dataset)}
