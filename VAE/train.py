@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import sys
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -214,9 +215,14 @@ def evaluate_expvae(model: ExpVAE, x: np.ndarray, batch_size: int = 1024) -> dic
     return {"elbo": -(bce + kl), "loss": bce + kl, "bce": bce, "kl": kl}
 
 
+_ELBO_FNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # one traced eval function per model
+
+
 def evaluate_vae(model: VAE, x: np.ndarray, batch_size: int = 1024) -> dict[str, float]:
     """Mean eval-mode ELBO terms (``z = loc``) and reconstruction quality of the hard regeneration."""
-    step = tf.function(model.elbo_terms, reduce_retracing=True)
+    if model not in _ELBO_FNS:  # a new tf.function per call would retrace every epoch
+        _ELBO_FNS[model] = tf.function(model.elbo_terms, reduce_retracing=True)
+    step = _ELBO_FNS[model]
     sums: dict[str, float] = {"elbo": 0.0, "rec_loglik": 0.0, "kl": 0.0}
     regen = []
     for start in range(0, len(x), batch_size):

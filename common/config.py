@@ -43,7 +43,7 @@ def _field_parser(tp: Any):
 def build_parser(config_cls: type, presets: Mapping[str, Mapping[str, Any]],
                  description: str) -> argparse.ArgumentParser:
     """An argparse parser with ``--preset`` and one ``--field-name`` flag per dataclass field."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=sorted(presets), default=None,
                         help="named set of overrides applied before the other flags")
     hints = typing.get_type_hints(config_cls)

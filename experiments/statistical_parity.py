@@ -80,10 +80,10 @@ def main(argv=None) -> dict:
             fmt = {"dataset": dataset, "seed": seed}
             seeds.append(run_seed(dataset, seed, args.bnn_runs.format(**fmt), args.vae_runs.format(**fmt),
                                   Path(args.work) / f"{dataset}_s{seed}"))
+        keys = ("uncertainty_before", "uncertainty_after", "relative_reduction", "relative_reduction_of_means",
+                "fraction_reduced", "l1_distance", "recon_l1")
         stats = {k: {"mean": float(np.mean([s[k] for s in seeds])), "std": float(np.std([s[k] for s in seeds]))}
-                 for k in ("uncertainty_before", "uncertainty_after", "relative_reduction", "relative_reduction_of_means",
-                  "fraction_reduced",
-                           "l1_distance", "recon_l1")}
+                 for k in keys}
         result["datasets"][dataset] = {"ours_per_seed": seeds, "ours": stats,
                                        "original": original_figures(reference, dataset)}
         logger.info("%s: %s", dataset, {k: round(v["mean"], 4) for k, v in stats.items()})
