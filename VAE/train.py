@@ -35,7 +35,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import sys
-import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,7 +44,7 @@ import tensorflow as tf
 import data
 from common.config import parse_config
 from common.radam import RAdam
-from common.training import RunState, fit_with_early_stopping, make_train_epoch
+from common.training import RunState, fit_with_early_stopping, make_train_epoch, traced
 from common.utils import make_run_dir, save_json, set_seed, setup_logging
 from VAE.expvae import ExpVAE, load_expvae, save_expvae
 from VAE.model import VAE, build_vae, load_vae, save_vae
@@ -205,7 +204,7 @@ def make_expvae_step(model: ExpVAE, optimizer, generator: tf.random.Generator):
 
 def evaluate_expvae(model: ExpVAE, x: np.ndarray, batch_size: int = 1024) -> dict[str, float]:
     """Eval-mode (``z = mu``) loss per image, as the original's validation: ``elbo = -(bce + kl)``."""
-    step = tf.function(model.loss_terms, reduce_retracing=True)
+    step = traced(model, "loss_terms")
     sums = {"bce": 0.0, "kl": 0.0}
     for start in range(0, len(x), batch_size):
         terms = step(tf.constant(x[start:start + batch_size]))
@@ -215,14 +214,9 @@ def evaluate_expvae(model: ExpVAE, x: np.ndarray, batch_size: int = 1024) -> dic
     return {"elbo": -(bce + kl), "loss": bce + kl, "bce": bce, "kl": kl}
 
 
-_ELBO_FNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # one traced eval function per model
-
-
 def evaluate_vae(model: VAE, x: np.ndarray, batch_size: int = 1024) -> dict[str, float]:
     """Mean eval-mode ELBO terms (``z = loc``) and reconstruction quality of the hard regeneration."""
-    if model not in _ELBO_FNS:  # a new tf.function per call would retrace every epoch
-        _ELBO_FNS[model] = tf.function(model.elbo_terms, reduce_retracing=True)
-    step = _ELBO_FNS[model]
+    step = traced(model, "elbo_terms")
     sums: dict[str, float] = {"elbo": 0.0, "rec_loglik": 0.0, "kl": 0.0}
     regen = []
     for start in range(0, len(x), batch_size):

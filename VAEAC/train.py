@@ -32,7 +32,7 @@ import tensorflow as tf
 import data
 from common.config import parse_config
 from common.radam import RAdam, TorchAdam
-from common.training import RunState, fit_with_early_stopping, make_train_epoch
+from common.training import RunState, fit_with_early_stopping, make_train_epoch, traced
 from common.utils import make_run_dir, save_json, set_seed, setup_logging
 from VAEAC.masks import top_masker
 from VAEAC.model import VAEAC, join_targets, load_model, save_model
@@ -127,7 +127,7 @@ def masker(config: Config, vec):
 
 def evaluate_vaeac(model: VAEAC, x: np.ndarray, mask: np.ndarray, batch_size: int = 1024) -> dict[str, float]:
     """Mean eval-mode ELBO terms (z = posterior mean) under fixed masks."""
-    step = tf.function(model.elbo_terms, reduce_retracing=True)
+    step = traced(model, "elbo_terms")
     sums = {"elbo": 0.0, "rec_loglik": 0.0, "kl": 0.0}
     for s in range(0, len(x), batch_size):
         terms = step(tf.constant(x[s:s + batch_size]), tf.constant(mask[s:s + batch_size]))
@@ -137,7 +137,7 @@ def evaluate_vaeac(model: VAEAC, x: np.ndarray, mask: np.ndarray, batch_size: in
 
 
 def evaluate_under(under: UnderVAEAC, x: np.ndarray, batch_size: int = 1024) -> float:
-    step = tf.function(under.elbo, reduce_retracing=True)
+    step = traced(under, "elbo")
     return sum(float(tf.reduce_sum(step(tf.constant(x[s:s + batch_size])))) for s in range(0, len(x), batch_size)) \
         / len(x)
 

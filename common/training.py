@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -165,3 +166,18 @@ def make_train_epoch(train_step: Callable[[tf.Tensor], tf.Tensor], x_train, gene
         return {key: float(run(shuffled_batches(generator, n, batch_size)))}
 
     return train_epoch
+
+
+_TRACED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def traced(model: Any, method: str) -> Callable:
+    """``tf.function(getattr(model, method))``, traced once per model and method.
+
+    Evaluation helpers run every epoch; wrapping the method in a new ``tf.function`` at each call would retrace it
+    every time (slow, and a retracing warning per epoch).
+    """
+    per_model = _TRACED.setdefault(model, {})
+    if method not in per_model:
+        per_model[method] = tf.function(getattr(model, method), reduce_retracing=True)
+    return per_model[method]
