@@ -40,7 +40,7 @@ import data
 from BNN.model import BNN, Architecture, get_likelihood
 from BNN.posterior import Posterior, SampleBuffer, evaluate
 from BNN.sghmc import ScaleAdaptedSGHMC, SGHMCParams
-from common.config import parse_config
+from common.config import option, parse_config
 from common.utils import MetricsCSV, make_run_dir, save_json, set_seed, setup_logging
 
 logger = logging.getLogger(__name__)
@@ -50,36 +50,33 @@ logger = logging.getLogger(__name__)
 class Config:
     """Every setting of a BNN run; defaults are the reference schedule (shared/reference/README.md)."""
 
-    dataset: str = dataclasses.field(default="lsat", metadata={"help": "data.load name, e.g. lsat, compas, digits"})
-    seed: int = dataclasses.field(default=0, metadata={"help": "seeds init, sampler and shuffling"})
-    out: str = dataclasses.field(default="runs/bnn", metadata={"help": "run folder (resumed if it exists)"})
-    data_dir: str | None = dataclasses.field(default=None, metadata={"help": "folder of raw data files"})
-    arch: str = dataclasses.field(default="mlp", metadata={"help": "mlp, or cnn (the fixed MNIST small CNN)"})
-    width: int = dataclasses.field(default=200, metadata={"help": "hidden units (paper tabular BNN: 200)"})
-    depth: int = dataclasses.field(default=2, metadata={"help": "hidden layers (paper tabular BNN: 2)"})
-    n_epochs: int = dataclasses.field(default=1200, metadata={"help": "epoch cap (reference run: 1200)"})
-    batch_size: int = dataclasses.field(default=512, metadata={"help": "minibatch size (notebooks: 512)"})
-    lr: float = dataclasses.field(default=1e-2, metadata={"help": "SG-HMC step size"})
-    base_c: float = dataclasses.field(default=0.05, metadata={"help": "SG-HMC friction C"})
-    prior_sigma: float = dataclasses.field(default=0.1, metadata={"help": "initial prior std (gauss_sig)"})
-    alpha0: float = dataclasses.field(default=10.0, metadata={"help": "Gamma hyper-prior shape"})
-    beta0: float = dataclasses.field(default=10.0, metadata={"help": "Gamma hyper-prior rate"})
-    grad_std_mul: float | None = dataclasses.field(
-        default=None, metadata={"help": "clip at mean + this * std of recent grad norms (None: 30 cat, 20 gauss)"})
-    grad_buffer_len: int | None = dataclasses.field(
-        default=None, metadata={"help": "grad-norm buffer length (None: 1000 cat, 100 gauss)"})
-    burn_in: int = dataclasses.field(default=120, metadata={"help": "burn-in epochs per re-burn cycle"})
-    save_every: int = dataclasses.field(default=20, metadata={"help": "save a sample every k epochs (sim_steps)"})
-    n_saves: int = dataclasses.field(default=100, metadata={"help": "keep the last N samples (N_saves)"})
-    resample_momentum_every: int = dataclasses.field(default=10, metadata={"help": "iterations (resample_its)"})
-    resample_prior_every: int = dataclasses.field(default=50, metadata={"help": "iterations (resample_prior_its)"})
-    reburn_every: int = dataclasses.field(default=10_000_000, metadata={"help": "re-burn cycle in epochs"})
-    eval_every: int = dataclasses.field(default=10, metadata={"help": "epochs between current-weight test evals"})
-    checkpoint_every: int = dataclasses.field(default=10, metadata={"help": "epochs between resume checkpoints"})
-    drop_last_sample: bool = dataclasses.field(
-        default=False, metadata={"help": "evaluate without the last sample, as the original's off-by-one"})
-    progress: bool = dataclasses.field(default=True, metadata={"help": "show a tqdm bar"})
-    deterministic: bool = dataclasses.field(default=False, metadata={"help": "deterministic TF kernels"})
+    dataset: str = option("lsat", "data.load name, e.g. lsat, compas, digits")
+    seed: int = option(0, "seeds init, sampler and shuffling")
+    out: str = option("runs/bnn", "run folder (resumed if it exists)")
+    data_dir: str | None = option(None, "folder of raw data files")
+    arch: str = option("mlp", "mlp, or cnn (the fixed MNIST small CNN)")
+    width: int = option(200, "hidden units (paper tabular BNN: 200)")
+    depth: int = option(2, "hidden layers (paper tabular BNN: 2)")
+    n_epochs: int = option(1200, "epoch cap (reference run: 1200)")
+    batch_size: int = option(512, "minibatch size (notebooks: 512)")
+    lr: float = option(1e-2, "SG-HMC step size")
+    base_c: float = option(0.05, "SG-HMC friction C")
+    prior_sigma: float = option(0.1, "initial prior std (gauss_sig)")
+    alpha0: float = option(10.0, "Gamma hyper-prior shape")
+    beta0: float = option(10.0, "Gamma hyper-prior rate")
+    grad_std_mul: float | None = option(None, "clip at mean + this * std of recent grad norms (None: 30 cat, 20 gauss)")
+    grad_buffer_len: int | None = option(None, "grad-norm buffer length (None: 1000 cat, 100 gauss)")
+    burn_in: int = option(120, "burn-in epochs per re-burn cycle")
+    save_every: int = option(20, "save a sample every k epochs (sim_steps)")
+    n_saves: int = option(100, "keep the last N samples (N_saves)")
+    resample_momentum_every: int = option(10, "iterations (resample_its)")
+    resample_prior_every: int = option(50, "iterations (resample_prior_its)")
+    reburn_every: int = option(10_000_000, "re-burn cycle in epochs")
+    eval_every: int = option(10, "epochs between current-weight test evals")
+    checkpoint_every: int = option(10, "epochs between resume checkpoints")
+    drop_last_sample: bool = option(False, "evaluate without the last sample, as the original's off-by-one")
+    progress: bool = option(True, "show a tqdm bar")
+    deterministic: bool = option(False, "deterministic TF kernels")
 
 
 PRESETS = {

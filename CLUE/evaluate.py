@@ -34,7 +34,7 @@ import dataclasses
 import logging
 import math
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,7 @@ import data
 from BNN import train as bnn_train
 from BNN.posterior import Posterior
 from CLUE import evaluation as ev
-from common.config import parse_config
+from common.config import option, parse_config
 from common.utils import load_json, make_run_dir, save_json, save_npz, set_seed, setup_logging
 from VAE import train as vae_train
 from VAE.model import load_vae
@@ -54,49 +54,46 @@ from VAEAC.model import load_model
 logger = logging.getLogger(__name__)
 
 
-def _f(default, help_text):
-    return field(default=default, metadata={"help": help_text})
-
 
 @dataclass(frozen=True)
 class Config:
     """Every setting of an evaluation run; defaults are the paper's ([nb]) budgets."""
 
-    dataset: str = _f("compas", "lsat | compas | credit | wine")
-    seed: int = _f(0, "seeds every stage (data generation, training, explanations, Monte Carlo)")
-    out: str = _f("runs/evaluate", "run folder; finished stages found there are reused")
-    data_dir: str | None = _f(None, "folder of raw data files")
-    gt_max_epochs: int = _f(2500, "ground-truth VAEAC epoch cap")
-    gt_early_stop: int = _f(200, "ground-truth VAEAC patience")
-    gt_lr: float | None = _f(None, "ground-truth VAEAC lr (None: 1e-4 gauss_cat, 3e-4 Gaussian, as [nb])")
-    gt_width: int = _f(350, "ground-truth VAEAC width ([nb]: 350)")
-    gt_depth: int = _f(3, "ground-truth VAEAC depth ([nb]: 3)")
-    under_epochs: int = _f(2500, "under-VAEAC epoch cap")
-    under_width: int = _f(150, "under-VAEAC width ([nb]: 150)")
-    under_lr: float = _f(3e-4, "under-VAEAC Adam lr ([nb]: 3e-4)")
-    max_train_rows: int | None = _f(None, "train the real-data ground truth on the first N rows only")
-    bnn_epochs: int = _f(2400, "BNN SG-HMC epochs ([nb]: 2400)")
-    bnn_burn_in: int = _f(120, "BNN burn-in epochs ([nb]: 120)")
-    bnn_save_every: int = _f(20, "BNN: a weight sample every k epochs ([nb]: 20)")
-    bnn_n_saves: int = _f(100, "BNN samples kept ([nb]: 100)")
-    bnn_width: int = _f(200, "BNN width ([nb]: 200)")
-    vae_max_epochs: int = _f(2500, "CLUE VAE epoch cap")
-    vae_lr: float = _f(1e-4, "CLUE VAE RAdam lr")
-    vae_width: int = _f(300, "CLUE VAE width")
-    vae_early_stop: int = _f(200, "CLUE VAE and in-fill VAEAC patience")
-    art_vaeac_max_epochs: int = _f(2500, "in-filling VAEAC epoch cap")
-    art_vaeac_lr: float | None = _f(None, "in-filling VAEAC lr (None: VAEAC.train's default)")
-    art_vaeac_width: int = _f(350, "in-filling VAEAC width")
-    max_explained: int | None = _f(None, "explain at most this many points per target (random subset)")
-    n_gt_samples: int = _f(500, "VAEAC prior samples of p_gt(y|x) ([nb]: 500)")
-    n_px_samples: int = _f(1000, "importance samples of log p_gt(x) ([nb]: 1000)")
-    n_clue: int = _f(30, "CLUE lambdas, log-spaced in [1e-4, 30] ([nb]: 30)")
-    n_ufido: int = _f(30, "U-FIDO L1 weights, log-spaced in [1e-5, 100] ([nb]: 30)")
-    n_sensitivity: int = _f(20, "sensitivity step sizes, log-spaced in [1e-3, 200] ([nb]: 20)")
-    clue_max_steps_aleatoric: int = _f(55, "CLUE Adam steps, aleatoric runs ([nb]: 55)")
-    clue_max_steps_epistemic: int = _f(65, "CLUE Adam steps, epistemic runs ([nb]: 65)")
-    ufido_iterations: int = _f(30, "U-FIDO iterations (original: 30)")
-    progress: bool = _f(True, "show progress bars")
+    dataset: str = option("compas", "lsat | compas | credit | wine")
+    seed: int = option(0, "seeds every stage (data generation, training, explanations, Monte Carlo)")
+    out: str = option("runs/evaluate", "run folder; finished stages found there are reused")
+    data_dir: str | None = option(None, "folder of raw data files")
+    gt_max_epochs: int = option(2500, "ground-truth VAEAC epoch cap")
+    gt_early_stop: int = option(200, "ground-truth VAEAC patience")
+    gt_lr: float | None = option(None, "ground-truth VAEAC lr (None: 1e-4 gauss_cat, 3e-4 Gaussian, as [nb])")
+    gt_width: int = option(350, "ground-truth VAEAC width ([nb]: 350)")
+    gt_depth: int = option(3, "ground-truth VAEAC depth ([nb]: 3)")
+    under_epochs: int = option(2500, "under-VAEAC epoch cap")
+    under_width: int = option(150, "under-VAEAC width ([nb]: 150)")
+    under_lr: float = option(3e-4, "under-VAEAC Adam lr ([nb]: 3e-4)")
+    max_train_rows: int | None = option(None, "train the real-data ground truth on the first N rows only")
+    bnn_epochs: int = option(2400, "BNN SG-HMC epochs ([nb]: 2400)")
+    bnn_burn_in: int = option(120, "BNN burn-in epochs ([nb]: 120)")
+    bnn_save_every: int = option(20, "BNN: a weight sample every k epochs ([nb]: 20)")
+    bnn_n_saves: int = option(100, "BNN samples kept ([nb]: 100)")
+    bnn_width: int = option(200, "BNN width ([nb]: 200)")
+    vae_max_epochs: int = option(2500, "CLUE VAE epoch cap")
+    vae_lr: float = option(1e-4, "CLUE VAE RAdam lr")
+    vae_width: int = option(300, "CLUE VAE width")
+    vae_early_stop: int = option(200, "CLUE VAE and in-fill VAEAC patience")
+    art_vaeac_max_epochs: int = option(2500, "in-filling VAEAC epoch cap")
+    art_vaeac_lr: float | None = option(None, "in-filling VAEAC lr (None: VAEAC.train's default)")
+    art_vaeac_width: int = option(350, "in-filling VAEAC width")
+    max_explained: int | None = option(None, "explain at most this many points per target (random subset)")
+    n_gt_samples: int = option(500, "VAEAC prior samples of p_gt(y|x) ([nb]: 500)")
+    n_px_samples: int = option(1000, "importance samples of log p_gt(x) ([nb]: 1000)")
+    n_clue: int = option(30, "CLUE lambdas, log-spaced in [1e-4, 30] ([nb]: 30)")
+    n_ufido: int = option(30, "U-FIDO L1 weights, log-spaced in [1e-5, 100] ([nb]: 30)")
+    n_sensitivity: int = option(20, "sensitivity step sizes, log-spaced in [1e-3, 200] ([nb]: 20)")
+    clue_max_steps_aleatoric: int = option(55, "CLUE Adam steps, aleatoric runs ([nb]: 55)")
+    clue_max_steps_epistemic: int = option(65, "CLUE Adam steps, epistemic runs ([nb]: 65)")
+    ufido_iterations: int = option(30, "U-FIDO iterations (original: 30)")
+    progress: bool = option(True, "show progress bars")
 
 
 PRESETS: dict[str, dict[str, Any]] = {

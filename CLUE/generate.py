@@ -25,7 +25,7 @@ import dataclasses
 import logging
 import math
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,38 +35,35 @@ import pandas as pd
 import data
 from BNN.posterior import Posterior
 from CLUE.explainer import CLUE, CLUEConfig, CLUEResult, CLUEWeights, uncertainties
-from common.config import parse_config
+from common.config import option, parse_config
 from common.utils import atomic_path, make_run_dir, save_json, set_seed, setup_logging
 from VAE.model import load_vae
 
 logger = logging.getLogger(__name__)
 
 
-def _f(default, help_text):
-    return field(default=default, metadata={"help": help_text})
-
 
 @dataclass(frozen=True)
 class Config:
     """Settings of a CLUE run; defaults are the reference tabular run (shared/reference/README.md, section 3)."""
 
-    dataset: str = _f("lsat", "data.load name")
-    bnn: str = _f("runs/bnn", "BNN.train run folder (or its posterior/ folder)")
-    vae: str = _f("runs/vae", "VAE.train run folder (or its best/ folder)")
-    out: str = _f("runs/clue", "output folder")
-    n_explain: int | None = _f(None, "explain this many most uncertain test points (overrides --fraction)")
-    fraction: float = _f(0.1, "explain this fraction of the test set, most uncertain first (reference: 10%)")
-    target: str = _f("total", "uncertainty to reduce: total | aleatoric | epistemic")
-    lam: float = _f(2.0, "distance weight lambda; the objective uses lambda / D (reference: 2)")
-    lr: float = _f(0.1, "Adam step size on z (reference: 0.1)")
-    min_steps: int = _f(3, "no early stop before this step")
-    max_steps: int = _f(50, "Adam steps at most (reference: 50)")
-    n_early_stop: int = _f(3, "early-stopping window; 0 disables it")
-    batch_size: int = _f(256, "points optimised together (no effect on results)")
-    change_threshold: float = _f(0.05, "report a continuous feature as changed above this many training stds")
-    seed: int = _f(0, "data split seed and run seed")
-    data_dir: str | None = _f(None, "folder of raw data files")
-    progress: bool = _f(True, "show a progress bar over batches")
+    dataset: str = option("lsat", "data.load name")
+    bnn: str = option("runs/bnn", "BNN.train run folder (or its posterior/ folder)")
+    vae: str = option("runs/vae", "VAE.train run folder (or its best/ folder)")
+    out: str = option("runs/clue", "output folder")
+    n_explain: int | None = option(None, "explain this many most uncertain test points (overrides --fraction)")
+    fraction: float = option(0.1, "explain this fraction of the test set, most uncertain first (reference: 10%)")
+    target: str = option("total", "uncertainty to reduce: total | aleatoric | epistemic")
+    lam: float = option(2.0, "distance weight lambda; the objective uses lambda / D (reference: 2)")
+    lr: float = option(0.1, "Adam step size on z (reference: 0.1)")
+    min_steps: int = option(3, "no early stop before this step")
+    max_steps: int = option(50, "Adam steps at most (reference: 50)")
+    n_early_stop: int = option(3, "early-stopping window; 0 disables it")
+    batch_size: int = option(256, "points optimised together (no effect on results)")
+    change_threshold: float = option(0.05, "report a continuous feature as changed above this many training stds")
+    seed: int = option(0, "data split seed and run seed")
+    data_dir: str | None = option(None, "folder of raw data files")
+    progress: bool = option(True, "show a progress bar over batches")
 
 
 PRESETS: dict[str, dict[str, Any]] = {

@@ -35,14 +35,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
 import data
-from common.config import parse_config
+from common.config import option, parse_config
 from common.radam import RAdam
 from common.training import RunState, fit_with_early_stopping, make_train_epoch, traced
 from common.utils import make_run_dir, save_json, set_seed, setup_logging
@@ -73,34 +73,31 @@ EXPVAE_DATASETS = ("mnist", "mnist_t10k")  # 28x28 digits with labels
 ADAM_EPSILON = 1e-8  # PyTorch's Adam default (Keras: 1e-7)
 
 
-def _f(default, help_text):
-    return field(default=default, metadata={"help": help_text})
-
 
 @dataclass(frozen=True)
 class Config:
     """Every hyper-parameter of a VAE run; ``None`` means the dataset's paper value (``DATASET_DEFAULTS``)."""
 
-    dataset: str = _f("lsat", "lsat | compas | credit | wine | mnist | mnist_t10k | digits")
-    model: str = _f("vae", "vae (CLUE's VAEs) | expvae (one-class conv VAE of Liu et al., for attention maps)")
-    inlier_digit: int = _f(3, "expvae only: the one digit class trained on (the original's --one_class, default 3)")
-    latent_dim: int | None = _f(None, "latent size L (None: spec section 8 per dataset)")
-    width: int = _f(300, "MLP width (paper: 300)")
-    depth: int = _f(3, "MLP depth: input layer + depth-1 residual blocks (paper: 3)")
-    arch: str | None = _f(None, "mlp | mnist_conv (None: per dataset); expvae: always 'expvae'")
-    lr: float | None = _f(None, "RAdam learning rate (None: 1e-4 tabular, 7e-4 MNIST)")
-    batch_size: int | None = _f(None, "training batch size (None: 128 tabular, 256 MNIST)")
-    max_epochs: int | None = _f(None, "epoch cap (None: 2500 tabular, 300 MNIST)")
-    early_stop: int | None = _f(None, "stop when epoch - best_epoch > early_stop (None: 200 tabular, 60 MNIST)")
-    dev_fraction: float = _f(0.0, "0: dev = test set, as the original; >0: hold out this fraction of train")
-    max_train_rows: int | None = _f(None, "use only the first N training rows (quick runs)")
-    eval_batch_size: int = _f(1024, "batch size of dev/test evaluation (no effect on results)")
-    seed: int = _f(0, "seeds Python, NumPy and TF, and the training RNG (noise, shuffling)")
-    data_seed: int = _f(0, "seed of data.load (UCI splits)")
-    deterministic: bool = _f(False, "enable TF op determinism (bitwise-repeatable runs, slower)")
-    data_dir: str | None = _f(None, "folder of raw data files (None: $CLUE_DATA_DIR, then data/raw)")
-    out: str = _f("runs/vae", "run folder; an existing run there is resumed")
-    progress: bool = _f(True, "show a tqdm progress bar")
+    dataset: str = option("lsat", "lsat | compas | credit | wine | mnist | mnist_t10k | digits")
+    model: str = option("vae", "vae (CLUE's VAEs) | expvae (one-class conv VAE of Liu et al., for attention maps)")
+    inlier_digit: int = option(3, "expvae only: the one digit class trained on (the original's --one_class, default 3)")
+    latent_dim: int | None = option(None, "latent size L (None: spec section 8 per dataset)")
+    width: int = option(300, "MLP width (paper: 300)")
+    depth: int = option(3, "MLP depth: input layer + depth-1 residual blocks (paper: 3)")
+    arch: str | None = option(None, "mlp | mnist_conv (None: per dataset); expvae: always 'expvae'")
+    lr: float | None = option(None, "RAdam learning rate (None: 1e-4 tabular, 7e-4 MNIST)")
+    batch_size: int | None = option(None, "training batch size (None: 128 tabular, 256 MNIST)")
+    max_epochs: int | None = option(None, "epoch cap (None: 2500 tabular, 300 MNIST)")
+    early_stop: int | None = option(None, "stop when epoch - best_epoch > early_stop (None: 200 tabular, 60 MNIST)")
+    dev_fraction: float = option(0.0, "0: dev = test set, as the original; >0: hold out this fraction of train")
+    max_train_rows: int | None = option(None, "use only the first N training rows (quick runs)")
+    eval_batch_size: int = option(1024, "batch size of dev/test evaluation (no effect on results)")
+    seed: int = option(0, "seeds Python, NumPy and TF, and the training RNG (noise, shuffling)")
+    data_seed: int = option(0, "seed of data.load (UCI splits)")
+    deterministic: bool = option(False, "enable TF op determinism (bitwise-repeatable runs, slower)")
+    data_dir: str | None = option(None, "folder of raw data files (None: $CLUE_DATA_DIR, then data/raw)")
+    out: str = option("runs/vae", "run folder; an existing run there is resumed")
+    progress: bool = option(True, "show a tqdm progress bar")
 
     def resolved(self) -> Config:
         """The config with every ``None`` replaced by the dataset's value."""

@@ -23,14 +23,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
 import data
-from common.config import parse_config
+from common.config import option, parse_config
 from common.radam import RAdam, TorchAdam
 from common.training import RunState, fit_with_early_stopping, make_train_epoch, traced
 from common.utils import make_run_dir, save_json, set_seed, setup_logging
@@ -44,39 +44,36 @@ logger = logging.getLogger(__name__)
 LATENT_DIMS = {"lsat": 4, "compas": 4, "credit": 8, "wine": 6, "mnist": 20, "mnist_t10k": 20, "digits": 8}
 
 
-def _f(default, help_text):
-    return field(default=default, metadata={"help": help_text})
-
 
 @dataclass(frozen=True)
 class Config:
     """Every hyper-parameter of a VAEAC run; ``None`` means the dataset's [nb] value."""
 
-    dataset: str = _f("lsat", "lsat | compas | credit | wine | mnist | mnist_t10k | digits")
-    targets: bool = _f(True, "model the joint (x, y) with y appended last (ground truth); false: x only (U-FIDO)")
-    latent_dim: int | None = _f(None, "latent size L (None: [nb] per dataset)")
-    width: int = _f(350, "MLP width of the three networks ([nb]: 350)")
-    depth: int = _f(3, "MLP depth ([nb]: 3)")
-    pred_sig: bool | None = _f(None, "Gaussian data: learn the decoder scale (None: true, as the wine ground truth)")
-    lr: float | None = _f(None, "RAdam lr (None: 1e-4 gauss_cat/Bernoulli, 3e-4 Gaussian, as [nb])")
-    batch_size: int = _f(128, "training batch size")
-    max_epochs: int = _f(2500, "epoch cap")
-    early_stop: int | None = _f(200, "stop when epoch - best_epoch > early_stop")
-    mask_p: float = _f(1.0, "top_masker p: each row's missing rate ~ U(0, p)")
-    mask_per_variable: bool = _f(False, "mask whole one-hot blocks (original flatten=True) instead of flat columns")
-    under_epochs: int = _f(0, "epochs of the under-VAEAC on the VAEAC latent (0: do not train it)")
-    under_width: int = _f(150, "under-VAEAC width ([nb]: 150)")
-    under_depth: int = _f(2, "under-VAEAC depth ([nb]: 2)")
-    under_lr: float = _f(3e-4, "under-VAEAC torch-Adam lr ([nb]: 3e-4)")
-    under_early_stop: int | None = _f(200, "under-VAEAC patience")
-    dev_fraction: float = _f(0.0, "0: dev = test set, as the original; >0: hold out this fraction of train")
-    max_train_rows: int | None = _f(None, "use only the first N training rows (quick runs)")
-    eval_batch_size: int = _f(1024, "batch size of evaluation (no effect on results)")
-    seed: int = _f(0, "seeds Python, NumPy, TF and the training RNG (noise, masks, shuffling)")
-    data_seed: int = _f(0, "seed of data.load (UCI splits)")
-    data_dir: str | None = _f(None, "folder of raw data files (None: $CLUE_DATA_DIR, then data/raw)")
-    out: str = _f("runs/vaeac", "run folder; an existing run there is resumed")
-    progress: bool = _f(True, "show a tqdm progress bar")
+    dataset: str = option("lsat", "lsat | compas | credit | wine | mnist | mnist_t10k | digits")
+    targets: bool = option(True, "model the joint (x, y) with y appended last (ground truth); false: x only (U-FIDO)")
+    latent_dim: int | None = option(None, "latent size L (None: [nb] per dataset)")
+    width: int = option(350, "MLP width of the three networks ([nb]: 350)")
+    depth: int = option(3, "MLP depth ([nb]: 3)")
+    pred_sig: bool | None = option(None, "Gaussian data: learn the decoder scale (None: true, as wine)")
+    lr: float | None = option(None, "RAdam lr (None: 1e-4 gauss_cat/Bernoulli, 3e-4 Gaussian, as [nb])")
+    batch_size: int = option(128, "training batch size")
+    max_epochs: int = option(2500, "epoch cap")
+    early_stop: int | None = option(200, "stop when epoch - best_epoch > early_stop")
+    mask_p: float = option(1.0, "top_masker p: each row's missing rate ~ U(0, p)")
+    mask_per_variable: bool = option(False, "mask whole one-hot blocks (original flatten=True) instead of flat columns")
+    under_epochs: int = option(0, "epochs of the under-VAEAC on the VAEAC latent (0: do not train it)")
+    under_width: int = option(150, "under-VAEAC width ([nb]: 150)")
+    under_depth: int = option(2, "under-VAEAC depth ([nb]: 2)")
+    under_lr: float = option(3e-4, "under-VAEAC torch-Adam lr ([nb]: 3e-4)")
+    under_early_stop: int | None = option(200, "under-VAEAC patience")
+    dev_fraction: float = option(0.0, "0: dev = test set, as the original; >0: hold out this fraction of train")
+    max_train_rows: int | None = option(None, "use only the first N training rows (quick runs)")
+    eval_batch_size: int = option(1024, "batch size of evaluation (no effect on results)")
+    seed: int = option(0, "seeds Python, NumPy, TF and the training RNG (noise, masks, shuffling)")
+    data_seed: int = option(0, "seed of data.load (UCI splits)")
+    data_dir: str | None = option(None, "folder of raw data files (None: $CLUE_DATA_DIR, then data/raw)")
+    out: str = option("runs/vaeac", "run folder; an existing run there is resumed")
+    progress: bool = option(True, "show a tqdm progress bar")
 
 
 PRESETS: dict[str, dict[str, Any]] = {

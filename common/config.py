@@ -15,6 +15,11 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
+def option(default: Any, help_text: str) -> Any:
+    """A Config field with its ``--help`` text: ``lr: float = option(1e-2, "SG-HMC step size")``."""
+    return dataclasses.field(default=default, metadata={"help": help_text})
+
+
 def _parse_bool(text: str) -> bool:
     lowered = text.lower()
     if lowered in ("1", "true", "yes", "on"):
