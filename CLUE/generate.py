@@ -115,17 +115,20 @@ def changed_features(ds: data.Dataset, result: CLUEResult, test_index: np.ndarra
 
 
 def plot_image_grid(path: Path, ds: data.Dataset, result: CLUEResult, posterior: Posterior,
-                    per_row: int = 4) -> None:
-    """PNG grid: per point, the original, the CLUE and their difference (red added, blue removed)."""
+                    per_row: int = 4, max_images: int = 32) -> None:
+    """PNG grid: per point, the original, the CLUE and their difference (red added, blue removed).
+
+    Only the first ``max_images`` points (the most uncertain) are drawn; ``explanations.npz`` holds them all.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     h, w, _ = ds.image_shape
-    n = len(result.x)
-    p_before = np.mean(posterior.predict_samples(result.x0).numpy(), axis=0)
-    p_after = np.mean(posterior.predict_samples(result.x).numpy(), axis=0)
+    n = min(len(result.x), max_images)
+    p_before = np.mean(posterior.predict_samples(result.x0[:n]).numpy(), axis=0)
+    p_after = np.mean(posterior.predict_samples(result.x[:n]).numpy(), axis=0)
     n_rows = math.ceil(n / per_row)
     fig, axes = plt.subplots(n_rows, 3 * per_row, figsize=(1.6 * 3 * per_row, 1.9 * n_rows), squeeze=False)
     for ax in axes.flat:
@@ -140,7 +143,8 @@ def plot_image_grid(path: Path, ds: data.Dataset, result: CLUEResult, posterior:
             ax = axes[r, 3 * c + k]
             ax.imshow(img, cmap=cmap, vmin=lo, vmax=hi)
             ax.set_title(title, fontsize=8)
-    fig.suptitle(f"CLUEs of the {n} most uncertain {ds.name} test images (entropy H in nats)", fontsize=10)
+    fig.suptitle(f"CLUEs of the {n} most uncertain {ds.name} test images (predicted class y, entropy H in nats)",
+                 fontsize=10)
     fig.tight_layout()
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=110)
