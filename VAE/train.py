@@ -44,7 +44,7 @@ import tensorflow as tf
 import data
 from common.config import option, parse_config
 from common.radam import RAdam
-from common.training import RunState, fit_with_early_stopping, make_train_epoch, traced
+from common.training import RunState, fit_with_early_stopping, make_train_epoch, optimizer_step, traced
 from common.utils import make_run_dir, save_json, set_seed, setup_logging
 from VAE.expvae import ExpVAE, load_expvae, save_expvae
 from VAE.model import VAE, build_vae, load_vae, save_vae
@@ -166,15 +166,12 @@ def split_dev(ds, config: Config) -> tuple[np.ndarray, np.ndarray]:
     return x_train, x_dev
 
 
-def make_vae_step(model: VAE, optimizer, generator: tf.random.Generator):
-    """The original's ``fit``: reparameterised z, loss ``mean(-vlb) * vlb_scale``, one optimizer step."""
-    def step(xb):  # [b, D] -> mean vlb
+def make_vae_step(model: VAE | ExpVAE, optimizer, generator: tf.random.Generator):
+    """One training step: reparameterised z and the model's own loss (the original's ``fit`` for the VAE,
+    ``train_expVAE.py``'s step for the ExpVAE); returns the batch's mean ELBO."""
+    def step(xb):  # [b, D] -> mean ELBO
         eps = generator.normal([tf.shape(xb)[0], model.latent_dim])  # reparameterisation noise
-        with tf.GradientTape() as tape:
-            loss, vlb = model.training_loss(xb, eps)
-        grads = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return vlb
+        return optimizer_step(model, optimizer, lambda: model.training_loss(xb, eps))
 
     return step
 
@@ -184,19 +181,6 @@ def one_class(ds, digit: int):
     train, test = ds.y_train == digit, ds.y_test == digit
     return dataclasses.replace(ds, x_train=ds.x_train[train], y_train=ds.y_train[train], x_test=ds.x_test[test],
                                y_test=ds.y_test[test])
-
-
-def make_expvae_step(model: ExpVAE, optimizer, generator: tf.random.Generator):
-    """``train_expVAE.py``'s step: reparameterised z, loss summed over pixels and batch, one Adam step."""
-    def step(xb):  # [b, 784] -> mean ELBO of the batch
-        eps = generator.normal([tf.shape(xb)[0], model.latent_dim])
-        with tf.GradientTape() as tape:
-            loss, elbo = model.training_loss(xb, eps)
-        grads = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return elbo
-
-    return step
 
 
 def evaluate_expvae(model: ExpVAE, x: np.ndarray, batch_size: int = 1024) -> dict[str, float]:
@@ -250,7 +234,7 @@ def main(config: Config) -> dict[str, float]:
     if config.model == "expvae":
         model = ExpVAE(latent_dim=config.latent_dim)
         optimizer = tf.keras.optimizers.Adam(learning_rate=config.lr, epsilon=ADAM_EPSILON)
-        evaluate_fn, save_fn, load_fn, make_step = evaluate_expvae, save_expvae, load_expvae, make_expvae_step
+        evaluate_fn, save_fn, load_fn, make_step = evaluate_expvae, save_expvae, load_expvae, make_vae_step
     else:
         model = build_vae(model_config(config, ds))
         optimizer = RAdam(learning_rate=config.lr)

@@ -32,7 +32,7 @@ import tensorflow as tf
 import data
 from common.config import option, parse_config
 from common.radam import RAdam, TorchAdam
-from common.training import RunState, fit_with_early_stopping, make_train_epoch, traced
+from common.training import RunState, fit_with_early_stopping, make_train_epoch, optimizer_step, traced
 from common.utils import make_run_dir, save_json, set_seed, setup_logging
 from VAEAC.masks import top_masker
 from VAEAC.model import VAEAC, join_targets, load_model, save_model
@@ -150,11 +150,7 @@ def train_under(base: VAEAC, config: Config, run_dir, x_train, x_dev, dev_split:
     def step(xb):
         b = tf.shape(xb)[0]
         eps_z, eps_u = generator.normal([b, base.latent_dim]), generator.normal([b, under.latent_dim])
-        with tf.GradientTape() as tape:
-            loss, vlb = under.training_loss(xb, eps_z, eps_u)
-        grads = tape.gradient(loss, under.trainable_variables)
-        optimizer.apply_gradients(zip(grads, under.trainable_variables))
-        return vlb
+        return optimizer_step(under, optimizer, lambda: under.training_loss(xb, eps_z, eps_u))
 
     summary = fit_with_early_stopping(
         state, max_epochs=config.under_epochs, early_stop=config.under_early_stop,
@@ -190,11 +186,7 @@ def main(config: Config) -> dict[str, float]:
     def step(xb):
         mask = draw_mask(xb, generator)  # a fresh mask per batch, as the original
         eps = generator.normal([tf.shape(xb)[0], model.latent_dim])
-        with tf.GradientTape() as tape:
-            loss, vlb = model.training_loss(xb, mask, eps)
-        grads = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return vlb
+        return optimizer_step(model, optimizer, lambda: model.training_loss(xb, mask, eps))
 
     summary = fit_with_early_stopping(
         state, max_epochs=config.max_epochs, early_stop=config.early_stop,

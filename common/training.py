@@ -181,3 +181,12 @@ def traced(model: Any, method: str) -> Callable:
     if method not in per_model:
         per_model[method] = tf.function(getattr(model, method), reduce_retracing=True)
     return per_model[method]
+
+
+def optimizer_step(model: Any, optimizer: Any, loss_fn: Callable[[], tuple[tf.Tensor, tf.Tensor]]) -> tf.Tensor:
+    """One gradient step on ``model.trainable_variables`` for ``loss_fn() -> (loss, report)``; returns ``report``."""
+    with tf.GradientTape() as tape:
+        loss, report = loss_fn()
+    grads = tape.gradient(loss, model.trainable_variables)
+    optimizer.apply_gradients(zip(grads, model.trainable_variables))
+    return report
