@@ -153,7 +153,8 @@ def forward(arch: Architecture, params: dict[str, tf.Tensor], x: tf.Tensor) -> t
     Args:
       arch: the architecture.
       params: name -> tensor; all unstacked (``param_shapes``) or all stacked with a leading S axis.
-      x: float32 `[B, input_dim]` flat inputs (already normalised).
+      x: float32 `[B, input_dim]` flat inputs (already normalised), shared by all samples; or `[S, B, input_dim]`,
+        one batch per stacked sample (parallel SG-HMC chains, each on its own minibatch).
 
     Returns:
       float32 `[B, output_dim]`, or `[S, B, output_dim]` for stacked parameters.
@@ -161,7 +162,7 @@ def forward(arch: Architecture, params: dict[str, tf.Tensor], x: tf.Tensor) -> t
     params = {k: tf.convert_to_tensor(v, tf.float32) for k, v in params.items()}  # also reads variables once
     h = tf.convert_to_tensor(x, tf.float32)
     if arch.kind == "cnn":
-        h = tf.reshape(h, [-1, *arch.image_shape])
+        h = tf.reshape(h, tf.concat([tf.shape(h)[:-1], arch.image_shape], 0))  # [(S,) B, H, W, C]
         for i in range(2):
             h = tf.nn.relu(_conv(h, params[f"conv_{i}/kernel"], params[f"conv_{i}/bias"]))
         stacked = h.shape.rank == 5

@@ -188,15 +188,18 @@ class SampleBuffer(tf.Module):
     Args:
       arch: the network architecture (fixes the parameter shapes).
       capacity: number of samples kept (N_saves); older ones are overwritten first.
+      n_chains: None for one chain; else the weights added carry a leading chain axis `[K, ...]` and every kept
+        sample is stored as `[K, ...]` (K parallel chains saved at the same epochs).
     """
 
-    def __init__(self, arch: Architecture, capacity: int):
+    def __init__(self, arch: Architecture, capacity: int, n_chains: int | None = None):
         super().__init__(name="sample_buffer")
         if capacity < 1:
             raise ValueError(f"the sample buffer needs capacity >= 1, got {capacity}")
         self.arch = arch
         self.capacity = int(capacity)
-        self.buffers = {name: tf.Variable(tf.zeros([self.capacity, *shape]), trainable=False,
+        chains = [] if n_chains is None else [int(n_chains)]
+        self.buffers = {name: tf.Variable(tf.zeros([self.capacity, *chains, *shape]), trainable=False,
                                           name=name.replace("/", "_"))
                         for name, shape in arch.param_shapes().items()}
         self.n_added = tf.Variable(0, dtype=tf.int64, trainable=False, name="n_added")
@@ -213,7 +216,7 @@ class SampleBuffer(tf.Module):
         self.n_added.assign_add(1)
 
     def samples(self) -> dict[str, np.ndarray]:
-        """name -> `[n_kept, *shape]`, oldest sample first."""
+        """name -> `[n_kept, *shape]` (`[n_kept, K, *shape]` for K chains), oldest sample first."""
         start = int(self.n_added) % self.capacity if int(self.n_added) > self.capacity else 0
         order = (np.arange(self.n_kept) + start) % self.capacity
         return {name: buffer.numpy()[order] for name, buffer in self.buffers.items()}

@@ -18,7 +18,13 @@ grad = d(N * mean NLL)/d theta (already norm-clipped, see ``GradientClipper``), 
    ``v <- v - lr^2 M^-1 d - C v + N(0, max(2 lr^2 M^-1 C - lr^4, 1e-16));  theta <- theta + v``.
 
 All state lives in ``tf.Variable``s of this ``tf.Module`` (tau, g, V, v, lambda, the clipping buffer, and a
-``tf.random.Generator``), so a ``tf.train.Checkpoint`` of it resumes the exact chain. The update is written out as
+``tf.random.Generator``), so a ``tf.train.Checkpoint`` of it resumes the exact chain.
+
+Several independent chains can be run as one vectorised sampler: pass one seed per chain and parameters with a
+leading chain axis ``[K, ...]``. Every update above is elementwise; the per-tensor quantities (lambda, and the
+clipping buffer and threshold of the global gradient norm) become per-chain ``[K]`` vectors, and each chain draws
+from its own generator in the same order as a single-chain sampler with that seed, so chain k follows the chain a
+single sampler seeded ``seeds[k]`` would (up to float rounding of the batched gradients). The update is written out as
 assignments (no Keras optimizer subclass) and is meant to run inside a caller's ``tf.function``.
 
 #### References
@@ -33,6 +39,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
+import numpy as np
 import tensorflow as tf
 
 EPS = 1e-6  # epsilon of the original sampler, used in every division and in the preconditioner
@@ -72,32 +79,50 @@ class GradientClipper(tf.Module):
     Args:
       std_mul: grad_std_mul.
       buffer_len: grad_buffer_len.
+      n_chains: None for one chain; else gradients carry a leading chain axis and each chain has its own norm,
+        buffer and threshold (all state variables get a leading ``[n_chains]`` axis).
     """
 
-    def __init__(self, std_mul: float, buffer_len: int):
+    def __init__(self, std_mul: float, buffer_len: int, n_chains: int | None = None):
         super().__init__(name="gradient_clipper")
         self.std_mul = float(std_mul)
         self.capacity = int(buffer_len) + 1
-        self.norms = tf.Variable(tf.zeros([self.capacity]), trainable=False, name="norms")  # ring buffer
-        self.head = tf.Variable(0, trainable=False, name="head")  # index of the oldest norm
-        self.count = tf.Variable(0, trainable=False, name="count")
-        self.max_norm = tf.Variable(1e20, trainable=False, name="max_norm")
-        self.n_clipped = tf.Variable(0, dtype=tf.int64, trainable=False, name="n_clipped")
+        self.n_chains = n_chains
+        batch = [] if n_chains is None else [int(n_chains)]
+        self.norms = tf.Variable(tf.zeros(batch + [self.capacity]), trainable=False, name="norms")  # ring buffer
+        self.head = tf.Variable(tf.zeros(batch, tf.int32), trainable=False, name="head")  # index of the oldest norm
+        self.count = tf.Variable(tf.zeros(batch, tf.int32), trainable=False, name="count")
+        self.max_norm = tf.Variable(tf.fill(batch, 1e20), trainable=False, name="max_norm")
+        self.n_clipped = tf.Variable(tf.zeros(batch, tf.int64), trainable=False, name="n_clipped")
+
+    def global_norm(self, grads: Sequence[tf.Tensor]) -> tf.Tensor:
+        """The global gradient norm, `[]`, or per chain `[K]`."""
+        if self.n_chains is None:
+            return tf.linalg.global_norm(grads)
+        return tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(tf.reshape(g, [self.n_chains, -1])), 1) for g in grads]))
 
     def __call__(self, grads: Sequence[tf.Tensor]) -> tuple[list[tf.Tensor], tf.Tensor]:
         """Returns (clipped gradients, pre-clip global norm) and updates the buffer."""
-        if self.count == self.capacity:  # "more than buffer_len entries": the buffer is full
-            self.max_norm.assign(tf.reduce_mean(self.norms) + self.std_mul * tf.math.reduce_std(self.norms))
-            self.head.assign((self.head + 1) % self.capacity)
-            self.count.assign_sub(1)
-        norm = tf.linalg.global_norm(grads)
+        full = self.count == self.capacity  # "more than buffer_len entries": the buffer is full
+        self.max_norm.assign(tf.where(full, tf.reduce_mean(self.norms, -1)
+                                      + self.std_mul * tf.math.reduce_std(self.norms, -1), self.max_norm))
+        self.head.assign(tf.where(full, (self.head + 1) % self.capacity, self.head))
+        self.count.assign(tf.where(full, self.count - 1, self.count))
+        norm = self.global_norm(grads)
         scale = tf.minimum(1.0, self.max_norm / (norm + 1e-6))
-        if norm < self.max_norm:
-            self.norms.scatter_nd_update([[(self.head + self.count) % self.capacity]], [norm])
-            self.count.assign_add(1)
-        else:
-            self.n_clipped.assign_add(1)
-        return [g * scale for g in grads], norm
+        accept = norm < self.max_norm
+        slot = tf.one_hot((self.head + self.count) % self.capacity, self.capacity, on_value=True, off_value=False)
+        self.norms.assign(tf.where(slot & accept[..., None], norm[..., None], self.norms))
+        self.count.assign_add(tf.cast(accept, tf.int32))
+        self.n_clipped.assign_add(tf.cast(~accept, tf.int64))
+        return [g * _per_chain(scale, g) for g in grads], norm
+
+
+def _per_chain(value: tf.Tensor, like: tf.Tensor) -> tf.Tensor:
+    """A scalar, or a per-chain vector `[K]` reshaped to broadcast against `like` `[K, ...]`."""
+    if value.shape.rank == 0:
+        return value
+    return tf.reshape(value, [-1] + [1] * (like.shape.rank - 1))
 
 
 class ScaleAdaptedSGHMC(tf.Module):
@@ -106,7 +131,8 @@ class ScaleAdaptedSGHMC(tf.Module):
     Args:
       params: the ``tf.Variable``s to sample (moved in place).
       hparams: sampler hyper-parameters.
-      seed: seed of the sampler's ``tf.random.Generator`` (momentum, noise and Gamma draws).
+      seed: seed of the sampler's ``tf.random.Generator`` (momentum, noise and Gamma draws); or one seed per
+        chain, for K chains vectorised over a leading axis of every parameter (module docstring).
 
     #### Examples
 
@@ -122,28 +148,51 @@ class ScaleAdaptedSGHMC(tf.Module):
     ```
     """
 
-    def __init__(self, params: Sequence[tf.Variable], hparams: SGHMCParams = SGHMCParams(), seed: int = 0):
+    def __init__(self, params: Sequence[tf.Variable], hparams: SGHMCParams = SGHMCParams(),
+                 seed: int | Sequence[int] = 0):
         super().__init__(name="sghmc")
         self.hparams = hparams
         self.params = list(params)
+        self.n_chains = None if isinstance(seed, (int, np.integer)) else len(seed)
+        if self.n_chains is not None:
+            bad = [p.name for p in self.params if p.shape.rank < 1 or p.shape[0] != self.n_chains]
+            if self.n_chains < 1 or bad:
+                raise ValueError(f"{self.n_chains} chain seeds need parameters with a leading axis of that size; "
+                                 f"these do not have one: {bad}")
         like = lambda value, name: [tf.Variable(tf.fill(tf.shape(p), value), trainable=False, name=f"{name}_{i}")
                                     for i, p in enumerate(self.params)]
         self.tau = like(1.0, "tau")
         self.g = like(1.0, "g")
         self.v_hat = like(1.0, "v_hat")
         self.momentum = like(0.0, "momentum")
-        self.prior_precision = [tf.Variable(1.0 / hparams.prior_sigma**2, trainable=False, name=f"prior_precision_{i}")
-                                for i in range(len(self.params))]
-        self.rng = tf.random.Generator.from_seed(seed)
-        self.clipper = GradientClipper(hparams.grad_std_mul, hparams.grad_buffer_len)
+        batch = [] if self.n_chains is None else [self.n_chains]
+        self.prior_precision = [tf.Variable(tf.fill(batch, 1.0 / hparams.prior_sigma**2), trainable=False,
+                                            name=f"prior_precision_{i}") for i in range(len(self.params))]
+        if self.n_chains is None:
+            self.rng = tf.random.Generator.from_seed(seed)
+        else:
+            self.rngs = [tf.random.Generator.from_seed(int(s)) for s in seed]
+        self.clipper = GradientClipper(hparams.grad_std_mul, hparams.grad_buffer_len, self.n_chains)
         self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False, name="iterations")
 
+    def _normal(self, theta: tf.Variable) -> tf.Tensor:
+        """Standard normal draws of a parameter's shape, each chain's slice from its own generator."""
+        if self.n_chains is None:
+            return self.rng.normal(tf.shape(theta))
+        return tf.stack([rng.normal(theta.shape[1:].as_list()) for rng in self.rngs])
+
     def _resample_prior_precision(self, i: int, theta: tf.Variable) -> None:
-        """Gibbs step 1: lambda ~ Gamma(alpha0 + n/2, rate beta0 + sum(theta^2)/2)."""
-        alpha = self.hparams.alpha0 + 0.5 * float(theta.shape.num_elements())
-        beta = self.hparams.beta0 + 0.5 * tf.reduce_sum(tf.square(theta))
-        seed = self.rng.make_seeds(1)[:, 0]
-        self.prior_precision[i].assign(tf.random.stateless_gamma([], seed, alpha=alpha) / beta)
+        """Gibbs step 1: lambda ~ Gamma(alpha0 + n/2, rate beta0 + sum(theta^2)/2), per chain."""
+        if self.n_chains is None:
+            alpha = self.hparams.alpha0 + 0.5 * float(theta.shape.num_elements())
+            beta = self.hparams.beta0 + 0.5 * tf.reduce_sum(tf.square(theta))
+            seed = self.rng.make_seeds(1)[:, 0]
+            self.prior_precision[i].assign(tf.random.stateless_gamma([], seed, alpha=alpha) / beta)
+            return
+        alpha = self.hparams.alpha0 + 0.5 * float(theta.shape[1:].num_elements())
+        beta = self.hparams.beta0 + 0.5 * tf.reduce_sum(tf.square(tf.reshape(theta, [self.n_chains, -1])), 1)
+        gammas = tf.stack([tf.random.stateless_gamma([], rng.make_seeds(1)[:, 0], alpha=alpha) for rng in self.rngs])
+        self.prior_precision[i].assign(gammas / beta)
 
     def apply(self, grads: Sequence[tf.Tensor], burn_in, resample_momentum, resample_prior) -> None:
         """One SG-HMC step (steps 1-6 of the module docstring) given likelihood gradients.
@@ -158,7 +207,7 @@ class ScaleAdaptedSGHMC(tf.Module):
         for i, (theta, grad) in enumerate(zip(self.params, grads)):
             if resample_prior:
                 self._resample_prior_precision(i, theta)
-            d = grad + self.prior_precision[i] * theta
+            d = grad + _per_chain(self.prior_precision[i], theta) * theta
             if burn_in:
                 tau, g, v_hat = self.tau[i], self.g[i], self.v_hat[i]
                 tau.assign(tau - tau * tf.square(g) / (v_hat + EPS) + 1.0)
@@ -168,9 +217,9 @@ class ScaleAdaptedSGHMC(tf.Module):
             m_inv = 1.0 / (tf.sqrt(self.v_hat[i]) + EPS)
             v = self.momentum[i]
             if resample_momentum:
-                v.assign(lr * tf.sqrt(m_inv) * self.rng.normal(tf.shape(theta)))
+                v.assign(lr * tf.sqrt(m_inv) * self._normal(theta))
             noise_var = tf.maximum(2.0 * lr**2 * m_inv * c - lr**4, 1e-16)
-            noise = tf.sqrt(noise_var) * self.rng.normal(tf.shape(theta))
+            noise = tf.sqrt(noise_var) * self._normal(theta)
             v.assign(v - lr**2 * m_inv * d - c * v + noise)
             theta.assign_add(v)
         self.iterations.assign_add(1)

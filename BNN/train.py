@@ -11,10 +11,16 @@ Usage::
 
     python -m BNN.train --dataset lsat --preset paper --seed 0 --out runs/bnn_lsat_s0
     python -m BNN.train --dataset digits --preset tiny --out runs/bnn_tiny
+    python -m BNN.train --preset mnist --chains 4 --strategy mirrored --out runs/bnn_mnist_x4  # see BNN.chains
 
 Writes into ``--out``: ``config.json``, ``metrics.csv`` (one row per epoch), ``metrics.json``, ``posterior/``
 (``samples.npz`` + ``config.json``, see ``BNN.posterior``) and ``ckpt/`` (resume state: weights, sampler state,
 random generators, sample buffer). Rerunning the same command resumes from the latest checkpoint.
+
+``--chains K`` runs K independent chains (chain k seeded ``seed + chain_offset + k``; the data split stays that of
+``--seed``) and pools their samples, vectorised on one
+device or spread over the replicas of ``--strategy mirrored|multiworker``, and adds split R-hat and effective sample
+sizes of the predictive to ``metrics.json`` (:mod:`BNN.chains`).
 
 #### References
 [1] Springenberg, J. T., Klein, A., Falkner, S., Hutter, F. "Bayesian optimization with robust Bayesian neural
@@ -27,21 +33,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import sys
-import time
-from pathlib import Path
-
-import numpy as np
-import tensorflow as tf
-from tqdm.auto import tqdm
 
 import data
-from BNN.model import BNN, Architecture, get_likelihood
-from BNN.posterior import Posterior, SampleBuffer, evaluate
-from BNN.sghmc import ScaleAdaptedSGHMC, SGHMCParams
+from BNN import chains
+from BNN.model import Architecture, get_likelihood
+from BNN.sghmc import SGHMCParams
 from common.config import option, parse_config
-from common.utils import MetricsCSV, make_run_dir, save_json, set_seed, setup_logging
+from common.utils import make_run_dir, set_seed, setup_logging
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +74,9 @@ class Config:
     eval_every: int = option(10, "epochs between current-weight test evals")
     checkpoint_every: int = option(10, "epochs between resume checkpoints")
     drop_last_sample: bool = option(False, "evaluate without the last sample, as the original's off-by-one")
+    chains: int = option(1, "independent SG-HMC chains, pooled (chain k is seeded seed + chain_offset + k)")
+    chain_offset: int = option(0, "seed offset of the first chain: --chains 1 --chain-offset k reruns chain k alone")
+    strategy: str = option("default", "tf.distribute strategy for the chains: default | mirrored | multiworker")
     progress: bool = option(True, "show a tqdm bar")
     deterministic: bool = option(False, "deterministic TF kernels")
 
@@ -92,137 +94,28 @@ PRESETS = {
 }
 
 
-def build_model(config: Config, dataset: data.Dataset) -> tuple[BNN, ScaleAdaptedSGHMC]:
-    """The BNN (PyTorch-default init) and its sampler, with the wrappers' likelihood-dependent clipping defaults."""
+def model_spec(config: Config, dataset: data.Dataset) -> tuple[Architecture, str, SGHMCParams]:
+    """Architecture, likelihood name and sampler settings (the wrappers' likelihood-dependent clipping defaults)."""
     likelihood = "categorical" if dataset.task == "classification" else "gaussian"
     target_dim = dataset.n_classes if likelihood == "categorical" else dataset.y_train.shape[1]
     arch = Architecture(config.arch, dataset.x_train.shape[1], get_likelihood(likelihood).n_outputs(target_dim),
                         config.width, config.depth, dataset.image_shape if config.arch == "cnn" else None)
-    bnn = BNN(arch, likelihood, seed=config.seed, input_norm=dataset.pixel_norm)
     is_cat = likelihood == "categorical"
     hparams = SGHMCParams(
         lr=config.lr, base_c=config.base_c, prior_sigma=config.prior_sigma, alpha0=config.alpha0, beta0=config.beta0,
         grad_std_mul=config.grad_std_mul if config.grad_std_mul is not None else (30.0 if is_cat else 20.0),
         grad_buffer_len=config.grad_buffer_len if config.grad_buffer_len is not None else (1000 if is_cat else 100))
-    return bnn, ScaleAdaptedSGHMC(bnn.variables_list, hparams, seed=config.seed)
-
-
-def make_train_epoch(bnn: BNN, sampler: ScaleAdaptedSGHMC, x: np.ndarray, y: np.ndarray, batch_size: int,
-                     resample_momentum_every: int, resample_prior_every: int, data_rng: tf.random.Generator):
-    """One epoch of SG-HMC as a single ``tf.function`` (no per-step Python overhead).
-
-    Returns:
-      ``train_epoch(burn_in: bool tensor) -> (summed NLL, summed error)`` over the epoch, where the error is the
-      number of misclassifications or the summed squared error of the mean (normalised units).
-    """
-    x, y = tf.constant(x), tf.constant(y)
-    n_train = int(x.shape[0])
-    n_batches = math.ceil(n_train / batch_size)
-    variables = bnn.variables_list
-
-    @tf.function(input_signature=[tf.TensorSpec([], tf.bool)])
-    def train_epoch(burn_in):
-        order = tf.argsort(data_rng.uniform([n_train]))  # a fresh random permutation
-        nll_sum, err_sum = tf.constant(0.0), tf.constant(0.0)
-        for b in tf.range(n_batches):
-            idx = order[b * batch_size:tf.minimum((b + 1) * batch_size, n_train)]
-            xb, yb = tf.gather(x, idx), tf.gather(y, idx)
-            with tf.GradientTape() as tape:
-                out = bnn(xb)
-                nll = bnn.likelihood.nll(out, yb)  # [B]
-                loss = tf.reduce_mean(nll) * n_train  # minibatch estimate of the full-data NLL (spec trap 11)
-            grads = tape.gradient(loss, variables)
-            it = sampler.iterations
-            sampler.step(grads, burn_in, it % resample_momentum_every == 0, it % resample_prior_every == 0)
-            nll_sum += tf.reduce_sum(nll)
-            err_sum += tf.reduce_sum(bnn.likelihood.error(out, yb))
-        return nll_sum, err_sum
-
-    return train_epoch
-
-
-def current_weights_metrics(bnn: BNN, dataset: data.Dataset, evaluate_now: bool = True) -> dict[str, float]:
-    """Test NLL and accuracy/RMSE of the current single weight set (the original's during-training dev eval).
-
-    With ``evaluate_now=False`` the same keys are returned with NaN values (metrics.csv has a fixed header).
-    """
-    is_cat = dataset.task == "classification"
-    nll = err = float("nan")
-    if evaluate_now:
-        out = bnn(dataset.x_test)
-        nll = float(tf.reduce_mean(bnn.likelihood.nll(out, dataset.y_test)))
-        err = float(tf.reduce_mean(bnn.likelihood.error(out, dataset.y_test)))
-    if is_cat:
-        return {"test_current/nll": nll, "test_current/accuracy": 1.0 - err}
-    return {"test_current/nll": nll, "test_current/rmse": math.sqrt(err) * float(dataset.y_std[0])}
+    return arch, likelihood, hparams
 
 
 def main(config: Config) -> dict[str, float]:
     """Trains, checkpoints, exports the posterior and returns the final test metrics (see module docstring)."""
+    if config.strategy not in chains.STRATEGIES:
+        raise ValueError(f"unknown --strategy {config.strategy!r}; choose one of {chains.STRATEGIES}")
     set_seed(config.seed, config.deterministic)
     run_dir = make_run_dir(config.out, dataclasses.asdict(config))
     dataset = data.load(config.dataset, data_dir=config.data_dir, seed=config.seed)
-    bnn, sampler = build_model(config, dataset)
-    buffer = SampleBuffer(bnn.arch, config.n_saves)
-    data_rng = tf.random.Generator.from_seed(config.seed).split(1)[0]  # shuffling stream, apart from the sampler's
-    epoch = tf.Variable(0, dtype=tf.int64, name="epoch")
-    train_seconds = tf.Variable(0.0, dtype=tf.float64, name="train_seconds")
-    ckpt = tf.train.Checkpoint(bnn=bnn, sampler=sampler, buffer=buffer, data_rng=data_rng, epoch=epoch,
-                               train_seconds=train_seconds)
-    manager = tf.train.CheckpointManager(ckpt, str(run_dir / "ckpt"), max_to_keep=2)
-    if manager.latest_checkpoint:
-        ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        logger.info("resumed from %s at epoch %d", manager.latest_checkpoint, int(epoch))
-    start = int(epoch)
-    train_epoch = make_train_epoch(bnn, sampler, dataset.x_train, dataset.y_train, config.batch_size,
-                                   config.resample_momentum_every, config.resample_prior_every, data_rng)
-    metrics_csv = MetricsCSV(run_dir / "metrics.csv", resume_epoch=start)
-    n_train = len(dataset.x_train)
-    bar = tqdm(range(start, config.n_epochs), initial=start, total=config.n_epochs, desc="SG-HMC",
-               disable=not config.progress)
-    for i in bar:
-        t0 = time.perf_counter()
-        cycle_epoch = i % config.reburn_every
-        nll_sum, err_sum = train_epoch(tf.constant(cycle_epoch < config.burn_in))
-        if not np.isfinite(float(nll_sum)):
-            raise FloatingPointError(f"non-finite training NLL at epoch {i}: lower --lr or check the data")
-        if cycle_epoch >= config.burn_in and i % config.save_every == 0:
-            buffer.add(bnn.params)
-        row = {"epoch": i, "train/nll": float(nll_sum) / n_train, "n_samples": buffer.n_kept}
-        row["train/accuracy" if dataset.task == "classification" else "train/rmse"] = (
-            1.0 - float(err_sum) / n_train if dataset.task == "classification" else math.sqrt(float(err_sum) / n_train))
-        evaluated = (i + 1) % config.eval_every == 0 or i + 1 == config.n_epochs
-        row.update(current_weights_metrics(bnn, dataset, evaluate_now=evaluated))
-        train_seconds.assign_add(time.perf_counter() - t0)
-        row["seconds"] = time.perf_counter() - t0
-        metrics_csv.append(row)
-        epoch.assign(i + 1)
-        if evaluated:
-            logger.info("epoch %d %s", i, {k: round(v, 4) for k, v in row.items() if isinstance(v, float)})
-            bar.set_postfix(nll=row["train/nll"], samples=buffer.n_kept)
-        if (i + 1) % config.checkpoint_every == 0 or i + 1 == config.n_epochs:
-            manager.save(checkpoint_number=i + 1)
-    return export(config, run_dir, bnn, buffer, dataset, float(train_seconds) / max(int(epoch), 1))
-
-
-def export(config: Config, run_dir: Path, bnn: BNN, buffer: SampleBuffer, dataset: data.Dataset,
-           seconds_per_epoch: float) -> dict[str, float]:
-    """Evaluates the posterior predictive on the test set, writes ``posterior/`` and ``metrics.json``."""
-    if buffer.n_kept == 0:
-        logger.warning("no weight sample was saved (n_epochs <= burn_in?): exporting the current weights as S = 1")
-        samples = {k: v.numpy()[None] for k, v in bnn.params.items()}
-    else:
-        samples = buffer.samples()
-    posterior = Posterior(bnn.arch, bnn.likelihood.name, samples, bnn.input_norm)
-    if config.drop_last_sample and posterior.n_samples > 1:
-        posterior = posterior[:-1]
-    test = evaluate(posterior, dataset.x_test, dataset.y_test, y_std=float(dataset.y_std[0]))
-    posterior.save(run_dir / "posterior")
-    metrics = {f"test/{k}": v for k, v in test.items()}
-    metrics.update({"seconds_per_epoch": seconds_per_epoch, "n_samples": posterior.n_samples})
-    save_json(run_dir / "metrics.json", metrics)
-    logger.info("final %s", metrics)
-    return metrics
+    return chains.train(config, run_dir, dataset, *model_spec(config, dataset))
 
 
 if __name__ == "__main__":

@@ -104,15 +104,17 @@ def bench_predict(batches: list[int], n_samples: int, repeats: int) -> list[dict
 def bench_sghmc_lsat(repeats: int) -> dict:
     import data
     from BNN import train
+    from BNN.chains import ChainGroup
 
     config = train.Config(dataset="lsat")
     dataset = data.load("lsat")
-    bnn, sampler = train.build_model(config, dataset)
-    epoch = train.make_train_epoch(bnn, sampler, dataset.x_train, dataset.y_train, config.batch_size,
-                                   config.resample_momentum_every, config.resample_prior_every,
-                                   tf.random.Generator.from_seed(0))
-    burn_in = median_seconds(lambda: float(epoch(tf.constant(True))[0]), repeats)
-    sampling = median_seconds(lambda: float(epoch(tf.constant(False))[0]), repeats)
+    arch, likelihood, hparams = train.model_spec(config, dataset)
+    chain = ChainGroup(arch, likelihood, [config.seed], hparams, config.n_saves)  # BNN.train's single chain
+    x, y = tf.constant(dataset.x_train), tf.constant(dataset.y_train)
+    epoch = tf.function(lambda burn: chain.train_epoch(x, y, config.batch_size, burn, config.resample_momentum_every,
+                                                       config.resample_prior_every))
+    burn_in = median_seconds(lambda: float(epoch(tf.constant(True))[0][0]), repeats)
+    sampling = median_seconds(lambda: float(epoch(tf.constant(False))[0][0]), repeats)
     return {"n_train": len(dataset.x_train), "batch_size": config.batch_size,
             "seconds_per_epoch_burn_in": burn_in, "seconds_per_epoch_sampling": sampling,
             "reference_seconds_per_epoch": REFERENCE_SECONDS_PER_EPOCH,
