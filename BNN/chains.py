@@ -53,6 +53,8 @@ import data
 from BNN.model import Architecture, forward, get_likelihood, init_params
 from BNN.posterior import Posterior, SampleBuffer, evaluate
 from BNN.sghmc import ScaleAdaptedSGHMC, SGHMCParams
+from common.distribute import make_strategy
+from common.distribute import replica_id as _replica_id
 from common.utils import MetricsCSV, save_json, save_npz
 
 if TYPE_CHECKING:
@@ -60,31 +62,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-STRATEGIES = ("default", "mirrored", "multiworker")
 RHAT_WARNING = 1.1
 N_PROBE = 16  # test points whose per-sample predictions enter the diagnostics
-
-
-def make_strategy(name: str) -> tf.distribute.Strategy:
-    """The ``tf.distribute`` strategy named on the command line.
-
-    ``mirrored`` uses every GPU, or when there is none every logical CPU device (set up with
-    ``tf.config.set_logical_device_configuration`` before TensorFlow starts); ``multiworker`` reads ``TF_CONFIG``
-    (without it, a single local worker).
-    """
-    if name == "default":
-        return tf.distribute.get_strategy()
-    if name == "mirrored":
-        gpus = tf.config.list_logical_devices("GPU")
-        return tf.distribute.MirroredStrategy([d.name for d in (gpus or tf.config.list_logical_devices("CPU"))])
-    if name == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    raise ValueError(f"unknown strategy {name!r}; choose one of {STRATEGIES}")
-
-
-def _replica_id() -> int:
-    """The global replica id (a Python int) inside ``strategy.run``, 0 outside any strategy."""
-    return int(tf.get_static_value(tf.distribute.get_replica_context().replica_id_in_sync_group))
 
 
 class ChainGroup(tf.Module):

@@ -40,6 +40,7 @@ from BNN import chains
 from BNN.model import Architecture, get_likelihood
 from BNN.sghmc import SGHMCParams
 from common.config import option, parse_config
+from common.distribute import STRATEGIES
 from common.utils import make_run_dir, set_seed, setup_logging
 
 logger = logging.getLogger(__name__)
@@ -110,8 +111,8 @@ def model_spec(config: Config, dataset: data.Dataset) -> tuple[Architecture, str
 
 def main(config: Config) -> dict[str, float]:
     """Trains, checkpoints, exports the posterior and returns the final test metrics (see module docstring)."""
-    if config.strategy not in chains.STRATEGIES:
-        raise ValueError(f"unknown --strategy {config.strategy!r}; choose one of {chains.STRATEGIES}")
+    if config.strategy not in STRATEGIES:
+        raise ValueError(f"unknown --strategy {config.strategy!r}; choose one of {STRATEGIES}")
     set_seed(config.seed, config.deterministic)
     run_dir = make_run_dir(config.out, dataclasses.asdict(config))
     dataset = data.load(config.dataset, data_dir=config.data_dir, seed=config.seed)

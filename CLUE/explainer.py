@@ -224,6 +224,8 @@ class CLUE:
       generator: object with ``regenerate(z, straight_through=...)`` (flat ``[B, D]``) and ``encode(x)``
         returning ``(loc, scale)``; a VAE, or a VAEAC for conditional CLUE.
       config: a :class:`CLUEConfig`.
+      strategy: optional ``tf.distribute`` strategy: each batch is sharded over its replicas, one shard per
+        replica, and the results gathered (equal to the single-device run up to float rounding).
 
     Example:
       >>> clue = CLUE(posterior, vae, CLUEConfig(CLUEWeights.paper(lam=2, x_dim=12), lr=0.1))
@@ -231,10 +233,15 @@ class CLUE:
       >>> result.uncertainty_after.mean() < result.uncertainty_before.mean()
     """
 
-    def __init__(self, bnn, generator, config: CLUEConfig | None = None):
+    def __init__(self, bnn, generator, config: CLUEConfig | None = None,
+                 strategy: tf.distribute.Strategy | None = None):
         self.bnn, self.generator = bnn, generator
         self.config = config or CLUEConfig()
+        self.strategy = strategy
         self._step = tf.function(self._step_impl, reduce_retracing=True)
+        if strategy is not None:
+            self._distributed_step = tf.function(lambda *args: strategy.run(self._step_impl, args=args),
+                                                 reduce_retracing=True)
         self._uncertainty = tf.function(lambda x: uncertainties(self.bnn, x)[0], reduce_retracing=True)
 
     # ---------------------------------------------------------------------------------------------- objective
@@ -360,7 +367,12 @@ class CLUE:
                                for i in range(0, len(x), 4096)])
 
     def _explain_batch(self, x0, z_init, z_start, cond_mask, desired, record_trajectory) -> dict[str, np.ndarray]:
-        """Runs the optimisation on one batch, dropping rows from the computation once they have stopped."""
+        """Runs the optimisation on one batch, dropping rows from the computation once they have stopped.
+
+        Under a strategy with R replicas the batch is cut into R contiguous shards, one per replica; each step is
+        one ``strategy.run`` and each shard drops its own stopped rows. Rows never interact, so the result is the
+        single-device one up to the rounding of products over different batch sizes.
+        """
         cfg = self.config
         n, T, n_stop = len(x0), cfg.max_steps, cfg.n_early_stop
         names = ("uncertainty", "aleatoric", "epistemic", "distance", "cost")
@@ -369,38 +381,41 @@ class CLUE:
         z_hist = np.zeros((T + 1, n, z_init.shape[1]), np.float32)
         z_hist[0] = z_start
         stop = np.zeros(n, np.int64)
-        active = np.arange(n)
-        z = tf.constant(z_start)
-        m = v = tf.zeros_like(z)
-        const = lambda a: None if a is None else tf.constant(a[active])  # noqa: E731
-        x0_a, zi_a, mask_a, des_a = const(x0), const(z_init), const(cond_mask), const(desired)
+        const = lambda a, rows: None if a is None else tf.constant(a[rows])  # noqa: E731
+        shards = []  # per replica: its active rows and their optimisation state
+        for rows in np.array_split(np.arange(n), self._n_replicas):
+            z = const(z_start, rows)
+            shards.append({"active": rows, "z": z, "m": tf.zeros_like(z), "v": tf.zeros_like(z),
+                           "x0": const(x0, rows), "z_init": const(z_init, rows), "mask": const(cond_mask, rows),
+                           "desired": const(desired, rows)})
         for t in range(T):
-            z, m, v, terms, _ = self._step(z, m, v, tf.constant(t + 1), x0_a, zi_a, mask_a, des_a)
-            for k in names:
-                raw[k][t, active] = terms[k].numpy()
-            x_hist[t, active] = terms["x"].numpy()
-            z_hist[t + 1, active] = z.numpy()
-            if n_stop > 0 and t > cfg.min_steps:
-                delta = np.abs(raw["cost"][t - n_stop, active].astype(np.float64)
-                               - raw["cost"][t, active].astype(np.float64))
-                hit = (delta < 0.01 * raw["cost"][0, active].astype(np.float64)) | (delta < 1e-3)
-                if hit.any():
-                    stop[active[hit]] = t
-                    keep = np.flatnonzero(~hit)
-                    active = active[keep]
-                    if len(active) == 0:
-                        break
-                    idx = tf.constant(keep)
-                    z, m, v = (tf.gather(a, idx) for a in (z, m, v))
-                    x0_a, zi_a = tf.gather(x0_a, idx), tf.gather(zi_a, idx)
-                    mask_a = None if mask_a is None else tf.gather(mask_a, idx)
-                    des_a = None if des_a is None else tf.gather(des_a, idx)
+            outs = self._run_step(shards, t + 1)
+            for sh, (z, m, v, terms) in zip(shards, outs):
+                active = sh["active"]
+                sh["z"], sh["m"], sh["v"] = z, m, v
+                for k in names:
+                    raw[k][t, active] = terms[k].numpy()
+                x_hist[t, active] = terms["x"].numpy()
+                z_hist[t + 1, active] = z.numpy()
+                if n_stop > 0 and t > cfg.min_steps and len(active):
+                    delta = np.abs(raw["cost"][t - n_stop, active].astype(np.float64)
+                                   - raw["cost"][t, active].astype(np.float64))
+                    hit = (delta < 0.01 * raw["cost"][0, active].astype(np.float64)) | (delta < 1e-3)
+                    if hit.any():
+                        stop[active[hit]] = t
+                        idx = tf.constant(np.flatnonzero(~hit))
+                        sh["active"] = active[~hit]
+                        for key in ("z", "m", "v", "x0", "z_init", "mask", "desired"):
+                            sh[key] = None if sh[key] is None else tf.gather(sh[key], idx)
+            if all(len(sh["active"]) == 0 for sh in shards):
+                break
         # Rows still running after max_steps end at the hard decode of their last z (spec 5.4).
-        if len(active):
-            x_last = self.generator.regenerate(z, straight_through=False)
-            if mask_a is not None:
-                x_last = x_last * mask_a + x0_a * (1.0 - mask_a)
-            x_hist[T, active] = x_last.numpy()
+        for sh in shards:
+            if len(sh["active"]):
+                x_last = self.generator.regenerate(sh["z"], straight_through=False)
+                if sh["mask"] is not None:
+                    x_last = x_last * sh["mask"] + sh["x0"] * (1.0 - sh["mask"])
+                x_hist[T, sh["active"]] = x_last.numpy()
         out = {k: freeze(raw[k], stop, n_stop) for k in names}
         final = np.where(stop > 0, stop - n_stop + 1, T) if n_stop > 0 else np.full(n, T)
         rows = np.arange(n)
@@ -411,6 +426,22 @@ class CLUE:
             out["z_trajectory"] = freeze(z_hist, stop, n_stop)
         return out
 
+    @property
+    def _n_replicas(self) -> int:
+        return 1 if self.strategy is None else self.strategy.num_replicas_in_sync
+
+    def _run_step(self, shards: list[dict], t: int) -> list[tuple]:
+        """One Adam step on every shard: ``[(z, m, v, terms)]``, on one device or one shard per replica."""
+        keys = ("z", "m", "v", "x0", "z_init", "mask", "desired")
+        if self.strategy is None:
+            sh = shards[0]
+            z, m, v, terms, _ = self._step(*(sh[k] for k in keys[:3]), tf.constant(t), *(sh[k] for k in keys[3:]))
+            return [(z, m, v, terms)]
+        args = [None if shards[0][k] is None else self.strategy.experimental_distribute_values_from_function(
+            lambda ctx, k=k: shards[ctx.replica_id_in_sync_group][k]) for k in keys]
+        per_replica = self._distributed_step(*args[:3], tf.constant(t), *args[3:])
+        results = [self.strategy.experimental_local_results(v) for v in tf.nest.flatten(per_replica)]
+        return [tf.nest.pack_sequence_as(per_replica, [r[i] for r in results])[:4] for i in range(len(shards))]
 
 _ROW_FIRST = ("x_final", "z_final", "stop_step", "freeze_index")
 

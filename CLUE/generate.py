@@ -13,6 +13,7 @@ Usage::
 
     python -m CLUE.generate --dataset lsat --bnn runs/bnn_lsat --vae runs/vae_lsat --out runs/clue_lsat
     python -m CLUE.generate --dataset digits --bnn runs/bnn_digits --vae runs/vae_digits --n-explain 16
+    python -m CLUE.generate --dataset mnist_t10k --bnn ... --vae ... --strategy mirrored  # one shard per GPU
 
 #### References
 [1] Antorán, J., Bhatt, U., Adel, T., Weller, A., Hernández-Lobato, J. M. "Getting a CLUE: A Method for Explaining
@@ -36,6 +37,7 @@ import data
 from BNN.posterior import Posterior
 from CLUE.explainer import CLUE, CLUEConfig, CLUEResult, CLUEWeights, uncertainties
 from common.config import option, parse_config
+from common.distribute import make_strategy
 from common.utils import atomic_path, make_run_dir, save_json, set_seed, setup_logging
 from VAE.model import load_vae
 
@@ -63,6 +65,7 @@ class Config:
     change_threshold: float = option(0.05, "report a continuous feature as changed above this many training stds")
     seed: int = option(0, "data split seed and run seed")
     data_dir: str | None = option(None, "folder of raw data files")
+    strategy: str = option("default", "default | mirrored: shard each batch over the replicas (GPUs or logical CPUs)")
     progress: bool = option(True, "show a progress bar over batches")
 
 
@@ -155,6 +158,9 @@ def main(config: Config) -> dict[str, float]:
     """Runs CLUE on the most uncertain test points and writes the outputs listed in the module docstring."""
     if config.target not in ("total", "aleatoric", "epistemic"):
         raise ValueError(f"--target must be total, aleatoric or epistemic, got {config.target!r}")
+    if config.strategy not in ("default", "mirrored"):
+        raise ValueError(f"--strategy must be default or mirrored, got {config.strategy!r} (CLUE shards points "
+                         "over the local replicas; run one CLUE.generate per worker on its own points instead)")
     set_seed(config.seed)
     ds = data.load(config.dataset, data_dir=config.data_dir, seed=config.seed)
     posterior, vae = load_models(config)
@@ -167,7 +173,8 @@ def main(config: Config) -> dict[str, float]:
     clue_config = CLUEConfig(CLUEWeights.paper(config.lam, ds.x_dim, config.target), lr=config.lr,
                              min_steps=config.min_steps, max_steps=config.max_steps,
                              n_early_stop=config.n_early_stop, batch_size=config.batch_size)
-    result = CLUE(posterior, vae, clue_config).explain(ds.x_test[test_index], progress=config.progress)
+    strategy = make_strategy("mirrored") if config.strategy == "mirrored" else None
+    result = CLUE(posterior, vae, clue_config, strategy).explain(ds.x_test[test_index], progress=config.progress)
     result.save(run_dir / "explanations.npz", test_index=test_index)
     summary = {**result.summary(), "dataset": ds.name, "target": config.target,
                "uncertainty_unit": "nats" if ds.task == "classification" else "std (normalised y)",
