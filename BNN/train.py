@@ -14,8 +14,10 @@ Usage::
     python -m BNN.train --preset mnist --chains 4 --strategy mirrored --out runs/bnn_mnist_x4  # see BNN.chains
 
 Writes into ``--out``: ``config.json``, ``metrics.csv`` (one row per epoch), ``metrics.json``, ``posterior/``
-(``samples.npz`` + ``config.json``, see ``BNN.posterior``) and ``ckpt/`` (resume state: weights, sampler state,
-random generators, sample buffer). Rerunning the same command resumes from the latest checkpoint.
+(``samples.npz`` + ``config.json``, see ``BNN.posterior``), ``diagnostics.npz`` (per-sample predictive traces, see
+``BNN.chains``) and ``ckpt/chains_*/`` (resume state: weights, sampler state, random generators, sample buffer).
+Rerunning the same command resumes from the latest checkpoint. The training loop itself is ``BNN.chains.train``:
+a single chain is the case ``--chains 1``.
 
 ``--chains K`` runs K independent chains (chain k seeded ``seed + chain_offset + k``; the data split stays that of
 ``--seed``) and pools their samples, vectorised on one
