@@ -410,10 +410,11 @@ def export(config: Config, run_dir: Path, chains: ParallelChains, arch: Architec
     metrics.update({"seconds_per_epoch": seconds_per_epoch, "n_samples": posterior.n_samples})
     if k > 1:
         metrics.update({"n_chains": k, "n_replicas": chains.strategy.num_replicas_in_sync})
-    for c in range(k if k > 1 else 0):
-        per_chain = evaluate(posterior[c * s:(c + 1) * s], dataset.x_test, dataset.y_test, y_std=y_std)
-        metrics.update({f"chains/{c}/test/{m}": v for m, v in per_chain.items()})
-    traces = predictive_traces(samples, arch, likelihood, dataset.pixel_norm, dataset.x_test, dataset.y_test)
+    with _tf_log_level(logging.ERROR):  # one traced forward per chain's posterior: TF warns about the retracing
+        for c in range(k if k > 1 else 0):
+            per_chain = evaluate(posterior[c * s:(c + 1) * s], dataset.x_test, dataset.y_test, y_std=y_std)
+            metrics.update({f"chains/{c}/test/{m}": v for m, v in per_chain.items()})
+        traces = predictive_traces(samples, arch, likelihood, dataset.pixel_norm, dataset.x_test, dataset.y_test)
     if s >= 4:
         metrics.update(convergence(traces))
         worst = max(v for m, v in metrics.items() if m.startswith("diagnostics/rhat/") and np.isfinite(v))
