@@ -9,13 +9,21 @@
 
 from __future__ import annotations
 
+import functools
+
 import tensorflow as tf
 
 STRATEGIES = ("default", "mirrored", "multiworker")
 
 
+@functools.cache
 def make_strategy(name: str) -> tf.distribute.Strategy:
-    """The strategy named ``name`` (one of ``STRATEGIES``)."""
+    """The strategy named ``name`` (one of ``STRATEGIES``), created once per process.
+
+    Two mirrored strategies in one process hand out the same collective instance keys, so a second one's gathers
+    collide with the first's ("Shape mismatch in the collective instance"); a multi-worker strategy must be unique
+    anyway. Hence one instance per name, reused.
+    """
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
