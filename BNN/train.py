@@ -116,7 +116,8 @@ def main(config: Config) -> dict[str, float]:
     if config.strategy not in STRATEGIES:
         raise ValueError(f"unknown --strategy {config.strategy!r}; choose one of {STRATEGIES}")
     set_seed(config.seed, config.deterministic)
-    run_dir = make_run_dir(config.out, dataclasses.asdict(config))
+    run_dir = make_run_dir(config.out, dataclasses.asdict(config),
+                           resume_safe={"n_epochs", "eval_every", "checkpoint_every"})
     dataset = data.load(config.dataset, data_dir=config.data_dir, seed=config.seed)
     return chains.train(config, run_dir, dataset, *model_spec(config, dataset))
 

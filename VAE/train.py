@@ -223,7 +223,8 @@ def main(config: Config) -> dict[str, float]:
     """Trains (or resumes) a VAE and returns the best checkpoint's metrics (also written to ``metrics.json``)."""
     config = config.resolved()
     set_seed(config.seed, deterministic=config.deterministic)
-    run_dir = make_run_dir(config.out, dataclasses.asdict(config))
+    run_dir = make_run_dir(config.out, dataclasses.asdict(config),
+                           resume_safe={"max_epochs", "early_stop"})
     ds = data.load(config.dataset, data_dir=config.data_dir, seed=config.data_seed)
     if config.model == "expvae":
         ds = one_class(ds, config.inlier_digit)

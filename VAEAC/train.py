@@ -167,7 +167,8 @@ def main(config: Config) -> dict[str, float]:
         data.load(config.dataset)  # raises for an unknown name; a data.register-ed one needs latent_dim
         raise ValueError(f"dataset {config.dataset!r} has no default latent_dim; set latent_dim")
     set_seed(config.seed)
-    run_dir = make_run_dir(config.out, dataclasses.asdict(config))
+    run_dir = make_run_dir(config.out, dataclasses.asdict(config),
+                           resume_safe={"max_epochs", "early_stop", "under_epochs", "under_early_stop"})
     ds = data.load(config.dataset, data_dir=config.data_dir, seed=config.data_seed)
     x_train, x_dev, x_test, model_cfg = prepare_data(ds, config)
     lr = config.lr or (3e-4 if model_cfg["likelihood"] == "gauss" else 1e-4)

@@ -15,7 +15,7 @@ import random
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +84,11 @@ def save_json(path: str | os.PathLike, obj: Mapping[str, Any] | list) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
 
 
+def _jsonable(value: Any) -> Any:
+    """``value`` as it reads back from JSON (tuples become lists, paths strings)."""
+    return json.loads(json.dumps(value, default=_json_default))
+
+
 def load_json(path: str | os.PathLike) -> Any:
     with open(path) as f:
         return json.load(f)
@@ -126,9 +131,34 @@ class MetricsCSV:
             writer.writerow({k: (float(v) if isinstance(v, np.generic) else v) for k, v in row.items()})
 
 
-def make_run_dir(out: str | os.PathLike, config: Mapping[str, Any]) -> Path:
-    """Creates ``out`` (never deletes it: runs resume) and writes ``config.json`` and the command line."""
+# Settings a resumed training run may change: where things are, how much is shown, and how long it runs.
+RESUME_SAFE = frozenset({"out", "data_dir", "progress", "eval_batch_size", "deterministic"})
+
+
+def make_run_dir(out: str | os.PathLike, config: Mapping[str, Any],
+                 resume_safe: Collection[str] | None = None) -> Path:
+    """Creates ``out`` (never deletes it: runs resume) and writes ``config.json`` and the command line.
+
+    Args:
+      out: the run folder.
+      config: the run's settings.
+      resume_safe: for resumable training runs, the settings that may differ from those of a run already in
+        ``out`` (besides ``RESUME_SAFE``), e.g. the epoch cap; any other difference raises, since resuming a
+        checkpoint under other settings would silently mix two runs. None: no check (outputs are recomputed).
+
+    Raises:
+      ValueError: ``out`` holds a run with other settings.
+    """
     run_dir = Path(out)
+    if resume_safe is not None and (run_dir / "config.json").exists():
+        previous = load_json(run_dir / "config.json")
+        allowed = RESUME_SAFE | set(resume_safe)
+        changed = {k: (previous[k], config[k]) for k in set(previous) & set(config)
+                   if k not in allowed and previous[k] != _jsonable(config[k])}
+        if changed:
+            detail = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in sorted(changed.items()))
+            raise ValueError(f"{run_dir} holds a run with other settings ({detail}); resuming it would mix two runs. "
+                             f"Use another --out, or the same settings to resume it")
     run_dir.mkdir(parents=True, exist_ok=True)
     save_json(run_dir / "config.json", dict(config))
     with atomic_path(run_dir / "argv.txt") as tmp:

@@ -77,3 +77,12 @@ def test_tiny_cnn_trains_on_images(tmp_path):
     post = Posterior.load(tmp_path / "cnn" / "posterior")
     assert post.arch.kind == "cnn" and post.arch.image_shape == (8, 8, 1) and post.input_norm is not None
     assert post.predict_samples(np.full((2, 64), 0.5, np.float32)).shape == (1, 2, 10)
+
+
+def test_resuming_with_other_settings_is_refused(tmp_path):
+    out = str(tmp_path / "run")
+    train.main(with_preset(train.Config, train.PRESETS, "tiny", out=out, n_epochs=1))
+    with pytest.raises(ValueError, match=r"other settings \(lr: 0.01 -> 0.02\)"):
+        train.main(with_preset(train.Config, train.PRESETS, "tiny", out=out, n_epochs=2, lr=0.02))
+    more = train.main(with_preset(train.Config, train.PRESETS, "tiny", out=out, n_epochs=2))  # a longer cap resumes
+    assert math.isfinite(more["test/nll"])
