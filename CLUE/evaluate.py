@@ -1,6 +1,7 @@
 """Runs the computational evaluation framework of [1] on one tabular dataset (spec 6.3, 6.4; paper section 5.1).
 
-Steps, each resumable (a finished stage, i.e. one with ``metrics.json``, is reused; an interrupted training run
+A finished run (``results.json`` with the same settings) is returned as it is. Otherwise the steps, each
+resumable (a finished stage, i.e. one with ``metrics.json``, is reused; an interrupted training run
 resumes from its checkpoint):
 
 1. ``gt_vaeac/``: the ground-truth VAEAC on the real joint (x, y) and its under-VAEAC (``VAEAC.train``);
@@ -31,6 +32,7 @@ samples; 30/30/20 sweep values; every uncertain test point). ``fast`` and ``tiny
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import sys
@@ -208,6 +210,10 @@ def main(config: Config) -> dict[str, Any]:
     if config.dataset not in ev.SETTINGS:
         raise ValueError(f"unknown dataset {config.dataset!r}; choose one of {sorted(ev.SETTINGS)}")
     set_seed(config.seed)
+    done = Path(config.out) / "results.json"
+    if done.exists() and load_json(done).get("config") == json.loads(json.dumps(dataclasses.asdict(config))):
+        logger.info("%s holds a finished run with these settings: reusing it", config.out)
+        return load_json(done)
     run_dir = make_run_dir(config.out, dataclasses.asdict(config))
     gt = train_ground_truth(config, run_dir)
     ds = artificial_dataset(config, run_dir, gt)

@@ -375,7 +375,7 @@ def points_table(points: list[SweepPoint]):
     return pd.DataFrame([dataclasses.asdict(p) for p in points])
 
 
-def compare_at_distance(table, distances=(0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0)) -> list[dict]:
+def compare_at_distance(table, distances=(0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0)) -> list[dict]:
     """Each method's GT metrics linearly interpolated at common mean L1 distances (NaN outside its sweep's range).
 
     Args:
@@ -404,14 +404,12 @@ def plot_sweeps(points: list[SweepPoint], target: str, log_px_x0: float, n_point
     log p(X0) as a vertical line; one curve per method. Aleatoric uses -dH, epistemic uses -d_err (as [nb]).
     The log p(x) axis is cut ``max_log_px_drop`` nats below log p(X0), and the metric axis 1.5x its best value below
     zero: large sensitivity steps fall far off both (their values are in ``table.csv``)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     key, label = (("mean_delta_h", "GT uncertainty reduction  H(x0) - H(xc)") if target == "aleatoric" else
                   ("delta_err", "GT error reduction  err(X0) - err(Xc)"))
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig = Figure(figsize=(10, 3.8))  # no pyplot: the caller's backend is left alone
+    axes = fig.subplots(1, 2)
     for method in METHODS:
         rows = sorted((p for p in points if p.method == method and p.target == target), key=lambda p: p.mean_l1)
         if not rows:
@@ -440,4 +438,3 @@ def plot_sweeps(points: list[SweepPoint], target: str, log_px_x0: float, n_point
     fig.suptitle(f"{title} {target} (n = {n_points})")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)

@@ -123,17 +123,15 @@ def plot_image_grid(path: Path, ds: data.Dataset, result: CLUEResult, posterior:
 
     Only the first ``max_images`` points (the most uncertain) are drawn; ``explanations.npz`` holds them all.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     h, w, _ = ds.image_shape
     n = min(len(result.x), max_images)
     p_before = np.mean(posterior.predict_samples(result.x0[:n]).numpy(), axis=0)
     p_after = np.mean(posterior.predict_samples(result.x[:n]).numpy(), axis=0)
     n_rows = math.ceil(n / per_row)
-    fig, axes = plt.subplots(n_rows, 3 * per_row, figsize=(1.6 * 3 * per_row, 1.9 * n_rows), squeeze=False)
+    fig = Figure(figsize=(1.6 * 3 * per_row, 1.9 * n_rows))  # no pyplot: the caller's backend is left alone
+    axes = fig.subplots(n_rows, 3 * per_row, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for i in range(n):
@@ -151,7 +149,6 @@ def plot_image_grid(path: Path, ds: data.Dataset, result: CLUEResult, posterior:
     fig.tight_layout()
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
 
 
 def main(config: Config) -> dict[str, float]:

@@ -29,8 +29,8 @@ _COSMETIC = ("out", "progress", "data_dir")
 METRIC = {"aleatoric": "delta_h", "epistemic": "delta_err"}
 METRIC_LABEL = {"aleatoric": "GT uncertainty reduction dH", "epistemic": "GT error reduction d_err"}
 BASELINES = ("ufido", "sensitivity")
-# mean L1 distances of the comparison: CLUE.evaluation.compare_at_distance's default grid (0.5 to 8) extended to 32,
-# because Credit has 29 model-space columns and, at the fast preset, CLUE's sweep there spans mean L1 13 to 42
+# mean L1 distances of the comparison (CLUE.evaluation.compare_at_distance's default grid): up to 32, because Credit
+# has 29 model-space columns and, at the fast preset, CLUE's sweep there spans mean L1 13 to 42
 DISTANCES = (0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0)
 
 

@@ -182,6 +182,9 @@ def test_evaluate_tiny_end_to_end(tmp_path, data_dir):
     assert json.loads((tmp_path / "results.json").read_text())["rows"] == results["rows"]
     art = np.load(tmp_path / "artificial.npz")
     assert art["x_train"].shape == (5554, 17) and art["x_test"].shape == (618, 17)  # [nb]: real split sizes
+    (tmp_path / "table.csv").unlink()  # a finished run with the same settings is returned, not recomputed
+    assert evaluate.main(config)["rows"] == json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert not (tmp_path / "table.csv").exists()
 
 
 def test_compare_at_distance_interpolates_within_each_sweep():
