@@ -90,8 +90,12 @@ def test_parallel_chains_resume_and_report_diagnostics(tmp_path):
 def test_resume_with_another_chain_layout_is_refused(tmp_path):
     config = with_preset(train.Config, train.PRESETS, "tiny", chains=2, n_epochs=2, out=str(tmp_path / "run"))
     train.main(config)
-    with pytest.raises(ValueError, match="another chain layout"):
+    with pytest.raises(ValueError, match=r"other settings \(chains: 2 -> 3\)"):
         train.main(with_preset(train.Config, train.PRESETS, "tiny", chains=3, n_epochs=2, out=str(tmp_path / "run")))
+    # The same --chains on another number of replicas groups the chains differently (as if two replicas wrote it).
+    (tmp_path / "run" / "ckpt" / "chains_000-001").rename(tmp_path / "run" / "ckpt" / "chains_000-000")
+    with pytest.raises(ValueError, match="another chain layout"):
+        train.main(config)
 
 
 def _linear_regression_chains(n_chains, seed, shift=0.0, n_steps=8000):
