@@ -2,6 +2,8 @@
 ESS diagnostics. The two-device runs happen in a subprocess (tests/two_devices.py) with two logical CPU devices."""
 
 import json
+import os
+import socket
 import subprocess
 import sys
 
@@ -37,6 +39,40 @@ def test_mirrored_chains_equal_sequential_chains(tmp_path):
         for name, value in alone.items():
             np.testing.assert_array_equal(pooled[name][3 * k:3 * (k + 1)], value, err_msg=f"chain {k} {name}")
     assert not np.allclose(pooled["dense_0/kernel"][:3], pooled["dense_0/kernel"][3:])  # two different chains
+
+
+def _free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for sock in socks:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in socks]
+    for sock in socks:
+        sock.close()
+    return ports
+
+
+def test_multiworker_chains_pool_on_the_chief_and_equal_sequential_chains(tmp_path):
+    """Two local workers (MultiWorkerMirroredStrategy over 127.0.0.1), one chain each: the chief pools both."""
+    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    procs = []
+    for index in range(2):
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
+               "TF_CONFIG": json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})}
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "BNN.train", "--preset", "tiny", "--chains", "2", "--strategy", "multiworker",
+             "--n-epochs", "5", "--n-saves", "3", "--progress", "false", "--out", str(tmp_path / f"worker_{index}")],
+            cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    for proc in procs:
+        output, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, output[-3000:]
+    assert not (tmp_path / "worker_1" / "posterior").exists()  # only the chief exports
+    assert (tmp_path / "worker_1" / "ckpt" / "chains_001-001").is_dir()  # each worker checkpoints its own chain
+    pooled = _samples(tmp_path / "worker_0")
+    for k in range(2):
+        train.main(with_preset(train.Config, train.PRESETS, "tiny", chain_offset=k, n_epochs=5, n_saves=3,
+                               progress=False, out=str(tmp_path / f"chain_{k}")))
+        for name, value in _samples(tmp_path / f"chain_{k}").items():
+            np.testing.assert_array_equal(pooled[name][3 * k:3 * (k + 1)], value, err_msg=f"chain {k} {name}")
 
 
 def test_sharded_clue_equals_single_device(tmp_path, data_dir):
