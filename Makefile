@@ -37,6 +37,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bnn_predict.py
 	$(PY) benchmarks/clue_speed.py
+	$(PY) benchmarks/chains_speed.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
