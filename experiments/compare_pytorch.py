@@ -882,9 +882,9 @@ def display_table(records: list[dict[str, Any]]):
 
 
 def save_table(records: list[dict[str, Any]], out_dir: str | Path,
-               parity_checks: list[dict[str, Any]] | None = None) -> tuple[Path, Path]:
-    """``results/compare_pytorch.json`` (every record with its sources, and the parity checks of section 3) and
-    ``results/compare_pytorch.csv`` (the displayed table)."""
+               parity_checks: list[dict[str, Any]] | None = None) -> Path:
+    """``results/compare_pytorch.json``: every record with its sources, the displayed table (``table``) and the
+    parity checks of section 3."""
     results = resolve(out_dir) / "results"
     results.mkdir(parents=True, exist_ok=True)
     clean = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in records]
@@ -893,9 +893,8 @@ def save_table(records: list[dict[str, Any]], out_dir: str | Path,
         "rules": {"2 sd": SPREAD_RULE, "original's range": RANGE_RULE,
                   "tolerance": "parity rows: |diff| <= the SCHEMA.md section 9 tolerance",
                   "timing": "speed rows are not judged against a spread"},
-        "records": clean, "parity_checks": parity_checks or []})
-    display_table(records).to_csv(results / "compare_pytorch.csv", index=False)
-    return results / "compare_pytorch.json", results / "compare_pytorch.csv"
+        "records": clean, "table": display_table(records).to_dict("records"), "parity_checks": parity_checks or []})
+    return results / "compare_pytorch.json"
 
 
 def plot_comparison(records: list[dict[str, Any]]):
