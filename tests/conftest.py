@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -36,3 +37,22 @@ def parity_dir() -> Path:
     if not (path / "lsat" / "io.npz").exists():
         pytest.skip("PyTorch parity kit not available at ../shared/reference/parity")
     return path
+
+
+@pytest.fixture
+def run_notebook(tmp_path):
+    """``run_notebook(name, **parameters)`` executes ``experiments/<name>`` with papermill (``smoke=True`` plus
+    ``parameters``) into ``tmp_path`` and returns the executed notebook's JSON. Skips without papermill or without a
+    ``python3`` Jupyter kernel."""
+    papermill = pytest.importorskip("papermill")
+    kernelspec = pytest.importorskip("jupyter_client.kernelspec")
+    if "python3" not in kernelspec.find_kernel_specs():
+        pytest.skip("no 'python3' Jupyter kernel: run `python -m ipykernel install --sys-prefix --name python3`")
+
+    def run(name: str, **parameters) -> dict:
+        out = tmp_path / name
+        papermill.execute_notebook(str(PROJECT_ROOT / "experiments" / name), str(out), kernel_name="python3",
+                                   progress_bar=False, cwd=str(PROJECT_ROOT), parameters={"smoke": True, **parameters})
+        return json.loads(out.read_text())
+
+    return run

@@ -9,38 +9,21 @@ from __future__ import annotations
 import json
 import math
 
-import pytest
-
 from common.utils import PROJECT_ROOT
 
-EXPERIMENTS = PROJECT_ROOT / "experiments"
 HAVE_REFERENCE = (PROJECT_ROOT.parent / "shared" / "reference" / "pytorch-original.json").exists()
 
 
-def _python3_kernel_available() -> bool:
-    try:
-        from jupyter_client.kernelspec import find_kernel_specs
-    except ImportError:
-        return False
-    return "python3" in find_kernel_specs()
-
-
-def _execute(name: str, tmp_path, **parameters) -> None:
-    papermill = pytest.importorskip("papermill")
-    if not _python3_kernel_available():
-        pytest.skip("no 'python3' Jupyter kernel: run `python -m ipykernel install --sys-prefix --name python3`")
-    papermill.execute_notebook(
-        str(EXPERIMENTS / name), str(tmp_path / name), kernel_name="python3", progress_bar=False,
-        cwd=str(PROJECT_ROOT), parameters={"smoke": True, "weights_dir": str(tmp_path / "weights"),
-                                           "out_dir": str(tmp_path / "out"), **parameters})
+def _execute(run_notebook, name: str, tmp_path, **parameters) -> None:
+    run_notebook(name, weights_dir=str(tmp_path / "weights"), out_dir=str(tmp_path / "out"), **parameters)
 
 
 def _finite(*values) -> bool:
     return all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
 
 
-def test_tabular_notebook_with_committed_weights(tmp_path, data_dir):
-    _execute("clues_tabular.ipynb", tmp_path)
+def test_tabular_notebook_with_committed_weights(tmp_path, data_dir, run_notebook):
+    _execute(run_notebook, "clues_tabular.ipynb", tmp_path)
     results = json.loads((tmp_path / "out" / "results" / "clues_tabular.json").read_text())
     assert results["settings"]["smoke"] is True and results["settings"]["lam"] == 2.0
     for name in ("lsat", "compas"):
@@ -63,8 +46,8 @@ def test_tabular_notebook_with_committed_weights(tmp_path, data_dir):
     assert not (tmp_path / "weights").exists()  # nothing trained: the committed weights were used
 
 
-def test_tabular_notebook_trains_when_weights_are_missing(tmp_path, data_dir):
-    _execute("clues_tabular.ipynb", tmp_path, dataset="compas", pretrained=False)
+def test_tabular_notebook_trains_when_weights_are_missing(tmp_path, data_dir, run_notebook):
+    _execute(run_notebook, "clues_tabular.ipynb", tmp_path, dataset="compas", pretrained=False)
     results = json.loads((tmp_path / "out" / "results" / "clues_tabular.json").read_text())
     assert list(results["ours"]) == ["compas"] and results["models"]["compas"].startswith("trained (tiny)")
     assert _finite(results["ours"]["compas"]["uncertainty_before"], results["ours"]["compas"]["uncertainty_after"])
@@ -72,8 +55,8 @@ def test_tabular_notebook_trains_when_weights_are_missing(tmp_path, data_dir):
     assert (tmp_path / "weights" / "vae_compas" / "best" / "model_config.json").exists()
 
 
-def test_mnist_notebook_trains_tiny_models(tmp_path, data_dir):
-    _execute("clues_mnist.ipynb", tmp_path, dataset="mnist_t10k")
+def test_mnist_notebook_trains_tiny_models(tmp_path, data_dir, run_notebook):
+    _execute(run_notebook, "clues_mnist.ipynb", tmp_path, dataset="mnist_t10k")
     results = json.loads((tmp_path / "out" / "results" / "clues_mnist_mnist_t10k.json").read_text())
     ours = results["ours"]
     assert results["settings"]["dataset"] == "mnist_t10k" and results["settings"]["smoke"] is True

@@ -10,7 +10,6 @@ import pytest
 
 from common.utils import PROJECT_ROOT
 
-NOTEBOOK = PROJECT_ROOT / "experiments" / "compare_pytorch.ipynb"
 SHARED_REFERENCE = PROJECT_ROOT.parent / "shared" / "reference"
 
 
@@ -21,14 +20,6 @@ def cp():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def _python3_kernel_available() -> bool:
-    try:
-        from jupyter_client.kernelspec import find_kernel_specs
-    except ImportError:
-        return False
-    return "python3" in find_kernel_specs()
 
 
 def test_reference_json_holds_every_number_of_the_original(cp):
@@ -70,14 +61,9 @@ def test_our_figures_trace_to_committed_files(cp):
             assert f"--seed {seed}" in command or "--seed" not in command
 
 
-def test_notebook_runs_in_smoke_mode(tmp_path, parity_dir, cp):
-    papermill = pytest.importorskip("papermill")
-    if not _python3_kernel_available():
-        pytest.skip("no 'python3' Jupyter kernel: run `python -m ipykernel install --sys-prefix --name python3`")
+def test_notebook_runs_in_smoke_mode(tmp_path, parity_dir, cp, run_notebook):
     out = tmp_path / "out"
-    papermill.execute_notebook(
-        str(NOTEBOOK), str(tmp_path / "compare_pytorch.ipynb"), kernel_name="python3", progress_bar=False,
-        cwd=str(PROJECT_ROOT), parameters={"smoke": True, "out_dir": str(out), "parity_dir": str(parity_dir)})
+    run_notebook("compare_pytorch.ipynb", out_dir=str(out), parity_dir=str(parity_dir))
     saved = json.loads((out / "results" / "compare_pytorch.json").read_text())
     records, checks = saved["records"], saved["parity_checks"]
 

@@ -14,24 +14,6 @@ EXPERIMENTS = PROJECT_ROOT / "experiments"
 REFERENCE = PROJECT_ROOT.parent / "shared" / "reference" / "pytorch-original.json"
 
 
-def _python3_kernel_available() -> bool:
-    try:
-        from jupyter_client.kernelspec import find_kernel_specs
-    except ImportError:
-        return False
-    return "python3" in find_kernel_specs()
-
-
-def _execute(name: str, tmp_path, **parameters) -> dict:
-    papermill = pytest.importorskip("papermill")
-    if not _python3_kernel_available():
-        pytest.skip("no 'python3' Jupyter kernel: run `python -m ipykernel install --sys-prefix --name python3`")
-    out = tmp_path / f"{name}.ipynb"
-    papermill.execute_notebook(str(EXPERIMENTS / f"{name}.ipynb"), str(out), kernel_name="python3",
-                               progress_bar=False, cwd=str(PROJECT_ROOT), parameters={"smoke": True, **parameters})
-    return json.loads(out.read_text())
-
-
 def _finite(value) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
@@ -44,9 +26,9 @@ def test_notebooks_start_with_a_markdown_cell_and_a_parameters_cell():
         assert cells[1]["cell_type"] == "code" and "parameters" in cells[1]["metadata"].get("tags", [])
 
 
-def test_train_models_notebook_smoke(tmp_path, data_dir):
+def test_train_models_notebook_smoke(tmp_path, data_dir, run_notebook):
     smoke_dir = tmp_path / "smoke"
-    _execute("train_models", tmp_path, dataset="lsat", smoke_dir=str(smoke_dir))
+    run_notebook("train_models.ipynb", dataset="lsat", smoke_dir=str(smoke_dir))
     summary = json.loads((smoke_dir / "results" / "train_models_lsat.json").read_text())
     assert set(summary["models"]) == {"bnn", "vae", "vaeac"}
     for model, info in summary["models"].items():
@@ -64,9 +46,9 @@ def test_train_models_notebook_smoke(tmp_path, data_dir):
     assert (smoke_dir / "figures" / "train_models_lsat_curves.png").stat().st_size > 10_000
 
 
-def test_evaluation_framework_notebook_smoke(tmp_path, data_dir):
+def test_evaluation_framework_notebook_smoke(tmp_path, data_dir, run_notebook):
     smoke_dir = tmp_path / "smoke"
-    nb = _execute("evaluation_framework", tmp_path, datasets=["compas", "wine"], smoke_dir=str(smoke_dir))
+    nb = run_notebook("evaluation_framework.ipynb", datasets=["compas", "wine"], smoke_dir=str(smoke_dir))
     assert not (smoke_dir / "results" / "evaluation_wine.json").exists()  # smoke runs the first dataset only
     results = json.loads((smoke_dir / "results" / "evaluation_compas.json").read_text())
     assert results["config"]["n_clue"] == 2 and results["config"]["max_explained"] == 24  # the tiny preset

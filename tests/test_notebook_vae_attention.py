@@ -4,30 +4,10 @@ from __future__ import annotations
 
 import json
 
-import pytest
 
-from common.utils import PROJECT_ROOT
-
-NOTEBOOK = PROJECT_ROOT / "experiments" / "vae_attention.ipynb"
-
-
-def _python3_kernel_available() -> bool:
-    try:
-        from jupyter_client.kernelspec import find_kernel_specs
-    except ImportError:
-        return False
-    return "python3" in find_kernel_specs()
-
-
-def test_notebook_runs_in_smoke_mode(tmp_path, data_dir):
-    papermill = pytest.importorskip("papermill")
-    if not _python3_kernel_available():
-        pytest.skip("no 'python3' Jupyter kernel: run `python -m ipykernel install --sys-prefix --name python3`")
+def test_notebook_runs_in_smoke_mode(tmp_path, data_dir, run_notebook):
     out = tmp_path / "out"
-    papermill.execute_notebook(
-        str(NOTEBOOK), str(tmp_path / "vae_attention.ipynb"), kernel_name="python3", progress_bar=False,
-        cwd=str(PROJECT_ROOT),
-        parameters={"smoke": True, "weights_dir": str(tmp_path / "weights"), "out_dir": str(out)})
+    run_notebook("vae_attention.ipynb", weights_dir=str(tmp_path / "weights"), out_dir=str(out))
     results = json.loads((out / "results" / "attention_mnist_t10k.json").read_text())
     assert results["seeds"] == [0] and results["n_images"]["inliers"] == 12
     for kind in ("additive", "subtractive"):
