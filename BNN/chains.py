@@ -201,6 +201,32 @@ class ParallelChains:
         per_replica = self.strategy.run(lambda: fn(self._group(), *args))
         return tf.nest.map_structure(lambda v: self.strategy.gather(v, axis=0), per_replica)
 
+    def _placed(self, *arrays: np.ndarray) -> dict[int, list[tf.Tensor]]:
+        """Each replica's copy of ``arrays``, on its device."""
+        placed = {}
+        for replica in self.groups:
+            with tf.device(self.devices[replica]):
+                placed[replica] = [tf.constant(a) for a in arrays]
+        return placed
+
+    def epoch_function(self, x: np.ndarray, y: np.ndarray, batch_size: int, resample_momentum_every: int,
+                       resample_prior_every: int):
+        """``epoch(burn_in: bool tensor) -> (summed NLL [K], summed error [K])``: one SG-HMC epoch of every chain,
+        one ``strategy.run``, as a ``tf.function``."""
+        data = self._placed(x, y)
+
+        @tf.function(input_signature=[tf.TensorSpec([], tf.bool)])
+        def epoch(burn_in):
+            return self.run(lambda g: g.train_epoch(*data[_replica_id()], batch_size, burn_in,
+                                                    resample_momentum_every, resample_prior_every))
+
+        return epoch
+
+    def metrics_function(self, x: np.ndarray, y: np.ndarray):
+        """``metrics() -> (mean NLL [K], mean error [K])`` of every chain's current weights on ``(x, y)``."""
+        data = self._placed(x, y)
+        return tf.function(lambda: self.run(lambda g: g.test_metrics(*data[_replica_id()])))
+
     def gather_samples(self, current: bool = False) -> dict[str, np.ndarray]:
         """name -> `[K, n_kept, *shape]` of all chains (across replicas and workers), in chain order."""
         values = self.strategy.experimental_distribute_values_from_function(
@@ -329,20 +355,9 @@ def train(config: Config, run_dir: Path, dataset: data.Dataset, arch: Architectu
         logger.info("resumed from %s at epoch %d (%d chains)", ckpt_dir, number, config.chains)
     start = int(next(iter(chains.groups.values())).epoch)
 
-    data_tensors = {}  # each replica's copy of the data, on its device
-    for replica in chains.groups:
-        with tf.device(chains.devices[replica]):
-            data_tensors[replica] = [tf.constant(a) for a in (dataset.x_train, dataset.y_train, dataset.x_test,
-                                                                dataset.y_test)]
-
-    @tf.function(input_signature=[tf.TensorSpec([], tf.bool)])
-    def train_epoch(burn_in):
-        return chains.run(lambda g: g.train_epoch(*data_tensors[_replica_id()][:2], config.batch_size, burn_in,
-                                                  config.resample_momentum_every, config.resample_prior_every))
-
-    @tf.function
-    def test_metrics():
-        return chains.run(lambda g: g.test_metrics(*data_tensors[_replica_id()][2:]))
+    train_epoch = chains.epoch_function(dataset.x_train, dataset.y_train, config.batch_size,
+                                        config.resample_momentum_every, config.resample_prior_every)
+    test_metrics = chains.metrics_function(dataset.x_test, dataset.y_test)
 
     is_cat = dataset.task == "classification"
     n_train = len(dataset.x_train)

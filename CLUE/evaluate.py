@@ -32,7 +32,6 @@ samples; 30/30/20 sweep values; every uncertain test point). ``fast`` and ``tiny
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import sys
@@ -47,7 +46,7 @@ from BNN import train as bnn_train
 from BNN.posterior import Posterior
 from CLUE import evaluation as ev
 from common.config import option, parse_config
-from common.utils import load_json, make_run_dir, save_json, save_npz, set_seed, setup_logging
+from common.utils import jsonable, load_json, make_run_dir, save_json, save_npz, set_seed, setup_logging
 from VAE import train as vae_train
 from VAE.model import load_vae
 from VAEAC import train as vaeac_train
@@ -211,7 +210,7 @@ def main(config: Config) -> dict[str, Any]:
         raise ValueError(f"unknown dataset {config.dataset!r}; choose one of {sorted(ev.SETTINGS)}")
     set_seed(config.seed)
     done = Path(config.out) / "results.json"
-    if done.exists() and load_json(done).get("config") == json.loads(json.dumps(dataclasses.asdict(config))):
+    if done.exists() and load_json(done).get("config") == jsonable(dataclasses.asdict(config)):
         logger.info("%s holds a finished run with these settings: reusing it", config.out)
         return load_json(done)
     run_dir = make_run_dir(config.out, dataclasses.asdict(config))

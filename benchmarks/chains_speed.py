@@ -26,47 +26,27 @@ import logging
 import math
 import os
 import platform
-import statistics
-import time
 from pathlib import Path
 
 import tensorflow as tf
+from bnn_predict import median_seconds  # this folder is on sys.path when run as a script
 
 RESULTS = Path(__file__).resolve().parent / "results"
 logger = logging.getLogger("benchmarks.chains_speed")
-
-
-def median_seconds(fn, repeats: int) -> float:
-    """Median wall time of ``fn()`` over ``repeats`` runs, after one untimed warm-up run."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def epoch_seconds(dataset, config, n_chains: int, strategy_name: str, repeats: int) -> float:
     """Median seconds of one sampling epoch of ``n_chains`` chains placed as ``BNN.train`` places them."""
     from BNN import train
     from BNN.chains import ParallelChains
-    from common.distribute import make_strategy, replica_id
+    from common.distribute import make_strategy
 
     arch, likelihood, hparams = train.model_spec(config, dataset)
     strategy = make_strategy(strategy_name)
     chains = ParallelChains.build(strategy, arch, likelihood, 0, n_chains, hparams, 1, dataset.pixel_norm)
-    placed = {}
-    for replica in chains.groups:
-        with tf.device(chains.devices[replica]):
-            placed[replica] = (tf.constant(dataset.x_train), tf.constant(dataset.y_train))
-
-    @tf.function
-    def epoch():
-        return chains.run(lambda g: g.train_epoch(*placed[replica_id()], config.batch_size, tf.constant(False),
-                                                  config.resample_momentum_every, config.resample_prior_every))
-
-    return median_seconds(lambda: epoch()[0].numpy(), repeats)
+    epoch = chains.epoch_function(dataset.x_train, dataset.y_train, config.batch_size,
+                                  config.resample_momentum_every, config.resample_prior_every)
+    return median_seconds(lambda: epoch(tf.constant(False))[0].numpy(), repeats)
 
 
 def bench_dataset(name: str, strategy: str, chain_counts: list[int], repeats: int) -> dict:

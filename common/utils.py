@@ -84,7 +84,7 @@ def save_json(path: str | os.PathLike, obj: Mapping[str, Any] | list) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """``value`` as it reads back from JSON (tuples become lists, paths strings)."""
     return json.loads(json.dumps(value, default=_json_default))
 
@@ -154,7 +154,7 @@ def make_run_dir(out: str | os.PathLike, config: Mapping[str, Any],
         previous = load_json(run_dir / "config.json")
         allowed = RESUME_SAFE | set(resume_safe)
         changed = {k: (previous[k], config[k]) for k in set(previous) & set(config)
-                   if k not in allowed and previous[k] != _jsonable(config[k])}
+                   if k not in allowed and previous[k] != jsonable(config[k])}
         if changed:
             detail = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in sorted(changed.items()))
             raise ValueError(f"{run_dir} holds a run with other settings ({detail}); resuming it would mix two runs. "
