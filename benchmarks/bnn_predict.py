@@ -4,18 +4,20 @@ Two measurements, medians over ``--repeats`` timed runs after one warm-up, writt
 ``benchmarks/results/bnn_predict.json``:
 
 1. ``predict``: S = 100 samples of the tabular MLP with LSAT dimensions (12 -> 200 -> 200 -> 2), batches of 1, 16,
-   256, 1000 and 10000 inputs. ``vectorised`` is ``Posterior.forward`` (one batched-matmul pass over stacked
-   kernels; ``*_xla``: the same compiled with XLA, ``Posterior(..., jit_compile=True)``); ``loop`` is the
-   original's approach (assign each sample's weights into a Keras model, run it, stack).
+   256, 1000 and 10000 inputs. ``vectorised`` is ``Posterior.forward`` as shipped: one graph call, batched
+   matmuls over the stacked kernels below 128 rows and one fused matmul-bias-ReLU branch per sample from 128 rows
+   on (``BNN.model.forward_unrolled``); ``batched`` forces the batched matmuls (``Posterior(..., unroll=False)``)
+   and ``*_xla`` compiles them with XLA (``jit_compile=True``); ``loop`` is the original's approach (assign each
+   sample's weights into a Keras model, run it, stack).
    Achieved GFLOP/s (2 * S * B * sum(in * out) multiply-adds) are shown beside ``matmul_gflops``, a
-   2048 x 2048 x 2048 ``tf.matmul`` timed right before each batch's timings (the machine is shared, so its load
-   drifts; the load averages are recorded too): the best this CPU and TF build reach at that moment.
+   2048 x 2048 x 2048 ``tf.matmul`` timed in turns with the forward passes of each batch (the machine is shared,
+   so its speed drifts; the load averages are recorded too): the best this CPU and TF build reach meanwhile.
 2. ``sghmc_lsat``: seconds per SG-HMC epoch on LSAT (17432 rows, batch 512, 35 steps), burn-in and sampling
    epochs, excluding the one-off graph trace; the original took 0.462 s (0.457 s train loop only).
 
 Usage::
 
-    OMP_WAIT_POLICY=PASSIVE python benchmarks/bnn_predict.py [--repeats 7] [--quick]
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/bnn_predict.py [--repeats 8] [--quick]
 """
 
 from __future__ import annotations
@@ -52,11 +54,31 @@ def median_seconds(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def matmul_gflops(repeats: int, n: int = 2048) -> float:
+def interleaved_median_seconds(fns: dict, repeats: int) -> dict[str, float]:
+    """Median wall time of each function, timed in turns (one run of each per round, after one warm-up round).
+
+    Taking turns exposes every function to the same drift of a shared machine's speed, so ratios between them
+    (achieved vs. matmul GFLOP/s) compare like with like. The order rotates every round: a function timed right
+    after a large matmul runs measurably slower (up to 20% for millisecond calls), and no function should always
+    take that place.
+    """
+    names = list(fns)
+    times = {name: [] for name in names}
+    for round_ in range(repeats + 1):
+        for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+            t0 = time.perf_counter()
+            fns[name]()
+            if round_:
+                times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def matmul_fn(n: int = 2048):
+    """A 2048 x 2048 x 2048 ``tf.matmul`` (returns a callable that runs it) and its flop count."""
     a = tf.random.stateless_normal([n, n], seed=[0, 1])
     b = tf.random.stateless_normal([n, n], seed=[0, 2])
     mm = tf.function(lambda: tf.matmul(a, b))
-    return 2 * n**3 / median_seconds(lambda: mm().numpy(), repeats) / 1e9
+    return (lambda: mm().numpy()), 2 * n**3
 
 
 def keras_loop_predict(model, samples: list[list[np.ndarray]], x: tf.Tensor) -> np.ndarray:
@@ -76,27 +98,35 @@ def bench_predict(batches: list[int], n_samples: int, repeats: int) -> list[dict
     per_sample = [init_params(arch, seed) for seed in range(n_samples)]
     stacked = {k: np.stack([p[k] for p in per_sample]) for k in per_sample[0]}
     posterior = Posterior(arch, "gaussian", stacked)
+    posterior_batched = Posterior(arch, "gaussian", stacked, unroll=False)
     posterior_xla = Posterior(arch, "gaussian", stacked, jit_compile=True)
     model = keras.Sequential([keras.Input((12,)), keras.layers.Dense(200, activation="relu"),
                               keras.layers.Dense(200, activation="relu"), keras.layers.Dense(2)])
     samples = [[p[k] for k in arch.param_shapes()] for p in per_sample]
     kernel_sizes = [int(np.prod(s)) for k, s in arch.param_shapes().items() if k.endswith("kernel")]
     flops_per_row = 2 * n_samples * sum(kernel_sizes)
+    matmul, matmul_flops = matmul_fn()
     rows = []
     for batch in batches:
         x = tf.random.stateless_normal([batch, 12], seed=[1, batch])
         vec = posterior.forward(x).numpy()
         np.testing.assert_allclose(vec, keras_loop_predict(model, samples, x), rtol=1e-4, atol=1e-4)
-        peak = matmul_gflops(repeats)  # re-measured beside each batch: the machine's load drifts between batches
-        t_vec = median_seconds(lambda: posterior.forward(x).numpy(), repeats)  # noqa: B023
-        t_xla = median_seconds(lambda: posterior_xla.forward(x).numpy(), repeats)  # noqa: B023
+        # The matmul runs in turns with the three forward passes: the machine's speed drifts, and the ratios must
+        # compare measurements taken under the same conditions.
+        forwards = {"vectorised": posterior, "batched": posterior_batched, "xla": posterior_xla}
+        times = interleaved_median_seconds(
+            {"matmul": matmul, **{name: (lambda p=p: p.forward(x).numpy()) for name, p in forwards.items()}}, repeats)  # noqa: B023
+        peak = matmul_flops / times["matmul"] / 1e9
+        t_vec, t_batched, t_xla = times["vectorised"], times["batched"], times["xla"]
         t_loop = median_seconds(lambda: keras_loop_predict(model, samples, x), max(1, repeats // 2))  # noqa: B023
-        gflops, gflops_xla = (flops_per_row * batch / t / 1e9 for t in (t_vec, t_xla))
+        gflops, gflops_batched, gflops_xla = (flops_per_row * batch / t / 1e9 for t in (t_vec, t_batched, t_xla))
         rows.append({"batch": batch, "matmul_gflops": peak, "vectorised_ms": 1e3 * t_vec,
-                     "vectorised_xla_ms": 1e3 * t_xla, "loop_ms": 1e3 * t_loop,
+                     "batched_ms": 1e3 * t_batched, "vectorised_xla_ms": 1e3 * t_xla, "loop_ms": 1e3 * t_loop,
                      "speedup": t_loop / t_vec, "speedup_xla": t_loop / t_xla,
-                     "vectorised_gflops": gflops, "vectorised_xla_gflops": gflops_xla,
-                     "fraction_of_matmul": gflops / peak, "fraction_of_matmul_xla": gflops_xla / peak})
+                     "vectorised_gflops": gflops, "batched_gflops": gflops_batched,
+                     "vectorised_xla_gflops": gflops_xla, "fraction_of_matmul": gflops / peak,
+                     "fraction_of_matmul_batched": gflops_batched / peak,
+                     "fraction_of_matmul_xla": gflops_xla / peak})
         logger.info("%s", rows[-1])
     return rows
 
@@ -123,7 +153,8 @@ def bench_sghmc_lsat(repeats: int) -> dict:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=7, help="timed runs per measurement (median reported)")
+    parser.add_argument("--repeats", type=int, default=8,
+                        help="timed runs per measurement (median reported); 8 rotates 4 functions evenly")
     parser.add_argument("--samples", type=int, default=100, help="posterior samples S")
     parser.add_argument("--quick", action="store_true", help="batches 1 and 256 only, 2 repeats, no SG-HMC")
     parser.add_argument("--out", default=str(RESULTS), help="JSON output path")

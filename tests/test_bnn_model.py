@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from BNN.model import BNN, Architecture, forward, get_likelihood, init_params
-from BNN.posterior import Posterior, SampleBuffer
+from BNN.model import BNN, Architecture, forward, forward_unrolled, get_likelihood, init_params
+from BNN.posterior import UNROLLED_MIN_BATCH, Posterior, SampleBuffer
 
 MLP = Architecture("mlp", input_dim=6, output_dim=3, width=16, depth=2)
 CNN = Architecture("cnn", input_dim=64, output_dim=4, image_shape=(8, 8, 1))
@@ -24,6 +24,33 @@ def test_stacked_forward_equals_per_sample_forward(arch):
     assert out.shape == (5, 7, arch.output_dim)
     for s, params in enumerate(per):
         np.testing.assert_allclose(out[s], forward(arch, params, x).numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_unrolled_forward_equals_batched_forward_and_its_gradient():
+    _, stacked = _stacked(MLP, 4)
+    params = {k: tf.constant(v) for k, v in stacked.items()}
+    x = tf.random.stateless_uniform([9, MLP.input_dim], seed=[3, 4])
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        batched, unrolled = forward(MLP, params, x), forward_unrolled(MLP, params, x)
+        loss_b, loss_u = tf.reduce_sum(tf.sin(batched)), tf.reduce_sum(tf.sin(unrolled))
+    np.testing.assert_allclose(unrolled.numpy(), batched.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(tape.gradient(loss_u, x).numpy(), tape.gradient(loss_b, x).numpy(), rtol=1e-4,
+                               atol=1e-6)
+    with pytest.raises(ValueError, match="MLPs only"):
+        forward_unrolled(CNN, {}, x)
+
+
+def test_posterior_takes_the_unrolled_path_for_large_batches_with_the_same_values():
+    _, stacked = _stacked(MLP, 3)
+    post, batched = Posterior(MLP, "gaussian", stacked), Posterior(MLP, "gaussian", stacked, unroll=False)
+    x = np.random.RandomState(2).normal(size=(UNROLLED_MIN_BATCH + 5, MLP.input_dim)).astype(np.float32)
+    np.testing.assert_allclose(post.forward(x).numpy(), batched.forward(x).numpy(), rtol=1e-5, atol=1e-6)
+    assert post._forward_unrolled.experimental_get_tracing_count() == 1  # the large batch went the unrolled way
+    post.forward(x[:UNROLLED_MIN_BATCH - 1])
+    assert post._forward.experimental_get_tracing_count() == 1 and batched._forward_unrolled is None
+    assert post[:2]._forward_unrolled is not None and Posterior(MLP, "gaussian", stacked,
+                                                                jit_compile=True)._forward_unrolled is None
 
 
 def test_cnn_shapes_follow_the_original_small_cnn():
