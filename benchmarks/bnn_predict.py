@@ -17,7 +17,7 @@ Two measurements, medians over ``--repeats`` timed runs after one warm-up, writt
 
 Usage::
 
-    OMP_WAIT_POLICY=PASSIVE python benchmarks/bnn_predict.py [--repeats 8] [--quick]
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/bnn_predict.py [--repeats 16] [--quick]
 """
 
 from __future__ import annotations
@@ -153,8 +153,9 @@ def bench_sghmc_lsat(repeats: int) -> dict:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=8,
-                        help="timed runs per measurement (median reported); 8 rotates 4 functions evenly")
+    parser.add_argument("--repeats", type=int, default=16,
+                        help="timed runs per measurement (median reported); multiples of 4 rotate the 4 timed "
+                             "functions evenly")
     parser.add_argument("--samples", type=int, default=100, help="posterior samples S")
     parser.add_argument("--quick", action="store_true", help="batches 1 and 256 only, 2 repeats, no SG-HMC")
     parser.add_argument("--out", default=str(RESULTS), help="JSON output path")
