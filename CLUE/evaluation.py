@@ -10,7 +10,8 @@ and explanations of the BNN's uncertain test points are scored against the groun
    from the *base* VAEAC's prior network with y masked, with ``n_gt_samples`` prior draws (spec trap 30);
    gauss_cat regression uses sigma = 1.
 2. **Epistemic error change** ``d_err = err(X0) - err(Xc)``: error rate (classification) or RMS (regression) of the
-   BNN's predictive mean against the ground-truth label (argmax / mean of ``p_gt(y | x)``).
+   BNN's predictive mean against the ground-truth label (argmax / mean of ``p_gt(y | x)``), each set scored against
+   the ground truth at its own inputs (``evaluate_epistemic_explanation_*(BNN, VAEAC, X)`` called on X0, then Xc).
 3. **In-distribution-ness** ``log p_gt(x)``, importance-sampled with the under-VAEAC (``get_VAEAC_px``):
    ``u_i ~ q(u | x)`` (base prior-net mean -> under-encoder), ``w_i = log p(x | u_i) + log N(u_i) - log q(u_i)``,
    ``log p(x) ~ logsumexp_i w_i - log N``. The x log-likelihood is the VAEAC's own (for gauss_cat the original's
@@ -279,7 +280,8 @@ class SweepPoint:
 
     Attributes:
       mean_delta_h: mean of ``H_gt(x0) - H_gt(xc)`` (positive = GT uncertainty reduced).
-      delta_err: ``err(X0) - err(Xc)`` against the GT label/mean (positive = BNN error reduced).
+      delta_err: ``err(X0) - err(Xc)``, each against the GT label/mean at its own inputs (positive = BNN error
+        reduced).
       mean_log_px: mean importance-sampled ``log p_gt(xc)``.
       mean_l1: mean ``sum_j |x0_j - xc_j|``.
       mean_bnn_delta: mean reduction of the targeted BNN uncertainty.
@@ -300,9 +302,9 @@ class SweepPoint:
 def score(gt: GroundTruth, bnn, ref: Reference, xc: np.ndarray, budget: EvalBudget, method: str, target: str,
           param: float, seconds: float = 0.0) -> SweepPoint:
     """The four metrics of explanations ``xc [n, D]`` of ``ref.x0`` (spec 6.4)."""
-    h_c, _ = gt_predictive(gt, xc, budget.n_gt_samples, budget.seed)
+    h_c, target_c = gt_predictive(gt, xc, budget.n_gt_samples, budget.seed)
     u0, uc = bnn_uncertainties(bnn, ref.x0), bnn_uncertainties(bnn, xc)
-    err_c = prediction_error(uc["preds"], ref.gt_target, gt.task)
+    err_c = prediction_error(uc["preds"], target_c, gt.task)  # against the GT at xc: evaluate_epistemic_*(..., X_c)
     lp = log_px(gt, xc, budget.n_px_samples, budget.seed)
     return SweepPoint(method, target, float(param), len(xc), float(np.mean(ref.gt_uncertainty - h_c)),
                       ref.error - err_c, float(np.mean(lp)), float(np.mean(np.abs(ref.x0 - xc).sum(axis=1))),

@@ -165,6 +165,21 @@ def test_score_of_unchanged_inputs_is_zero():
     assert moved.mean_l1 == pytest.approx(7.0, rel=1e-5) and moved.mean_delta_h != 0.0
 
 
+def test_error_of_explanations_is_scored_against_the_ground_truth_at_the_explanations(monkeypatch):
+    """Metric 2 calls evaluate_epistemic_explanation_*(BNN, VAEAC, X_c): the GT label is recomputed at X_c."""
+    gt, _ = _ground_truth("regression")
+    x0 = np.zeros((4, 7), np.float32)
+    xc = np.ones((4, 7), np.float32)
+    # GT mean = first column of x; the BNN predicts it exactly, wherever x is
+    monkeypatch.setattr(ev, "gt_predictive", lambda gt, x, n, seed: (np.ones(len(x)), np.asarray(x)[:, 0]))
+    monkeypatch.setattr(ev, "log_px", lambda gt, x, n, seed: np.zeros(len(x)))
+    bnn = SimpleNamespace(predict_samples=lambda x: (x[None, :, 0], tf.ones_like(x[None, :, 0])))
+    budget = ev.EvalBudget(n_gt_samples=4, n_px_samples=4)
+    ref = ev.Reference.build(gt, bnn, x0, budget)
+    point = ev.score(gt, bnn, ref, xc, budget, "clue", "epistemic", 1.0)
+    assert ref.error == 0.0 and point.delta_err == 0.0  # against the GT at x0 it would be 0 - 1 = -1
+
+
 def test_evaluate_tiny_end_to_end(tmp_path, data_dir):
     from CLUE import evaluate
     from common.config import with_preset
