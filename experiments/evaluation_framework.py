@@ -62,11 +62,13 @@ def _shown(path: str | Path) -> str:
 
 
 def run_or_load(config: evaluate.Config) -> tuple[dict[str, Any], str]:
-    """``(results, how)``: the finished run's ``results.json`` if its config matches, else ``CLUE.evaluate.main``."""
+    """``(results, how)``: the finished run's ``results.json`` if its config and metric definitions match, else
+    ``CLUE.evaluate.main`` (which reuses the run's trained stages)."""
     path = Path(config.out) / "results.json"
     if path.exists():
         saved = load_json(path)
-        if _comparable(saved["config"]) == _comparable(dataclasses.asdict(config)):
+        if (_comparable(saved["config"]) == _comparable(dataclasses.asdict(config))
+                and evaluate.results_are_current(saved)):
             return with_comparison(saved), f"loaded {_shown(path)}"
     return with_comparison(evaluate.main(config)), f"ran CLUE.evaluate into {_shown(config.out)}"
 
