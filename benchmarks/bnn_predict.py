@@ -58,14 +58,15 @@ def interleaved_median_seconds(fns: dict, repeats: int) -> dict[str, float]:
     """Median wall time of each function, timed in turns (one run of each per round, after one warm-up round).
 
     Taking turns exposes every function to the same drift of a shared machine's speed, so ratios between them
-    (achieved vs. matmul GFLOP/s) compare like with like. The order rotates every round: a function timed right
-    after a large matmul runs measurably slower (up to 20% for millisecond calls), and no function should always
-    take that place.
+    (achieved vs. matmul GFLOP/s) compare like with like. The order is shuffled every round (seeded): a function
+    timed right after a large matmul runs measurably slower (up to 20% for millisecond calls), and no function
+    should always take that place, which a fixed or merely rotated order would give it.
     """
     names = list(fns)
+    order_rng = np.random.default_rng(0)
     times = {name: [] for name in names}
     for round_ in range(repeats + 1):
-        for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+        for name in order_rng.permutation(names):
             t0 = time.perf_counter()
             fns[name]()
             if round_:
@@ -154,8 +155,7 @@ def bench_sghmc_lsat(repeats: int) -> dict:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=16,
-                        help="timed runs per measurement (median reported); multiples of 4 rotate the 4 timed "
-                             "functions evenly")
+                        help="timed runs per measurement (median reported)")
     parser.add_argument("--samples", type=int, default=100, help="posterior samples S")
     parser.add_argument("--quick", action="store_true", help="batches 1 and 256 only, 2 repeats, no SG-HMC")
     parser.add_argument("--out", default=str(RESULTS), help="JSON output path")
