@@ -163,7 +163,8 @@ def main(argv=None) -> dict:
     repeats = 2 if args.quick else args.repeats
     batches = [1, 256] if args.quick else [1, 16, 256, 1000, 10000]
     result = {
-        "command": "OMP_WAIT_POLICY=PASSIVE python benchmarks/bnn_predict.py" + (" --quick" if args.quick else ""),
+        "command": "OMP_WAIT_POLICY=PASSIVE python benchmarks/bnn_predict.py" + (" --quick" if args.quick else "")
+                   + (f" --repeats {args.repeats}" if args.repeats != 16 and not args.quick else ""),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "tensorflow": tf.__version__,
                     "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "load_average_start": os.getloadavg()},
         "repeats": repeats, "n_samples": args.samples, "dims": [12, 200, 200, 2],
