@@ -181,8 +181,9 @@ def forward_unrolled(arch: Architecture, params: dict[str, tf.Tensor], x: tf.Ten
     Each sample is a chain of 2-D ``matmul -> bias_add -> relu`` ops, which TensorFlow's graph optimiser fuses into
     one oneDNN kernel per layer, and the executor runs the S branches concurrently. Once a sample's matmul is large
     enough (about 128 rows or more for the tabular MLP), this beats the batched matmul of ``forward``, whose bias and
-    ReLU are separate passes over `[S, B, width]` tensors (0.85-0.9 of the machine's large-matmul GFLOP/s instead of
-    0.5-0.6 at B >= 1000; ``benchmarks/bnn_predict.py``). Same values as ``forward`` up to float32 summation order.
+    ReLU are separate passes over `[S, B, width]` tensors (about 0.7 of the machine's large-matmul GFLOP/s instead of
+    about 0.45 at B >= 1000 on the 2-core CPU; ``benchmarks/bnn_predict.py``). Same values as ``forward`` up to
+    float32 summation order.
 
     Args:
       arch: an MLP architecture.
