@@ -223,11 +223,11 @@ def main(config: Config) -> dict[str, Any]:
     done = Path(config.out) / "results.json"
     if done.exists():
         finished = load_json(done)
-        if finished.get("config") == jsonable(dataclasses.asdict(config)) and results_are_current(finished):
-            logger.info("%s holds a finished run with these settings: reusing it", config.out)
-            return finished
         if not results_are_current(finished):
             logger.info("%s was scored with older metric definitions: rescoring from its trained stages", done)
+        elif finished.get("config") == jsonable(dataclasses.asdict(config)):
+            logger.info("%s holds a finished run with these settings: reusing it", config.out)
+            return finished
     run_dir = make_run_dir(config.out, dataclasses.asdict(config))
     gt = train_ground_truth(config, run_dir)
     ds = artificial_dataset(config, run_dir, gt)

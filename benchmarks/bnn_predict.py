@@ -40,18 +40,13 @@ from common.utils import save_json, setup_logging
 logger = logging.getLogger("benchmarks.bnn_predict")
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bnn_predict.json"
+DEFAULT_REPEATS = 16
 REFERENCE_SECONDS_PER_EPOCH = 0.462  # shared/reference/README.md section 1, LSAT, incl. dev eval every 10 epochs
 
 
 def median_seconds(fn, repeats: int) -> float:
     """Median wall time of ``fn()`` over ``repeats`` runs, after one untimed warm-up run."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return interleaved_median_seconds({"fn": fn}, repeats)["fn"]
 
 
 def interleaved_median_seconds(fns: dict, repeats: int) -> dict[str, float]:
@@ -154,7 +149,7 @@ def bench_sghmc_lsat(repeats: int) -> dict:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=16,
+    parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS,
                         help="timed runs per measurement (median reported)")
     parser.add_argument("--samples", type=int, default=100, help="posterior samples S")
     parser.add_argument("--quick", action="store_true", help="batches 1 and 256 only, 2 repeats, no SG-HMC")
@@ -164,7 +159,7 @@ def main(argv=None) -> dict:
     batches = [1, 256] if args.quick else [1, 16, 256, 1000, 10000]
     result = {
         "command": "OMP_WAIT_POLICY=PASSIVE python benchmarks/bnn_predict.py" + (" --quick" if args.quick else "")
-                   + (f" --repeats {args.repeats}" if args.repeats != 16 and not args.quick else ""),
+                   + (f" --repeats {args.repeats}" if args.repeats != DEFAULT_REPEATS and not args.quick else ""),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "tensorflow": tf.__version__,
                     "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "load_average_start": os.getloadavg()},
         "repeats": repeats, "n_samples": args.samples, "dims": [12, 200, 200, 2],
