@@ -93,6 +93,7 @@ class Config:
     n_sensitivity: int = option(20, "sensitivity step sizes, log-spaced in [1e-3, 200] ([nb]: 20)")
     clue_max_steps_aleatoric: int = option(55, "CLUE Adam steps, aleatoric runs ([nb]: 55)")
     clue_max_steps_epistemic: int = option(65, "CLUE Adam steps, epistemic runs ([nb]: 65)")
+    clue_n_early_stop: int = option(3, "CLUE early-stopping window; 0 runs every step ([nb]: 3)")
     ufido_iterations: int = option(30, "U-FIDO iterations (original: 30)")
     progress: bool = option(True, "show progress bars")
 
@@ -126,6 +127,11 @@ RESULTS_VERSION = 2
 def results_are_current(results: dict[str, Any]) -> bool:
     """Whether a ``results.json`` was scored with the current metric definitions."""
     return results.get("results_version") == RESULTS_VERSION
+
+
+def saved_settings(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved run's config, with settings added since it ran set to their defaults (the behaviour it ran with)."""
+    return {**jsonable(dataclasses.asdict(Config())), **saved}
 
 
 def _done(run_dir: Path) -> bool:
@@ -189,7 +195,8 @@ def make_sweep(config: Config) -> ev.Sweep:
         ufido_l1ws=tuple(np.logspace(-5, 2, config.n_ufido)),
         sensitivity_steps=tuple(np.logspace(-3, math.log10(200), config.n_sensitivity)),
         clue_max_steps_aleatoric=config.clue_max_steps_aleatoric,
-        clue_max_steps_epistemic=config.clue_max_steps_epistemic, ufido_iterations=config.ufido_iterations)
+        clue_max_steps_epistemic=config.clue_max_steps_epistemic, clue_n_early_stop=config.clue_n_early_stop,
+        ufido_iterations=config.ufido_iterations)
 
 
 def explained_sets(config: Config, gt: ev.GroundTruth, bnn, ds: data.Dataset,
@@ -225,7 +232,7 @@ def main(config: Config) -> dict[str, Any]:
         finished = load_json(done)
         if not results_are_current(finished):
             logger.info("%s was scored with older metric definitions: rescoring from its trained stages", done)
-        elif finished.get("config") == jsonable(dataclasses.asdict(config)):
+        elif saved_settings(finished.get("config", {})) == jsonable(dataclasses.asdict(config)):
             logger.info("%s holds a finished run with these settings: reusing it", config.out)
             return finished
     run_dir = make_run_dir(config.out, dataclasses.asdict(config))

@@ -315,7 +315,8 @@ def score(gt: GroundTruth, bnn, ref: Reference, xc: np.ndarray, budget: EvalBudg
 @dataclass(frozen=True)
 class Sweep:
     """Sweep grids and method settings ([nb]: 30 lambdas in [1e-4, 30], 30 L1w in [1e-5, 100], 20 steps in
-    [1e-3, 200], all log-spaced; CLUE lr 0.1, 55/65 steps for aleatoric/epistemic; U-FIDO 3000 points a batch)."""
+    [1e-3, 200], all log-spaced; CLUE lr 0.1, 55/65 steps for aleatoric/epistemic, early-stopping window 3; U-FIDO
+    3000 points a batch)."""
 
     clue_lambdas: tuple[float, ...] = tuple(np.logspace(-4, math.log10(30), 30))
     ufido_l1ws: tuple[float, ...] = tuple(np.logspace(-5, 2, 30))
@@ -323,6 +324,7 @@ class Sweep:
     clue_lr: float = 0.1
     clue_max_steps_aleatoric: int = 55
     clue_max_steps_epistemic: int = 65
+    clue_n_early_stop: int = 3
     ufido_iterations: int = 30
     ufido_batch: int = 3000
 
@@ -341,7 +343,8 @@ def explain(method: str, target: str, param: float, x0: np.ndarray, bnn, vae=Non
     a, e = float(target == "aleatoric"), float(target == "epistemic")
     if method == "clue":
         steps = sweep.clue_max_steps_aleatoric if target == "aleatoric" else sweep.clue_max_steps_epistemic
-        config = CLUEConfig(CLUEWeights.paper(param, x0.shape[1], target), lr=sweep.clue_lr, max_steps=steps)
+        config = CLUEConfig(CLUEWeights.paper(param, x0.shape[1], target), lr=sweep.clue_lr, max_steps=steps,
+                            n_early_stop=sweep.clue_n_early_stop)
         return CLUE(bnn, vae, config).explain(x0).x
     if method == "ufido":
         config = UFIDOConfig(l1_weight=param, aleatoric=a, epistemic=e, n_iterations=sweep.ufido_iterations)

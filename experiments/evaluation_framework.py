@@ -67,7 +67,7 @@ def run_or_load(config: evaluate.Config) -> tuple[dict[str, Any], str]:
     path = Path(config.out) / "results.json"
     if path.exists():
         saved = load_json(path)
-        if (_comparable(saved["config"]) == _comparable(dataclasses.asdict(config))
+        if (_comparable(evaluate.saved_settings(saved["config"])) == _comparable(dataclasses.asdict(config))
                 and evaluate.results_are_current(saved)):
             return with_comparison(saved), f"loaded {_shown(path)}"
     return with_comparison(evaluate.main(config)), f"ran CLUE.evaluate into {_shown(config.out)}"

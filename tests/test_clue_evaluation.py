@@ -210,3 +210,34 @@ def test_compare_at_distance_interpolates_within_each_sweep():
     assert rows[("clue", 1.0)]["delta_h"] == pytest.approx(0.2) and rows[("clue", 0.5)]["log_px"] == -5.5
     assert rows[("ufido", 1.0)]["delta_h"] == pytest.approx(0.1)
     assert math.isnan(rows[("ufido", 0.5)]["delta_h"])  # below U-FIDO's smallest distance: no extrapolation
+
+
+def test_clue_sweep_passes_its_early_stopping_window(monkeypatch):
+    seen = []
+
+    class RecordingCLUE:
+        def __init__(self, bnn, vae, config):
+            seen.append(config)
+
+        def explain(self, x0):
+            return SimpleNamespace(x=x0)
+
+    monkeypatch.setattr(ev, "CLUE", RecordingCLUE)
+    x0 = np.zeros((2, 7), np.float32)
+    ev.explain("clue", "aleatoric", 1.0, x0, bnn=None, vae=None)
+    ev.explain("clue", "epistemic", 1.0, x0, bnn=None, vae=None, sweep=ev.Sweep(clue_n_early_stop=0))
+    assert [(c.n_early_stop, c.max_steps) for c in seen] == [(3, 55), (0, 65)]  # [nb]: window 3, 55 / 65 steps
+
+
+def test_a_run_saved_before_a_setting_existed_matches_that_settings_default():
+    import dataclasses
+
+    from CLUE import evaluate
+    from common.utils import jsonable
+
+    config = evaluate.Config(dataset="lsat", out="runs/x")
+    saved = jsonable(dataclasses.asdict(config))
+    del saved["clue_n_early_stop"]
+    assert evaluate.saved_settings(saved) == jsonable(dataclasses.asdict(config))
+    changed = dataclasses.replace(config, clue_n_early_stop=0)
+    assert evaluate.saved_settings(saved) != jsonable(dataclasses.asdict(changed))
