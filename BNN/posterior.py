@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from BNN.model import Architecture, forward, forward_unrolled, get_likelihood
+from BNN.model import Architecture, forward, forward_unrolled, get_likelihood, unrolled_layers
 from common import probability
 from common.utils import atomic_path, save_json, save_npz
 
@@ -43,6 +43,9 @@ FORMAT = "clue-tf/bnn-posterior/v1"
 # up to this many samples (graph size); smaller or dynamic batches, CNNs and XLA use the batched matmuls.
 UNROLLED_MIN_BATCH = 128
 UNROLLED_MAX_SAMPLES = 512
+# Up to this many parameters (all samples, 64 MB), the unrolled path keeps a rearranged copy of the weights and runs
+# transposed (``unrolled_layers``), which pays for narrow layers; larger posteriors (wide layers) run without a copy.
+UNROLLED_MAX_COPY_FLOATS = 16 * 2**20
 
 
 class Posterior:
@@ -57,7 +60,7 @@ class Posterior:
       jit_compile: compile the batched forward pass with XLA, which fuses bias and ReLU into the batched matmuls
         (1.1-1.3x faster than without XLA, see benchmarks/bnn_predict.py) but compiles once per new batch shape.
       unroll: unless ``jit_compile``, run MLP batches of ``UNROLLED_MIN_BATCH`` rows or more as one fused graph
-        branch per sample (``BNN.model.forward_unrolled``), 1.3-1.6x faster than the batched matmuls there.
+        branch per sample (``BNN.model.forward_unrolled``), 1.5-1.7x faster than the batched matmuls there.
 
     Raises:
       ValueError: if a parameter is missing or has the wrong shape, or sample counts differ.
@@ -86,8 +89,11 @@ class Posterior:
         self._forward = tf.function(self._forward_impl, jit_compile=jit_compile, input_signature=signature)
         self._forward_unrolled = None
         if unroll and arch.kind == "mlp" and not jit_compile and self.n_samples <= UNROLLED_MAX_SAMPLES:
+            n_floats = sum(int(np.prod(v.shape)) for v in self.samples.values())
+            layers = unrolled_layers(arch, self.samples) if n_floats <= UNROLLED_MAX_COPY_FLOATS else None
             self._forward_unrolled = tf.function(
-                lambda x: forward_unrolled(self.arch, self.samples, self._normalize(x)), input_signature=signature)
+                lambda x: forward_unrolled(self.arch, self.samples, self._normalize(x), layers),
+                input_signature=signature)
 
     @property
     def n_samples(self) -> int:

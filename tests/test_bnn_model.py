@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from BNN.model import BNN, Architecture, forward, forward_unrolled, get_likelihood, init_params
+from BNN import posterior as posterior_module
+from BNN.model import BNN, Architecture, forward, forward_unrolled, get_likelihood, init_params, unrolled_layers
 from BNN.posterior import UNROLLED_MIN_BATCH, Posterior, SampleBuffer
 
 MLP = Architecture("mlp", input_dim=6, output_dim=3, width=16, depth=2)
@@ -26,13 +27,15 @@ def test_stacked_forward_equals_per_sample_forward(arch):
         np.testing.assert_allclose(out[s], forward(arch, params, x).numpy(), rtol=1e-4, atol=1e-5)
 
 
-def test_unrolled_forward_equals_batched_forward_and_its_gradient():
+@pytest.mark.parametrize("transposed", [False, True], ids=["batch-on-rows", "transposed-copy"])
+def test_unrolled_forward_equals_batched_forward_and_its_gradient(transposed):
     _, stacked = _stacked(MLP, 4)
     params = {k: tf.constant(v) for k, v in stacked.items()}
+    layers = unrolled_layers(MLP, params) if transposed else None
     x = tf.random.stateless_uniform([9, MLP.input_dim], seed=[3, 4])
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(x)
-        batched, unrolled = forward(MLP, params, x), forward_unrolled(MLP, params, x)
+        batched, unrolled = forward(MLP, params, x), forward_unrolled(MLP, params, x, layers)
         loss_b, loss_u = tf.reduce_sum(tf.sin(batched)), tf.reduce_sum(tf.sin(unrolled))
     np.testing.assert_allclose(unrolled.numpy(), batched.numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(tape.gradient(loss_u, x).numpy(), tape.gradient(loss_b, x).numpy(), rtol=1e-4,
@@ -41,7 +44,10 @@ def test_unrolled_forward_equals_batched_forward_and_its_gradient():
         forward_unrolled(CNN, {}, x)
 
 
-def test_posterior_takes_the_unrolled_path_for_large_batches_with_the_same_values():
+@pytest.mark.parametrize("copy_cap", [None, 0], ids=["transposed-copy", "no-copy"])
+def test_posterior_takes_the_unrolled_path_for_large_batches_with_the_same_values(monkeypatch, copy_cap):
+    if copy_cap is not None:  # a posterior too large for a rearranged copy of its weights: batch on rows
+        monkeypatch.setattr(posterior_module, "UNROLLED_MAX_COPY_FLOATS", copy_cap)
     _, stacked = _stacked(MLP, 3)
     post, batched = Posterior(MLP, "gaussian", stacked), Posterior(MLP, "gaussian", stacked, unroll=False)
     x = np.random.RandomState(2).normal(size=(UNROLLED_MIN_BATCH + 5, MLP.input_dim)).astype(np.float32)
