@@ -77,14 +77,14 @@ def sweep_points(results: dict[str, Any]) -> list[ev.SweepPoint]:
     return [ev.SweepPoint(**row) for row in results["rows"]]
 
 
-def plot(results: dict[str, Any], figures: str | Path) -> dict[str, Path]:
+def plot(results: dict[str, Any], figures: str | Path, stem: str = "evaluation") -> dict[str, Path]:
     """The paper-style figure of each explained target (``CLUE.evaluation.plot_sweeps``), as
-    ``<figures>/evaluation_<dataset>_<target>.png``; returns target -> path."""
+    ``<figures>/<stem>_<dataset>_<target>.png``; returns target -> path."""
     paths = {}
     for target, info in results["references"].items():
         if "n_explained" not in info:
             continue  # no test point was uncertain enough for this target
-        path = Path(figures) / f"evaluation_{results['dataset']}_{target}.png"
+        path = Path(figures) / f"{stem}_{results['dataset']}_{target}.png"
         ev.plot_sweeps(sweep_points(results), target, info["mean_log_px_x0"], info["n_explained"], path,
                        title=results["dataset"])
         paths[target] = path

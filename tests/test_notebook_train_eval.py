@@ -49,8 +49,8 @@ def test_train_models_notebook_smoke(tmp_path, data_dir, run_notebook):
 def test_evaluation_framework_notebook_smoke(tmp_path, data_dir, run_notebook):
     smoke_dir = tmp_path / "smoke"
     nb = run_notebook("evaluation_framework.ipynb", datasets=["compas", "wine"], smoke_dir=str(smoke_dir))
-    assert not (smoke_dir / "results" / "evaluation_wine.json").exists()  # smoke runs the first dataset only
-    results = json.loads((smoke_dir / "results" / "evaluation_compas.json").read_text())
+    assert not (smoke_dir / "results" / "evaluation_tiny_wine.json").exists()  # smoke runs the first dataset only
+    results = json.loads((smoke_dir / "results" / "evaluation_tiny_compas.json").read_text())
     assert results["config"]["n_clue"] == 2 and results["config"]["max_explained"] == 24  # the tiny preset
     assert (smoke_dir / "runs" / "eval_tiny_compas" / "results.json").exists()
     methods = {(r["target"], r["method"]) for r in results["rows"]}
@@ -58,6 +58,6 @@ def test_evaluation_framework_notebook_smoke(tmp_path, data_dir, run_notebook):
     for row in results["rows"]:
         assert all(_finite(row[k]) for k in ("mean_delta_h", "delta_err", "mean_log_px", "mean_l1")), row
     assert {(r["target"], r["method"]) for r in results["at_equal_distance"]} == methods
-    assert (smoke_dir / "figures" / "evaluation_compas_aleatoric.png").stat().st_size > 10_000
+    assert (smoke_dir / "figures" / "evaluation_tiny_compas_aleatoric.png").stat().st_size > 10_000
     text = "".join("".join(o.get("text", "")) for c in nb["cells"] for o in c.get("outputs", []))
     assert "compas: CLUE" in text  # the plain per-dataset statement was printed
