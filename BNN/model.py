@@ -204,8 +204,6 @@ def forward_unrolled(arch: Architecture, params: dict[str, tf.Tensor], x: tf.Ten
     Returns:
       float32 `[S, B, output_dim]`.
     """
-    if arch.kind != "mlp":
-        raise ValueError(f"forward_unrolled handles MLPs only, got a {arch.kind!r} architecture")
     x = tf.convert_to_tensor(x, tf.float32)
     if layers is not None:
         return _transposed_branches(arch, layers, x)
@@ -237,6 +235,8 @@ def _transposed_branches(arch: Architecture, layers: list[list[tf.Tensor]], x: t
 
 
 def _stacked_dense(arch: Architecture, params: dict[str, tf.Tensor]) -> tuple[list[tf.Tensor], list[tf.Tensor]]:
+    if arch.kind != "mlp":
+        raise ValueError(f"forward_unrolled handles MLPs only, got a {arch.kind!r} architecture")
     kernels = [tf.convert_to_tensor(params[f"dense_{i}/kernel"], tf.float32) for i in range(arch.depth + 1)]
     biases = [tf.convert_to_tensor(params[f"dense_{i}/bias"], tf.float32) for i in range(arch.depth + 1)]
     if kernels[0].shape.rank != 3:
@@ -250,8 +250,6 @@ def unrolled_layers(arch: Architecture, params: dict[str, tf.Tensor]) -> list[li
     Layer i's matrix is `[out (+ 1), in + 1]`: its kernel `[in, out]` transposed, its bias as a last column, and,
     except for the output layer, a last row (0, ..., 0, 1) that copies the input's row of ones to the output.
     """
-    if arch.kind != "mlp":
-        raise ValueError(f"forward_unrolled handles MLPs only, got a {arch.kind!r} architecture")
     kernels, biases = _stacked_dense(arch, params)
     layers = []
     for kernel, bias in zip(kernels, biases):
