@@ -87,12 +87,12 @@ class Posterior:
         self.samples = {name: tf.constant(np.asarray(samples[name], np.float32)) for name in shapes}
         signature = [tf.TensorSpec([None, arch.input_dim], tf.float32)]
         self._forward = tf.function(self._forward_impl, jit_compile=jit_compile, input_signature=signature)
-        self._forward_unrolled = None
+        self._forward_unrolled = self._unrolled_layers = None
         if unroll and arch.kind == "mlp" and not jit_compile and self.n_samples <= UNROLLED_MAX_SAMPLES:
-            n_floats = sum(int(np.prod(v.shape)) for v in self.samples.values())
-            layers = unrolled_layers(arch, self.samples) if n_floats <= UNROLLED_MAX_COPY_FLOATS else None
+            if sum(int(np.prod(v.shape)) for v in self.samples.values()) <= UNROLLED_MAX_COPY_FLOATS:
+                self._unrolled_layers = unrolled_layers(arch, self.samples)
             self._forward_unrolled = tf.function(
-                lambda x: forward_unrolled(self.arch, self.samples, self._normalize(x), layers),
+                lambda x: forward_unrolled(self.arch, self.samples, self._normalize(x), self._unrolled_layers),
                 input_signature=signature)
 
     @property

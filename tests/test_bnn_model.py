@@ -53,6 +53,7 @@ def test_posterior_takes_the_unrolled_path_for_large_batches_with_the_same_value
     x = np.random.RandomState(2).normal(size=(UNROLLED_MIN_BATCH + 5, MLP.input_dim)).astype(np.float32)
     np.testing.assert_allclose(post.forward(x).numpy(), batched.forward(x).numpy(), rtol=1e-5, atol=1e-6)
     assert post._forward_unrolled.experimental_get_tracing_count() == 1  # the large batch went the unrolled way
+    assert (post._unrolled_layers is not None) == (copy_cap is None)  # the layout the parameter names
     post.forward(x[:UNROLLED_MIN_BATCH - 1])
     assert post._forward.experimental_get_tracing_count() == 1 and batched._forward_unrolled is None
     assert post[:2]._forward_unrolled is not None and Posterior(MLP, "gaussian", stacked,
