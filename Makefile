@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bnn_predict.py
 	$(PY) benchmarks/clue_speed.py
 	$(PY) benchmarks/chains_speed.py
+	$(PY) benchmarks/train_step.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

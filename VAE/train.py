@@ -97,6 +97,8 @@ class Config:
     deterministic: bool = option(False, "enable TF op determinism (bitwise-repeatable runs, slower)")
     data_dir: str | None = option(None, "folder of raw data files (None: $CLUE_DATA_DIR, then data/raw)")
     out: str = option("runs/vae", "run folder; an existing run there is resumed")
+    xla: bool | None = option(None, "compile each training step with XLA (None: for MLPs only; conv nets run slower "
+                                    "with XLA on the CPU)")
     progress: bool = option(True, "show a tqdm progress bar")
 
     def resolved(self) -> Config:
@@ -115,6 +117,8 @@ class Config:
         filled = {k: v for k, v in defaults.items() if getattr(self, k) is None}
         if self.latent_dim is None:
             filled["latent_dim"] = LATENT_DIMS[self.dataset]
+        if self.xla is None:
+            filled["xla"] = filled.get("arch", self.arch) == "mlp"
         return dataclasses.replace(self, **filled)
 
     def _resolved_expvae(self) -> Config:
@@ -127,6 +131,8 @@ class Config:
         filled = {k: v for k, v in EXPVAE_DEFAULTS.items() if getattr(self, k) is None}
         if self.early_stop is None:
             filled["early_stop"] = filled.get("max_epochs", self.max_epochs)
+        if self.xla is None:
+            filled["xla"] = False
         return dataclasses.replace(self, **filled)
 
 
@@ -250,7 +256,7 @@ def main(config: Config) -> dict[str, float]:
     summary = fit_with_early_stopping(
         state, max_epochs=config.max_epochs, early_stop=config.early_stop,
         train_epoch=make_train_epoch(make_step(model, optimizer, generator), x_train, generator,
-                                     config.batch_size), evaluate=evaluate,
+                                     config.batch_size, jit_compile=config.xla), evaluate=evaluate,
         monitor=f"{dev_split}/elbo", csv_path=run_dir / "metrics.csv", progress=config.progress,
         export_best=lambda epoch: save_fn(model, run_dir / "best", {"dataset": config.dataset, "epoch": epoch,
                                                                      "train_config": dataclasses.asdict(config)}))

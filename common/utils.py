@@ -132,7 +132,7 @@ class MetricsCSV:
 
 
 # Settings a resumed training run may change: where things are, how much is shown, and how long it runs.
-RESUME_SAFE = frozenset({"out", "data_dir", "progress", "eval_batch_size", "deterministic"})
+RESUME_SAFE = frozenset({"out", "data_dir", "progress", "eval_batch_size", "deterministic", "xla"})
 
 
 def make_run_dir(out: str | os.PathLike, config: Mapping[str, Any],
