@@ -10,7 +10,8 @@ interrupted training run resumes from its checkpoint):
    VAEAC (``VAEAC.train``, x only) on the artificial training split;
 4. the artificial test points with BNN aleatoric (epistemic) uncertainty above the dataset's threshold are explained by
    localized sensitivity, CLUE and U-FIDO over their sweeps and scored against the ground truth
-   (:mod:`CLUE.evaluation`).
+   (:mod:`CLUE.evaluation`). Each scored sweep value is appended to ``sweep_points.jsonl`` at once, and a rerun
+   reuses the values found there for the same explained points and settings.
 
 Writes ``table.csv`` (one row per method, target and sweep value), ``results.json`` (config, references, rows) and
 ``<dataset>_{aleatoric,epistemic}.png`` into ``--out``.
@@ -241,7 +242,8 @@ def main(config: Config) -> dict[str, Any]:
     bnn, vae, art_vaeac = train_art_models(config, run_dir, ds)
     budget = ev.EvalBudget(config.n_gt_samples, config.n_px_samples, config.seed)
     refs, info = explained_sets(config, gt, bnn, ds, budget)
-    points = ev.run_sweeps(gt, bnn, refs, vae, art_vaeac, make_sweep(config), budget, progress=config.progress)
+    points = ev.run_sweeps(gt, bnn, refs, vae, art_vaeac, make_sweep(config), budget, progress=config.progress,
+                           journal=run_dir / "sweep_points.jsonl")
     table = ev.points_table(points)
     table.to_csv(run_dir / "table.csv", index=False)
     for target, ref in refs.items():

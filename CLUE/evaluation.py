@@ -29,8 +29,11 @@ All values are in the normalised units of the data.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -356,21 +359,78 @@ def explain(method: str, target: str, param: float, x0: np.ndarray, bnn, vae=Non
 
 
 def run_sweeps(gt: GroundTruth, bnn, refs: dict[str, Reference], vae, vaeac, sweep: Sweep, budget: EvalBudget,
-               methods=METHODS, progress: bool = True) -> list[SweepPoint]:
-    """Every method over its grid, for each target's explained set; one :class:`SweepPoint` per value."""
+               methods=METHODS, progress: bool = True, journal: str | os.PathLike | None = None) -> list[SweepPoint]:
+    """Every method over its grid, for each target's explained set; one :class:`SweepPoint` per value.
+
+    Args:
+      journal: a JSON-lines file to which each finished point is appended as soon as it is scored. A later call
+        with the same journal reuses the points it holds for the same explained points, sweep settings and budget
+        (a fingerprint of all three is stored with each line), so an interrupted sweep resumes where it stopped.
+        Points scored under other settings are ignored, and an unreadable last line (a crash mid-write) is skipped.
+    """
     import time
 
+    fingerprints = {t: _sweep_fingerprint(ref, sweep, budget) for t, ref in refs.items()}
+    saved = _read_journal(journal) if journal is not None else {}
     jobs = [(t, m, p) for t in refs for m in methods for p in sweep.grid(m)]
-    points = []
+    points, reused = [], 0
     for target, method, param in tqdm(jobs, desc="sweeps", disable=not progress):
+        key = (fingerprints[target], target, method, float(param))
+        if key in saved:
+            points.append(saved[key])
+            reused += 1
+            continue
         start = time.perf_counter()
         xc = explain(method, target, param, refs[target].x0, bnn, vae, vaeac, sweep, budget.seed)
         seconds = time.perf_counter() - start
         point = score(gt, bnn, refs[target], xc, budget, method, target, param, seconds)
         logger.info("%s %s %.3g: dH %.4f d_err %.4f log p(x) %.3f L1 %.3f", target, method, param,
                     point.mean_delta_h, point.delta_err, point.mean_log_px, point.mean_l1)
+        if journal is not None:
+            _append_line(journal, json.dumps({"fingerprint": fingerprints[target], **dataclasses.asdict(point)}))
         points.append(point)
+    if reused:
+        logger.info("reused %d of %d sweep points from %s", reused, len(jobs), journal)
     return points
+
+
+def _sweep_fingerprint(ref: Reference, sweep: Sweep, budget: EvalBudget) -> str:
+    """A digest of what a sweep point depends on besides the models: the explained points, the sweep, the budget."""
+    digest = hashlib.sha256(np.ascontiguousarray(ref.x0, np.float32).tobytes())
+    digest.update(json.dumps([dataclasses.asdict(sweep), dataclasses.asdict(budget)], sort_keys=True,
+                             default=float).encode())
+    return digest.hexdigest()[:16]
+
+
+def _append_line(path, line: str) -> None:
+    """Appends one line and syncs it; a torn last line (no newline) is closed first so that it stays alone."""
+    with open(path, "a+b") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell() > 0:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                f.write(b"\n")
+        f.write(line.encode() + b"\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _read_journal(path) -> dict[tuple, SweepPoint]:
+    """The points of a sweep journal, keyed by (fingerprint, target, method, param); a torn line is skipped."""
+    saved = {}
+    if not os.path.exists(path):
+        return saved
+    with open(path) as f:
+        for line in f:
+            try:
+                row = json.loads(line)
+                fingerprint = row.pop("fingerprint")
+                point = SweepPoint(**row)
+            except (ValueError, TypeError, KeyError):
+                logger.warning("%s: skipping an unreadable line (an interrupted write)", path)
+                continue
+            saved[(fingerprint, point.target, point.method, float(point.param))] = point
+    return saved
 
 
 def points_table(points: list[SweepPoint]):

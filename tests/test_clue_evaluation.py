@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from types import SimpleNamespace
@@ -230,8 +231,6 @@ def test_clue_sweep_passes_its_early_stopping_window(monkeypatch):
 
 
 def test_a_run_saved_before_a_setting_existed_matches_that_settings_default():
-    import dataclasses
-
     from CLUE import evaluate
     from common.utils import jsonable
 
@@ -241,3 +240,45 @@ def test_a_run_saved_before_a_setting_existed_matches_that_settings_default():
     assert evaluate.saved_settings(saved) == jsonable(dataclasses.asdict(config))
     changed = dataclasses.replace(config, clue_n_early_stop=0)
     assert evaluate.saved_settings(saved) != jsonable(dataclasses.asdict(changed))
+
+
+def test_an_interrupted_sweep_resumes_from_its_journal(tmp_path, monkeypatch):
+    gt, _ = _ground_truth("classification")
+    bnn = SimpleNamespace(predict_samples=lambda x: tf.nn.softmax(tf.stack([x[:, :2], x[:, 1:3]]), axis=-1))
+    x0 = np.random.default_rng(3).normal(size=(6, 7)).astype(np.float32)
+    budget = ev.EvalBudget(n_gt_samples=8, n_px_samples=8)
+    refs = {"aleatoric": ev.Reference.build(gt, bnn, x0, budget)}
+    sweep = ev.Sweep(sensitivity_steps=(0.1, 0.5, 1.0, 2.0))
+    calls = []
+
+    def explain(method, target, param, x, *args):  # a stand-in explainer: moves every feature by the sweep value
+        calls.append(param)
+        if len(calls) == 3 and crash:
+            raise KeyboardInterrupt  # the run is stopped while the third value is being explained
+        return x + param
+
+    monkeypatch.setattr(ev, "explain", explain)
+    journal = tmp_path / "sweep_points.jsonl"
+    crash = True
+    with pytest.raises(KeyboardInterrupt):
+        ev.run_sweeps(gt, bnn, refs, None, None, sweep, budget, methods=("sensitivity",), progress=False,
+                      journal=journal)
+    assert len(journal.read_text().splitlines()) == 2
+    with open(journal, "a") as f:
+        f.write('{"fingerprint": "torn')  # a write cut short by the crash
+    crash, calls[:] = False, []
+    resumed = ev.run_sweeps(gt, bnn, refs, None, None, sweep, budget, methods=("sensitivity",), progress=False,
+                            journal=journal)
+    assert calls == [1.0, 2.0]  # only the values not yet scored
+    straight = ev.run_sweeps(gt, bnn, refs, None, None, sweep, budget, methods=("sensitivity",), progress=False)
+    strip = [{k: v for k, v in dataclasses.asdict(p).items() if k != "seconds"} for p in resumed]
+    assert strip == [{k: v for k, v in dataclasses.asdict(p).items() if k != "seconds"} for p in straight]
+    assert [p.mean_l1 for p in resumed] == pytest.approx([0.7, 3.5, 7.0, 14.0], rel=1e-5)
+    calls[:] = []  # the journal now holds every value, the torn line notwithstanding
+    ev.run_sweeps(gt, bnn, refs, None, None, sweep, budget, methods=("sensitivity",), progress=False,
+                  journal=journal)
+    assert calls == []
+    calls[:] = []  # other explained points: nothing in the journal applies
+    ev.run_sweeps(gt, bnn, {"aleatoric": ev.Reference.build(gt, bnn, x0 + 1, budget)}, None, None, sweep, budget,
+                  methods=("sensitivity",), progress=False, journal=journal)
+    assert calls == [0.1, 0.5, 1.0, 2.0]
