@@ -29,13 +29,11 @@ All values are in the normalised units of the data.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 import logging
 import math
 import os
-import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,6 +45,7 @@ from CLUE.baselines import UFIDOConfig, localized_sensitivity, u_fido
 from CLUE.explainer import CLUE, CLUEConfig, CLUEWeights, uncertainties
 from common import likelihoods as lk
 from common.probability import decompose_entropy_cat, decompose_std_gauss
+from common.training import traced
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +102,38 @@ class GroundTruth:
         xy = tf.concat([x, tf.zeros([b, self.y_width])], axis=1)
         mask = tf.concat([tf.zeros([b, self.x_dim]), tf.ones([b, self.y_width])], axis=1)
         return xy, mask
+
+    def conditional_samples(self, x: tf.Tensor, n_samples: int, seed: tf.Tensor):
+        """Graph body of :func:`gt_conditional_samples`, traced once per ground truth."""
+        xy, mask = self.with_y_masked(x)
+        raw = self.vaeac.inpaint(xy, mask, n_samples=n_samples, z_mean=False, mode="raw", seed=seed)  # [N, B, D']
+        d = self.vaeac.input_dim
+        if self.task == "classification":
+            return tf.nn.softmax(raw[..., self.x_dim:d], axis=-1)
+        if self.vaeac.pred_sig:
+            loc, scale = lk.normal_parse_params(raw, lk.MIN_DECODER_SIGMA)
+            return loc[..., self.x_dim], scale[..., self.x_dim]
+        mu = raw[..., self.x_dim]
+        return mu, tf.ones_like(mu)
+
+    def log_px_chunk(self, x: tf.Tensor, n_samples: int, seed: tf.Tensor) -> tf.Tensor:
+        """Graph body of :func:`log_px` for one chunk of rows, traced once per ground truth."""
+        base, under = self.vaeac, self.under
+        xy, mask = self.with_y_masked(x)
+        b = tf.shape(xy)[0]
+        loc, scale = under.u_mask_recognition(xy, mask)  # [B, U]
+        eps = tf.random.stateless_normal((n_samples, b, under.latent_dim), seed)
+        u = loc + scale * eps  # [N, B, U]
+        out = under.u_regenerate(tf.reshape(u, (n_samples * b, -1)))
+        out = tf.reshape(out, (n_samples, b, out.shape[-1]))  # [N, B, D']
+        ll = lk.log_likelihood(base.likelihood, out, tf.broadcast_to(xy, (n_samples, b, base.input_dim)),
+                               base.input_dim_vec, base.pred_sig)
+        # gauss_cat: per variable, y is the last variable; otherwise per flat column, y after x_dim
+        ll = tf.reduce_sum(ll[..., :-1] if base.likelihood == "gauss_cat" else ll[..., :self.x_dim], axis=-1)
+        log_prior = tf.reduce_sum(lk.normal_log_prob(u, 0.0, 1.0), axis=-1)
+        log_q = tf.reduce_sum(lk.normal_log_prob(u, loc, scale), axis=-1)
+        w = ll + log_prior - log_q  # [N, B]
+        return tf.reduce_logsumexp(w, axis=0) - math.log(n_samples)
 
 
 def sample_artificial_xy(gt: GroundTruth, n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -165,34 +196,9 @@ def gt_conditional_samples(gt: GroundTruth, x: np.ndarray, n_samples: int, seed:
       classification: probabilities float32 ``[N, B, C]``; regression: ``(mu [N, B], sigma [N, B])`` with
       ``sigma = 1`` for gauss_cat bases and the decoder scale for ``pred_sig`` bases.
     """
-    return _graph(gt, _conditional_samples)(tf.constant(np.asarray(x, np.float32)), n_samples,
-                                            tf.constant([seed, 11], tf.int64))
-
-
-def _conditional_samples(gt: GroundTruth, x: tf.Tensor, n_samples: int, seed: tf.Tensor):
-    xy, mask = gt.with_y_masked(x)
-    raw = gt.vaeac.inpaint(xy, mask, n_samples=n_samples, z_mean=False, mode="raw", seed=seed)  # [N, B, D']
-    d = gt.vaeac.input_dim
-    if gt.task == "classification":
-        return tf.nn.softmax(raw[..., gt.x_dim:d], axis=-1)
-    if gt.vaeac.pred_sig:
-        loc, scale = lk.normal_parse_params(raw, lk.MIN_DECODER_SIGMA)
-        return loc[..., gt.x_dim], scale[..., gt.x_dim]
-    mu = raw[..., gt.x_dim]
-    return mu, tf.ones_like(mu)
-
-
-_GRAPHS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _graph(gt: GroundTruth, fn):
-    """``tf.function`` of ``fn(gt, ...)``, built once per ground truth: the metrics run on many chunks and sweep
-    values, and as graphs they take about two thirds of the eager time, with the same random numbers."""
-    per_model = _GRAPHS.setdefault(gt.under, {})
-    key = (fn.__name__, gt.x_dim, gt.task)
-    if key not in per_model:
-        per_model[key] = tf.function(functools.partial(fn, gt), reduce_retracing=True)
-    return per_model[key]
+    # as a graph: about two thirds of the eager time, with the same random numbers
+    return traced(gt, "conditional_samples")(tf.constant(np.asarray(x, np.float32)), n_samples,
+                                             tf.constant([seed, 11], tf.int64))
 
 
 def summarize_conditional(samples, task: str) -> tuple[np.ndarray, np.ndarray]:
@@ -225,28 +231,9 @@ def log_px(gt: GroundTruth, x: np.ndarray, n_samples: int = 1000, seed: int = 0,
     """
     x = np.asarray(x, np.float32)
     step = max(1, max_rows // n_samples)
-    chunk = _graph(gt, _log_px_chunk)
+    chunk = traced(gt, "log_px_chunk")  # as a graph, as gt_conditional_samples
     return np.concatenate([chunk(tf.constant(x[i:i + step]), n_samples, tf.constant([seed, i], tf.int64)).numpy()
                            for i in range(0, len(x), step)])
-
-
-def _log_px_chunk(gt: GroundTruth, x: tf.Tensor, n_samples: int, seed: tf.Tensor) -> tf.Tensor:
-    base, under = gt.vaeac, gt.under
-    xy, mask = gt.with_y_masked(x)
-    b = tf.shape(xy)[0]
-    loc, scale = under.u_mask_recognition(xy, mask)  # [B, U]
-    eps = tf.random.stateless_normal((n_samples, b, under.latent_dim), seed)
-    u = loc + scale * eps  # [N, B, U]
-    out = under.u_regenerate(tf.reshape(u, (n_samples * b, -1)))
-    out = tf.reshape(out, (n_samples, b, out.shape[-1]))  # [N, B, D']
-    ll = lk.log_likelihood(base.likelihood, out, tf.broadcast_to(xy, (n_samples, b, base.input_dim)),
-                           base.input_dim_vec, base.pred_sig)
-    # gauss_cat: per variable, y is the last variable; otherwise per flat column, y after x_dim
-    ll = tf.reduce_sum(ll[..., :-1] if base.likelihood == "gauss_cat" else ll[..., :gt.x_dim], axis=-1)
-    log_prior = tf.reduce_sum(lk.normal_log_prob(u, 0.0, 1.0), axis=-1)
-    log_q = tf.reduce_sum(lk.normal_log_prob(u, loc, scale), axis=-1)
-    w = ll + log_prior - log_q  # [N, B]
-    return tf.reduce_logsumexp(w, axis=0) - math.log(n_samples)
 
 
 # ------------------------------------------------------------------------------------------------ selection
