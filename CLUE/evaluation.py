@@ -379,8 +379,8 @@ def run_sweeps(gt: GroundTruth, bnn, refs: dict[str, Reference], vae, vaeac, swe
     """
     import time
 
-    fingerprints = {t: _sweep_fingerprint(ref, sweep, budget) for t, ref in refs.items()}
-    saved = _read_journal(journal) if journal is not None else {}
+    fingerprints = {t: sweep_fingerprint(ref, sweep, budget) for t, ref in refs.items()}
+    saved = read_journal(journal) if journal is not None else {}
     jobs = [(t, m, p) for t in refs for m in methods for p in sweep.grid(m)]
     points, reused = [], 0
     for target, method, param in tqdm(jobs, desc="sweeps", disable=not progress):
@@ -403,7 +403,7 @@ def run_sweeps(gt: GroundTruth, bnn, refs: dict[str, Reference], vae, vaeac, swe
     return points
 
 
-def _sweep_fingerprint(ref: Reference, sweep: Sweep, budget: EvalBudget) -> str:
+def sweep_fingerprint(ref: Reference, sweep: Sweep, budget: EvalBudget) -> str:
     """A digest of what a sweep point depends on besides the models: the explained points, the sweep, the budget."""
     digest = hashlib.sha256(np.ascontiguousarray(ref.x0, np.float32).tobytes())
     digest.update(json.dumps([dataclasses.asdict(sweep), dataclasses.asdict(budget)], sort_keys=True,
@@ -424,7 +424,7 @@ def _append_line(path, line: str) -> None:
         os.fsync(f.fileno())
 
 
-def _read_journal(path) -> dict[tuple, SweepPoint]:
+def read_journal(path) -> dict[tuple, SweepPoint]:
     """The points of a sweep journal, keyed by (fingerprint, target, method, param); a torn line is skipped."""
     saved = {}
     if not os.path.exists(path):
