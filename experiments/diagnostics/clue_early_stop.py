@@ -79,7 +79,7 @@ def main(argv=None):
             if point is None:
                 point = ev.score(gt, bnn, ref, result.x, budget, name, args.target, lam, seconds)
             points.append(point)
-            rows.append({**dataclasses.asdict(point), "method": name,
+            rows.append({**dataclasses.asdict(point),
                          "fraction_stopped": float(np.mean(result.stop_step > 0)),
                          "median_freeze_index": float(np.median(result.freeze_index)),
                          "max_steps": steps})
@@ -91,7 +91,7 @@ def main(argv=None):
     out = {
         "what": "CLUE's sweep on a CLUE.evaluate run with the original's early-stopping rule (clue) and without it "
                 "(clue_no_stop, all max_steps), scored with the run's metrics; sensitivity and U-FIDO points are "
-                "the run's own, from its journal (absent where its sweep has not reached them yet)",
+                "the run's own, from its journal or results.json (absent where its sweep has not reached them)",
         "command": f"python experiments/diagnostics/clue_early_stop.py --run {args.run} --target {args.target} "
                    f"--every {args.every} --out {args.out}",
         "run": str(run_dir), "dataset": config.dataset, "target": args.target,
