@@ -118,6 +118,24 @@ class GradientClipper(tf.Module):
         return [g * _per_chain(scale, g) for g in grads], norm
 
 
+def _when(flag, update, *args) -> None:
+    """Runs the stateful ``update(*args)`` when ``flag`` holds: a Python bool branches in Python, a tensor in tf.cond.
+
+    The explicit ``tf.cond`` is the graph AutoGraph would build from ``if flag:``, but does not depend on AutoGraph
+    converting the caller (it sometimes leaves a method unconverted, and a tensor ``if`` then raises).
+    """
+    if not tf.is_tensor(flag):
+        if bool(flag):
+            update(*args)
+        return
+
+    def run():
+        update(*args)
+        return tf.constant(True)
+
+    tf.cond(flag, run, lambda: tf.constant(False))
+
+
 def _per_chain(value: tf.Tensor, like: tf.Tensor) -> tf.Tensor:
     """A scalar, or a per-chain vector `[K]` reshaped to broadcast against `like` `[K, ...]`."""
     if value.shape.rank == 0:
@@ -194,6 +212,18 @@ class ScaleAdaptedSGHMC(tf.Module):
         gammas = tf.stack([tf.random.stateless_gamma([], rng.make_seeds(1)[:, 0], alpha=alpha) for rng in self.rngs])
         self.prior_precision[i].assign(gammas / beta)
 
+    def _adapt(self, i: int, d: tf.Tensor) -> None:
+        """Burn-in step 3: the tau, g and V updates of parameter i (the tau update uses the old g and V)."""
+        tau, g, v_hat = self.tau[i], self.g[i], self.v_hat[i]
+        tau.assign(tau - tau * tf.square(g) / (v_hat + EPS) + 1.0)
+        r = 1.0 / (tau + EPS)
+        g.assign(g - r * g + r * d)
+        v_hat.assign(v_hat - r * v_hat + r * tf.square(d))
+
+    def _resample_momentum(self, i: int, m_inv: tf.Tensor) -> None:
+        """Step 5: v ~ N(0, lr^2 M^-1) for parameter i."""
+        self.momentum[i].assign(self.hparams.lr * tf.sqrt(m_inv) * self._normal(self.params[i]))
+
     def apply(self, grads: Sequence[tf.Tensor], burn_in, resample_momentum, resample_prior) -> None:
         """One SG-HMC step (steps 1-6 of the module docstring) given likelihood gradients.
 
@@ -205,19 +235,12 @@ class ScaleAdaptedSGHMC(tf.Module):
         """
         lr, c = self.hparams.lr, self.hparams.base_c
         for i, (theta, grad) in enumerate(zip(self.params, grads)):
-            if resample_prior:
-                self._resample_prior_precision(i, theta)
+            _when(resample_prior, self._resample_prior_precision, i, theta)
             d = grad + _per_chain(self.prior_precision[i], theta) * theta
-            if burn_in:
-                tau, g, v_hat = self.tau[i], self.g[i], self.v_hat[i]
-                tau.assign(tau - tau * tf.square(g) / (v_hat + EPS) + 1.0)
-                r = 1.0 / (tau + EPS)
-                g.assign(g - r * g + r * d)
-                v_hat.assign(v_hat - r * v_hat + r * tf.square(d))
+            _when(burn_in, self._adapt, i, d)
             m_inv = 1.0 / (tf.sqrt(self.v_hat[i]) + EPS)
             v = self.momentum[i]
-            if resample_momentum:
-                v.assign(lr * tf.sqrt(m_inv) * self._normal(theta))
+            _when(resample_momentum, self._resample_momentum, i, m_inv)
             noise_var = tf.maximum(2.0 * lr**2 * m_inv * c - lr**4, 1e-16)
             noise = tf.sqrt(noise_var) * self._normal(theta)
             v.assign(v - lr**2 * m_inv * d - c * v + noise)

@@ -101,6 +101,29 @@ def test_prior_resampled_and_noise_injected_in_one_step():
     assert np.std(moved) > 1e-3  # momentum draw and noise, not just the deterministic prior pull
 
 
+@pytest.mark.parametrize("seed", [5, (5, 6)], ids=["one_chain", "two_chains"])
+def test_tensor_flags_branch_without_autograph_as_python_flags_do(seed):
+    """The step's flags may be tensors even where AutoGraph does not convert `apply`: same chain as Python bools."""
+    flags = [(True, True, True), (True, False, False), (False, True, False), (False, False, True), (True, False, True)]
+    shape = [3, 4] if isinstance(seed, int) else [2, 3, 4]
+    grad = tf.reshape(tf.range(np.prod(shape), dtype=tf.float32), shape) / 7.0 - 1.0
+
+    def run(step):
+        theta = tf.Variable(tf.fill(shape, 0.5))
+        sampler = ScaleAdaptedSGHMC([theta], SGHMCParams(), seed=seed)
+        for burn_in, momentum, prior in flags:
+            step(sampler, burn_in, momentum, prior)
+        return theta.numpy(), sampler.prior_precision[0].numpy(), sampler.v_hat[0].numpy()
+
+    eager = run(lambda sampler, *f: sampler.step([grad], *f))
+    graph_step = tf.function(lambda sampler, b, m, p: sampler.step([grad], b, m, p), autograph=False)
+    graph = run(lambda sampler, *f: graph_step(sampler, *[tf.constant(x) for x in f]))
+    for ours, expected in zip(graph, eager, strict=True):
+        # graph against eager float rounding (~1e-6); a draw out of order or a branch not taken moves theta by O(lr)
+        np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(eager[2], 1.0)  # burn-in steps adapted V, so the burn-in branch ran
+
+
 def _reference_clipper(norms, std_mul, buffer_len):
     """The wrappers' list-based rule (spec 2.3), in plain Python: returns the max_grad used at every step."""
     buff, max_grad, used = [], 1e20, []
