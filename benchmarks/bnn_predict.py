@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -35,7 +34,7 @@ import tensorflow as tf
 
 from BNN.model import Architecture, init_params
 from BNN.posterior import Posterior
-from common.utils import save_json, setup_logging
+from common.utils import machine_info, save_json, setup_logging
 
 logger = logging.getLogger("benchmarks.bnn_predict")
 
@@ -160,8 +159,7 @@ def main(argv=None) -> dict:
     result = {
         "command": "OMP_WAIT_POLICY=PASSIVE python benchmarks/bnn_predict.py" + (" --quick" if args.quick else "")
                    + (f" --repeats {args.repeats}" if args.repeats != DEFAULT_REPEATS and not args.quick else ""),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "tensorflow": tf.__version__,
-                    "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "load_average_start": os.getloadavg()},
+        "machine": machine_info(),
         "repeats": repeats, "n_samples": args.samples, "dims": [12, 200, 200, 2],
         "predict": bench_predict(batches, args.samples, repeats),
     }

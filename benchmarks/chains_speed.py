@@ -25,7 +25,6 @@ import argparse
 import logging
 import math
 import os
-import platform
 from pathlib import Path
 
 import tensorflow as tf
@@ -89,7 +88,7 @@ def main(argv=None) -> dict:
     if args.logical_cpus:
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * args.logical_cpus)
-    from common.utils import save_json
+    from common.utils import machine_info, save_json
 
     suffix = "" if args.strategy == "default" else f"_{args.strategy}"
     out = Path(args.out) if args.out else RESULTS / f"chains_speed{suffix}.json"
@@ -98,9 +97,7 @@ def main(argv=None) -> dict:
         "command": "OMP_WAIT_POLICY=PASSIVE python benchmarks/chains_speed.py"
                    + (f" --strategy {args.strategy}" if args.strategy != "default" else "")
                    + (f" --logical-cpus {args.logical_cpus}" if args.logical_cpus else ""),
-        "machine": {"cpus": os.cpu_count(), "gpus": [g.name for g in gpus], "platform": platform.platform(),
-                    "tensorflow": tf.__version__, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-                    "logical_cpus": args.logical_cpus, "load_average_start": os.getloadavg()},
+        "machine": machine_info(gpus=[g.name for g in gpus], logical_cpus=args.logical_cpus),
         "strategy": args.strategy, "repeats": args.repeats,
         "datasets": {name: bench_dataset(name, args.strategy, args.chains, args.repeats) for name in args.datasets},
     }

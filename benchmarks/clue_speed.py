@@ -23,8 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -35,7 +33,7 @@ from BNN.model import Architecture, init_params
 from BNN.posterior import Posterior
 from CLUE.compat import OriginalGradientMLP
 from CLUE.explainer import CLUE, CLUEConfig, CLUEWeights
-from common.utils import PROJECT_ROOT, save_json, setup_logging
+from common.utils import PROJECT_ROOT, machine_info, save_json, setup_logging
 from VAE.model import VAE, load_parity_npz
 
 logger = logging.getLogger("benchmarks.clue_speed")
@@ -107,8 +105,7 @@ def main(argv=None) -> dict:
         raise SystemExit(f"the parity kit is needed at {REFERENCE / 'parity'} (the original's trained models)")
     tabular_ref = json.loads((REFERENCE / "pytorch-original.json").read_text())
     mnist_ref = json.loads((REFERENCE / "mnist-t10k-original.json").read_text())
-    result = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                          "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")},
+    result = {"machine": machine_info(),
               "repeats": args.repeats,
               "lsat": bench_tabular("lsat", "gaussian", args.repeats, tabular_ref),
               "compas": bench_tabular("compas", "categorical", args.repeats, tabular_ref)}

@@ -27,8 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -40,7 +38,7 @@ import tensorflow as tf
 import data
 from common.radam import RAdam, TorchAdam
 from common.training import make_train_epoch
-from common.utils import PROJECT_ROOT, save_json, set_seed, setup_logging
+from common.utils import PROJECT_ROOT, machine_info, save_json, set_seed, setup_logging
 from VAE import train as vae_train
 from VAE.model import build_vae
 from VAEAC import train as vaeac_train
@@ -129,8 +127,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--skip-mnist", action="store_true", help="tabular workloads only")
     args = parser.parse_args(argv)
     reference = json.loads((REFERENCE / "pytorch-original.json").read_text())
-    result = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                          "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")},
+    result = {"machine": machine_info(),
               "rounds": args.rounds,
               "vae_lsat": bench(vae_builder("lsat"), args.rounds,
                                 reference["lsat"]["vae"]["train_only_s_per_epoch_median"]),

@@ -1,4 +1,4 @@
-"""Seeding, run directories and atomic file writes shared by every component.
+"""Seeding, run directories, atomic file writes and the benchmarks' machine record, shared by every component.
 
 Nothing half-written is ever left behind: every file this project writes goes to a temporary name in the same
 folder first and is renamed into place only when complete (``os.replace`` is atomic on POSIX).
@@ -11,6 +11,7 @@ import csv
 import json
 import logging
 import os
+import platform
 import random
 import shutil
 import sys
@@ -169,3 +170,29 @@ def make_run_dir(out: str | os.PathLike, config: Mapping[str, Any],
 def setup_logging(level: int = logging.INFO) -> None:
     """Called by scripts only; library modules just use ``logging.getLogger(__name__)``."""
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
+SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile")  # what changes float32 kernels
+
+
+def machine_info(**extra: Any) -> dict[str, Any]:
+    """What a benchmark's timings depend on: CPU model and SIMD extensions, core count, TensorFlow, OpenMP policy.
+
+    Timings are comparable only between records with the same CPU: ``benchmarks/clue_speed.py`` ran 1.3-1.4x faster
+    on one 2-core machine of this project's kind than on another. ``extra`` entries (GPUs, ...) are added as given.
+    """
+    import tensorflow as tf  # the benchmarks import it anyway; kept local so that common.utils stays light
+
+    cpu_model, flags = platform.processor() or None, set()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                cpu_model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    return {"cpus": os.cpu_count(), "cpu_model": cpu_model, "simd": [f for f in SIMD_FLAGS if f in flags],
+            "platform": platform.platform(), "tensorflow": tf.__version__,
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "load_average_start": list(os.getloadavg()),
+            **extra}
