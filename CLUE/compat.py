@@ -5,7 +5,9 @@ into ``param.data``; the saved tensors then shared storage with the parameters, 
 *last-loaded* sample's weight matrices for every sample, while forward values and ReLU masks stayed per-sample. It
 also dropped the last saved sample from the forward average (its ``out[:idx]``), yet that sample's kernels are the
 ones loaded last. :class:`OriginalGradientMLP` reproduces both, for a stacked ReLU MLP posterior. Nothing else in
-the project uses it: our BNN's gradients are the exact per-sample ones.
+the project uses it by default: our BNN's gradients are the exact per-sample ones. The evaluation framework can run
+its explanation methods with it (``CLUE.evaluate --bnn-gradient torch13``), as the original's CLUE, U-FIDO and
+localized sensitivity all took their input gradients through ``sample_predict(grad=True)``.
 """
 
 from __future__ import annotations
@@ -54,6 +56,20 @@ class OriginalGradientMLP:
             n_layers = len([k for k in f.files if k.endswith("/kernel")])
             return cls([f[f"dense_{i}/kernel"] for i in range(n_layers)],
                        [f[f"dense_{i}/bias"] for i in range(n_layers)], likelihood)
+
+    @classmethod
+    def from_posterior(cls, posterior) -> OriginalGradientMLP:
+        """The same weight samples as a ``BNN.posterior.Posterior`` of an MLP without input normalisation.
+
+        Raises:
+          ValueError: for a CNN posterior or one with input normalisation (the original's quirk is not defined here).
+        """
+        if posterior.arch.kind != "mlp" or posterior.input_norm is not None:
+            raise ValueError("the torch-1.3 gradient is reproduced for MLP posteriors without input normalisation; "
+                             f"got a {posterior.arch.kind} posterior with input_norm={posterior.input_norm}")
+        n_layers = len([k for k in posterior.samples if k.endswith("/kernel")])
+        return cls([posterior.samples[f"dense_{i}/kernel"].numpy() for i in range(n_layers)],
+                   [posterior.samples[f"dense_{i}/bias"].numpy() for i in range(n_layers)], posterior.likelihood_name)
 
     def predict_samples(self, x: tf.Tensor):
         """``[S-1, B, C]`` probabilities or ``([S-1, B], [S-1, B])`` means and scales, with the stale gradient."""

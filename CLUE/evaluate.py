@@ -96,6 +96,8 @@ class Config:
     clue_max_steps_epistemic: int = option(65, "CLUE Adam steps, epistemic runs ([nb]: 65)")
     clue_n_early_stop: int = option(3, "CLUE early-stopping window; 0 runs every step ([nb]: 3)")
     ufido_iterations: int = option(30, "U-FIDO iterations (original: 30)")
+    bnn_gradient: str = option("exact", "BNN input gradient of the three methods: exact, or torch13 (the original's "
+                                        "stale-weight gradient, as its runs had; DEVIATIONS.md)")
     progress: bool = option(True, "show progress bars")
 
 
@@ -197,7 +199,7 @@ def make_sweep(config: Config) -> ev.Sweep:
         sensitivity_steps=tuple(np.logspace(-3, math.log10(200), config.n_sensitivity)),
         clue_max_steps_aleatoric=config.clue_max_steps_aleatoric,
         clue_max_steps_epistemic=config.clue_max_steps_epistemic, clue_n_early_stop=config.clue_n_early_stop,
-        ufido_iterations=config.ufido_iterations)
+        ufido_iterations=config.ufido_iterations, bnn_gradient=config.bnn_gradient)
 
 
 def explained_sets(config: Config, gt: ev.GroundTruth, bnn, ds: data.Dataset,
@@ -227,6 +229,7 @@ def main(config: Config) -> dict[str, Any]:
     """Runs every stage; returns ``{"references": ..., "rows": [...]}`` (also in ``results.json``)."""
     if config.dataset not in ev.SETTINGS:
         raise ValueError(f"unknown dataset {config.dataset!r}; choose one of {sorted(ev.SETTINGS)}")
+    sweep = make_sweep(config)  # checks the sweep settings before any training
     set_seed(config.seed)
     done = Path(config.out) / "results.json"
     if done.exists():
@@ -242,7 +245,7 @@ def main(config: Config) -> dict[str, Any]:
     bnn, vae, art_vaeac = train_art_models(config, run_dir, ds)
     budget = ev.EvalBudget(config.n_gt_samples, config.n_px_samples, config.seed)
     refs, info = explained_sets(config, gt, bnn, ds, budget)
-    points = ev.run_sweeps(gt, bnn, refs, vae, art_vaeac, make_sweep(config), budget, progress=config.progress,
+    points = ev.run_sweeps(gt, bnn, refs, vae, art_vaeac, sweep, budget, progress=config.progress,
                            journal=run_dir / "sweep_points.jsonl")
     table = ev.points_table(points)
     table.to_csv(run_dir / "table.csv", index=False)

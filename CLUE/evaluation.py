@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 
 import data
 from CLUE.baselines import UFIDOConfig, localized_sensitivity, u_fido
+from CLUE.compat import OriginalGradientMLP
 from CLUE.explainer import CLUE, CLUEConfig, CLUEWeights, uncertainties
 from common import likelihoods as lk
 from common.probability import decompose_entropy_cat, decompose_std_gauss
@@ -51,6 +52,7 @@ logger = logging.getLogger(__name__)
 
 TARGETS = ("aleatoric", "epistemic")
 METHODS = ("sensitivity", "clue", "ufido")
+BNN_GRADIENTS = ("exact", "torch13")
 
 
 @dataclass(frozen=True)
@@ -328,7 +330,13 @@ def score(gt: GroundTruth, bnn, ref: Reference, xc: np.ndarray, budget: EvalBudg
 class Sweep:
     """Sweep grids and method settings ([nb]: 30 lambdas in [1e-4, 30], 30 L1w in [1e-5, 100], 20 steps in
     [1e-3, 200], all log-spaced; CLUE lr 0.1, 55/65 steps for aleatoric/epistemic, early-stopping window 3; U-FIDO
-    3000 points a batch)."""
+    3000 points a batch).
+
+    ``bnn_gradient`` is the BNN input gradient the three methods follow: ``exact`` (ours), or ``torch13``, the
+    original's under torch 1.3, where ``sample_predict(grad=True)`` back-propagates every sample through the last
+    saved sample's kernels and drops that sample from the forward average (``CLUE.compat.OriginalGradientMLP``).
+    Scoring always uses the exact BNN.
+    """
 
     clue_lambdas: tuple[float, ...] = tuple(np.logspace(-4, math.log10(30), 30))
     ufido_l1ws: tuple[float, ...] = tuple(np.logspace(-5, 2, 30))
@@ -339,6 +347,11 @@ class Sweep:
     clue_n_early_stop: int = 3
     ufido_iterations: int = 30
     ufido_batch: int = 3000
+    bnn_gradient: str = "exact"
+
+    def __post_init__(self):
+        if self.bnn_gradient not in BNN_GRADIENTS:
+            raise ValueError(f"bnn_gradient must be one of {BNN_GRADIENTS}, got {self.bnn_gradient!r}")
 
     def grid(self, method: str) -> tuple[float, ...]:
         return {"clue": self.clue_lambdas, "ufido": self.ufido_l1ws, "sensitivity": self.sensitivity_steps}[method]
@@ -380,6 +393,7 @@ def run_sweeps(gt: GroundTruth, bnn, refs: dict[str, Reference], vae, vaeac, swe
     import time
 
     fingerprints = {t: sweep_fingerprint(ref, sweep, budget) for t, ref in refs.items()}
+    explaining_bnn = OriginalGradientMLP.from_posterior(bnn) if sweep.bnn_gradient == "torch13" else bnn
     saved = read_journal(journal) if journal is not None else {}
     jobs = [(t, m, p) for t in refs for m in methods for p in sweep.grid(m)]
     points, reused = [], 0
@@ -390,7 +404,7 @@ def run_sweeps(gt: GroundTruth, bnn, refs: dict[str, Reference], vae, vaeac, swe
             reused += 1
             continue
         start = time.perf_counter()
-        xc = explain(method, target, param, refs[target].x0, bnn, vae, vaeac, sweep, budget.seed)
+        xc = explain(method, target, param, refs[target].x0, explaining_bnn, vae, vaeac, sweep, budget.seed)
         seconds = time.perf_counter() - start
         point = score(gt, bnn, refs[target], xc, budget, method, target, param, seconds)
         logger.info("%s %s %.3g: dH %.4f d_err %.4f log p(x) %.3f L1 %.3f", target, method, param,
@@ -406,8 +420,10 @@ def run_sweeps(gt: GroundTruth, bnn, refs: dict[str, Reference], vae, vaeac, swe
 def sweep_fingerprint(ref: Reference, sweep: Sweep, budget: EvalBudget) -> str:
     """A digest of what a sweep point depends on besides the models: the explained points, the sweep, the budget."""
     digest = hashlib.sha256(np.ascontiguousarray(ref.x0, np.float32).tobytes())
-    digest.update(json.dumps([dataclasses.asdict(sweep), dataclasses.asdict(budget)], sort_keys=True,
-                             default=float).encode())
+    settings = dataclasses.asdict(sweep)
+    if settings["bnn_gradient"] == "exact":  # added later: left out at its default, so older journals still match
+        del settings["bnn_gradient"]
+    digest.update(json.dumps([settings, dataclasses.asdict(budget)], sort_keys=True, default=float).encode())
     return digest.hexdigest()[:16]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 from types import SimpleNamespace
@@ -282,3 +283,40 @@ def test_an_interrupted_sweep_resumes_from_its_journal(tmp_path, monkeypatch):
     ev.run_sweeps(gt, bnn, {"aleatoric": ev.Reference.build(gt, bnn, x0 + 1, budget)}, None, None, sweep, budget,
                   methods=("sensitivity",), progress=False, journal=journal)
     assert calls == [0.1, 0.5, 1.0, 2.0]
+
+
+def test_torch13_sweeps_explain_with_the_original_gradient_and_score_with_the_exact_bnn(monkeypatch):
+    from BNN.model import Architecture, init_params
+    from BNN.posterior import Posterior
+    from CLUE.compat import OriginalGradientMLP
+
+    gt, _ = _ground_truth("classification")
+    arch = Architecture("mlp", input_dim=7, output_dim=2, width=8, depth=1)
+    draws = [init_params(arch, seed) for seed in range(3)]
+    bnn = Posterior(arch, "categorical", {k: np.stack([d[k] for d in draws]) for k in draws[0]})
+    x0 = np.random.default_rng(3).normal(size=(6, 7)).astype(np.float32)
+    budget = ev.EvalBudget(n_gt_samples=8, n_px_samples=8)
+    refs = {"aleatoric": ev.Reference.build(gt, bnn, x0, budget)}
+    seen = []
+
+    def explain(method, target, param, x, explaining_bnn, *args):
+        seen.append(explaining_bnn)
+        return x + param
+
+    monkeypatch.setattr(ev, "explain", explain)
+    sweeps = {g: ev.Sweep(sensitivity_steps=(0.5,), bnn_gradient=g) for g in ("exact", "torch13")}
+    points = {g: ev.run_sweeps(gt, bnn, refs, None, None, s, budget, methods=("sensitivity",), progress=False)
+              for g, s in sweeps.items()}
+    assert seen[0] is bnn and isinstance(seen[1], OriginalGradientMLP)
+    assert seen[1].kernels[0].shape[0] == 2  # the original's forward drops the last saved sample
+    strip = lambda p: {k: v for k, v in dataclasses.asdict(p).items() if k != "seconds"}
+    assert strip(points["exact"][0]) == strip(points["torch13"][0])  # the same x_c is scored the same way
+    # The journal keeps the two apart; the default's fingerprint is the one journals had before the setting existed.
+    fingerprints = {g: ev.sweep_fingerprint(refs["aleatoric"], s, budget) for g, s in sweeps.items()}
+    assert fingerprints["exact"] != fingerprints["torch13"]
+    old = {k: v for k, v in dataclasses.asdict(sweeps["exact"]).items() if k != "bnn_gradient"}
+    digest = hashlib.sha256(np.ascontiguousarray(x0, np.float32).tobytes())
+    digest.update(json.dumps([old, dataclasses.asdict(budget)], sort_keys=True, default=float).encode())
+    assert fingerprints["exact"] == digest.hexdigest()[:16]
+    with pytest.raises(ValueError, match="bnn_gradient"):
+        ev.Sweep(bnn_gradient="stale")

@@ -94,3 +94,23 @@ def test_full_run_matches_point_by_point(kit, name, variant, lr):
     # Per-step values as the original returns them (frozen after each row's stop).
     close = np.abs(result.uncertainty - io[prefix + "uncertainty"]).max(axis=0) < 1e-3
     assert np.mean(close) >= 0.99
+
+
+@pytest.mark.parametrize("name", list(LIKELIHOOD))
+def test_original_gradient_from_a_posterior_is_the_one_from_the_kit(parity_dir, kit, name):
+    """The evaluation's torch13 mode builds the quirk from a loaded Posterior: the same forward and input gradient."""
+    folder = parity_dir / name
+    ours = OriginalGradientMLP.from_posterior(Posterior.from_npz(folder / "bnn_samples.npz", LIKELIHOOD[name]))
+    x = tf.constant(kit[name]["io"]["clue/x0"][:16])
+    results = []
+    for model in (ours, kit[name]["orig"]):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            out = model.predict_samples(x)
+            total = tf.add_n([tf.reduce_sum(o) for o in tf.nest.flatten(out)])
+        results.append([o.numpy() for o in tf.nest.flatten(out)] + [tape.gradient(total, x).numpy()])
+    for a, b in zip(*results, strict=True):
+        np.testing.assert_array_equal(a, b)
+    normalised = Posterior.from_npz(folder / "bnn_samples.npz", LIKELIHOOD[name], input_norm=(0.0, 2.0))
+    with pytest.raises(ValueError, match="input normalisation"):
+        OriginalGradientMLP.from_posterior(normalised)
