@@ -26,6 +26,7 @@ from pathlib import Path
 from common.utils import save_json
 
 SETTINGS_THAT_MAY_DIFFER = {"out", "bnn_gradient", "progress"}
+TIE = 1e-4  # gains closer than this are not told apart (the epistemic COMPAS gains are all 0)
 
 
 def _load(run: str, expected_gradient: str, parser: argparse.ArgumentParser) -> dict:
@@ -43,7 +44,8 @@ def best_by_distance(rows: list[dict]) -> list[dict]:
     """Per (target, L1): the method with the largest ground-truth gain where two or more methods reach that L1.
 
     The gain is the aleatoric entropy reduction ``delta_h`` for the aleatoric target and the BNN error reduction
-    ``delta_err`` for the epistemic one, as the paper's figures plot them.
+    ``delta_err`` for the epistemic one, as the paper's figures plot them. Methods within ``TIE`` of the largest
+    gain share it (``best`` lists them all).
     """
     out = []
     for target in sorted({r["target"] for r in rows}):
@@ -52,7 +54,8 @@ def best_by_distance(rows: list[dict]) -> list[dict]:
             here = {r["method"]: r[key] for r in rows if r["target"] == target and r["l1"] == l1
                     and not math.isnan(r[key])}
             if len(here) >= 2:
-                best = max(here, key=here.get)
+                top = max(here.values())
+                best = "+".join(m for m in sorted(here) if here[m] >= top - TIE)
                 out.append({"target": target, "l1": l1, "metric": key, "best": best,
                             **{m: round(v, 4) for m, v in sorted(here.items())}})
     return out
