@@ -25,7 +25,9 @@ log-likelihood of that weight sample and the predictions on a fixed probe batch 
 probability of the true class, or the predicted mean), summarised across chains with split R-hat
 (``tfp.mcmc.potential_scale_reduction``) and the cross-chain effective sample size
 (``tfp.mcmc.effective_sample_size``). R-hat above 1.1 is logged as a warning: the chains have not mixed and the
-pooled posterior should not be trusted.
+pooled posterior should not be trusted. With a single chain, split R-hat compares the first and second halves of
+its samples: a check that the chain has settled, not that it mixed (which needs two chains or more); the warning
+says so.
 
 #### References
 [1] Gelman, A., Rubin, D. B. "Inference from iterative simulation using multiple sequences." Statistical Science,
@@ -55,6 +57,8 @@ from BNN.posterior import Posterior, SampleBuffer, evaluate
 from BNN.sghmc import ScaleAdaptedSGHMC, SGHMCParams
 from common.distribute import make_strategy
 from common.distribute import replica_id as _replica_id
+from common.errors import UserError
+from common.training import DivergedError, TrainingInterrupted
 from common.utils import MetricsCSV, save_json, save_npz
 
 if TYPE_CHECKING:
@@ -180,7 +184,7 @@ class ParallelChains:
         """Chain k (of replica k // (n_chains / n_replicas)) is seeded ``seed + k``."""
         n_replicas = strategy.num_replicas_in_sync
         if n_chains < 1 or n_chains % n_replicas:
-            raise ValueError(f"--chains {n_chains} must be a positive multiple of the {n_replicas} replicas of the "
+            raise UserError(f"--chains {n_chains} must be a positive multiple of the {n_replicas} replicas of the "
                              f"{type(strategy).__name__}, e.g. --chains {n_replicas}")
         per = n_chains // n_replicas
         ids = [int(v) for v in strategy.experimental_local_results(
@@ -340,7 +344,7 @@ def train(config: Config, run_dir: Path, dataset: data.Dataset, arch: Architectu
     layouts = {f"chains_{g.seeds[0] - first:03d}-{g.seeds[-1] - first:03d}": g for g in chains.groups.values()}
     stale = sorted(p.name for p in ckpt_dir.glob("chains_*") if p.name not in layouts) if ckpt_dir.exists() else []
     if stale:
-        raise ValueError(f"{ckpt_dir} holds checkpoints of another chain layout ({stale}); resume with the "
+        raise UserError(f"{ckpt_dir} holds checkpoints of another chain layout ({stale}); resume with the "
                          f"--chains and number of replicas that wrote them, or use a new --out")
     train_seconds = tf.Variable(0.0, dtype=tf.float64, name="train_seconds")
     managers = []
@@ -364,43 +368,52 @@ def train(config: Config, run_dir: Path, dataset: data.Dataset, arch: Architectu
     metrics_csv = MetricsCSV(run_dir / "metrics.csv", resume_epoch=start)
     bar = tqdm(range(start, config.n_epochs), initial=start, total=config.n_epochs,
                desc=f"SG-HMC x{config.chains}", disable=not config.progress)
-    for i in bar:
-        t0 = time.perf_counter()
-        cycle_epoch = i % config.reburn_every
-        nll_sum, err_sum = (v.numpy() for v in train_epoch(tf.constant(cycle_epoch < config.burn_in)))
-        if not np.all(np.isfinite(nll_sum)):
-            bad = np.flatnonzero(~np.isfinite(nll_sum)).tolist()
-            raise FloatingPointError(f"non-finite training NLL at epoch {i} in chains {bad}: lower --lr")
-        if cycle_epoch >= config.burn_in and i % config.save_every == 0:
+    epoch_level = logging.DEBUG if config.progress else logging.INFO  # a bar shows the progress itself
+    checkpointed = i = start  # epochs in the latest checkpoint; the epoch running
+    try:
+        for i in bar:
+            t0 = time.perf_counter()
+            cycle_epoch = i % config.reburn_every
+            nll_sum, err_sum = (v.numpy() for v in train_epoch(tf.constant(cycle_epoch < config.burn_in)))
+            if not np.all(np.isfinite(nll_sum)):
+                bad = np.flatnonzero(~np.isfinite(nll_sum)).tolist()
+                raise DivergedError(f"non-finite training NLL at epoch {i} in chains {bad}: the run diverged; "
+                                    "lower --lr")
+            if cycle_epoch >= config.burn_in and i % config.save_every == 0:
+                for group in chains.groups.values():
+                    group.buffer.add(group.params)
             for group in chains.groups.values():
-                group.buffer.add(group.params)
-        for group in chains.groups.values():
-            group.epoch.assign(i + 1)
-        row = {"epoch": i, "train/nll": float(nll_sum.mean()) / n_train,
-               "n_samples": min(int(next(iter(chains.groups.values())).buffer.n_added), config.n_saves)}
-        err = err_sum.astype(np.float64) / n_train
-        row["train/accuracy" if is_cat else "train/rmse"] = float(np.mean(1.0 - err if is_cat else np.sqrt(err)))
-        evaluated = (i + 1) % config.eval_every == 0 or i + 1 == config.n_epochs
-        nll_c = err_c = np.full(config.chains, np.nan)
-        if evaluated:
-            nll_c, err_c = (v.numpy() for v in test_metrics())
-        row["test_current/nll"] = float(np.mean(nll_c))
-        if is_cat:
-            row["test_current/accuracy"] = float(np.mean(1.0 - err_c))
-        else:
-            row["test_current/rmse"] = float(np.mean(np.sqrt(err_c))) * float(dataset.y_std[0])
-        for c in range(config.chains if config.chains > 1 else 0):
-            row[f"train/nll/chain_{c}"] = float(nll_sum[c]) / n_train
-        train_seconds.assign_add(time.perf_counter() - t0)
-        row["seconds"] = time.perf_counter() - t0
-        metrics_csv.append(row)
-        if evaluated:
-            bar.set_postfix(nll=row["train/nll"], samples=row["n_samples"])
-            logger.info("epoch %d %s", i, {k: round(v, 4) for k, v in row.items()
-                                           if isinstance(v, float) and "chain_" not in k})
-        if (i + 1) % config.checkpoint_every == 0 or i + 1 == config.n_epochs:
-            for manager, _ in managers:
-                manager.save(checkpoint_number=i + 1)
+                group.epoch.assign(i + 1)
+            row = {"epoch": i, "train/nll": float(nll_sum.mean()) / n_train,
+                   "n_samples": min(int(next(iter(chains.groups.values())).buffer.n_added), config.n_saves)}
+            err = err_sum.astype(np.float64) / n_train
+            row["train/accuracy" if is_cat else "train/rmse"] = float(np.mean(1.0 - err if is_cat else np.sqrt(err)))
+            evaluated = (i + 1) % config.eval_every == 0 or i + 1 == config.n_epochs
+            nll_c = err_c = np.full(config.chains, np.nan)
+            if evaluated:
+                nll_c, err_c = (v.numpy() for v in test_metrics())
+            row["test_current/nll"] = float(np.mean(nll_c))
+            if is_cat:
+                row["test_current/accuracy"] = float(np.mean(1.0 - err_c))
+            else:
+                row["test_current/rmse"] = float(np.mean(np.sqrt(err_c))) * float(dataset.y_std[0])
+            for c in range(config.chains if config.chains > 1 else 0):
+                row[f"train/nll/chain_{c}"] = float(nll_sum[c]) / n_train
+            train_seconds.assign_add(time.perf_counter() - t0)
+            row["seconds"] = time.perf_counter() - t0
+            metrics_csv.append(row)
+            if evaluated:
+                bar.set_postfix(nll=row["train/nll"], samples=row["n_samples"])
+                logger.log(epoch_level, "epoch %d %s", i, {k: round(v, 4) for k, v in row.items()
+                                                           if isinstance(v, float) and "chain_" not in k})
+            if (i + 1) % config.checkpoint_every == 0 or i + 1 == config.n_epochs:
+                for manager, _ in managers:
+                    manager.save(checkpoint_number=i + 1)
+                checkpointed = i + 1
+    except KeyboardInterrupt as err:
+        raise TrainingInterrupted(i, checkpointed, run_dir) from err
+    finally:
+        bar.close()
     epochs = max(int(next(iter(chains.groups.values())).epoch), 1)
     return export(config, run_dir, chains, arch, likelihood, dataset, float(train_seconds) / epochs)
 
@@ -432,10 +445,20 @@ def export(config: Config, run_dir: Path, chains: ParallelChains, arch: Architec
         traces = predictive_traces(samples, arch, likelihood, dataset.pixel_norm, dataset.x_test, dataset.y_test)
     if s >= 4:
         metrics.update(convergence(traces))
-        worst = max(v for m, v in metrics.items() if m.startswith("diagnostics/rhat/") and np.isfinite(v))
-        if worst > RHAT_WARNING:
-            logger.warning("split R-hat %.3f > %.1f: the %d chains disagree (not mixed); run longer or check the "
-                           "step size before trusting the pooled posterior", worst, RHAT_WARNING, k)
+        rhats = {m: v for m, v in metrics.items() if m.startswith("diagnostics/rhat/") and np.isfinite(v)}
+        if rhats:
+            name = max(rhats, key=rhats.get)
+            worst, what = rhats[name], name.removeprefix("diagnostics/rhat/")
+            if worst > RHAT_WARNING and k > 1:
+                logger.warning("split R-hat %.3f (%s) > %.1f: the %d chains disagree (not mixed); run longer or "
+                               "check the step size before trusting the pooled posterior", worst, what,
+                               RHAT_WARNING, k)
+            elif worst > RHAT_WARNING:
+                # One chain: split R-hat compares its first and second half of samples, which checks that the
+                # chain settled (stationarity), not that it mixed across modes; that needs --chains 2 or more.
+                logger.warning("split R-hat %.3f (%s) > %.1f: the first and second halves of the single chain's "
+                               "samples disagree (it is still drifting); run longer, or --chains 4 to compare "
+                               "independent chains", worst, what, RHAT_WARNING)
     else:
         logger.warning("only %d samples per chain: R-hat and ESS need at least 4; diagnostics skipped", s)
     if _is_chief(chains.strategy):

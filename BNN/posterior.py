@@ -33,7 +33,9 @@ import tensorflow as tf
 
 from BNN.model import Architecture, forward, forward_unrolled, get_likelihood, unrolled_layers
 from common import probability
+from common.errors import UserError
 from common.utils import atomic_path, save_json, save_npz
+from common.validation import FILE_ERRORS, check_tensor_inputs, load_npz, unreadable_file
 
 logger = logging.getLogger(__name__)
 
@@ -61,14 +63,18 @@ class Posterior:
         (1.1-1.3x faster than without XLA, see benchmarks/bnn_predict.py) but compiles once per new batch shape.
       unroll: unless ``jit_compile``, run MLP batches of ``UNROLLED_MIN_BATCH`` rows or more as one fused graph
         branch per sample (``BNN.model.forward_unrolled``), 1.5-1.7x faster than the batched matmuls there.
+      dataset: the ``data.load`` name the posterior was trained on, if known (``load`` reads it from the training
+        run's config); only used in messages about inputs of the wrong layout.
 
     Raises:
       ValueError: if a parameter is missing or has the wrong shape, or sample counts differ.
     """
 
     def __init__(self, arch: Architecture, likelihood: str, samples: Mapping[str, np.ndarray],
-                 input_norm: tuple[float, float] | None = None, jit_compile: bool = False, unroll: bool = True):
+                 input_norm: tuple[float, float] | None = None, jit_compile: bool = False, unroll: bool = True,
+                 dataset: str | None = None):
         self.arch = arch
+        self.dataset = dataset
         self.jit_compile = jit_compile
         self.unroll = unroll
         self.likelihood_name = likelihood
@@ -104,7 +110,7 @@ class Posterior:
         if not isinstance(index, slice):
             raise TypeError("index a Posterior with a slice, e.g. posterior[:53]")
         return Posterior(self.arch, self.likelihood_name, {k: v.numpy()[index] for k, v in self.samples.items()},
-                         self.input_norm, self.jit_compile, self.unroll)
+                         self.input_norm, self.jit_compile, self.unroll, dataset=self.dataset)
 
     def _normalize(self, x: tf.Tensor) -> tf.Tensor:
         return x if self.input_norm is None else (x - self.input_norm[0]) / self.input_norm[1]
@@ -120,10 +126,15 @@ class Posterior:
 
         Returns:
           float32 `[S, B, output_dim]`.
+
+        Raises:
+          UserError: ``x`` is empty, not `[B, input_dim]`, or holds NaN or inf (values are checked when they are
+            concrete, NumPy or eager; inside a ``tf.function`` only the static shape is).
         """
+        x = check_tensor_inputs(x, self.arch.input_dim, "x", "this BNN", self.dataset, self.arch.image_shape)
         x = tf.convert_to_tensor(x, tf.float32)
         if x.shape.rank != 2 or x.shape[-1] != self.arch.input_dim:
-            raise ValueError(f"expected x of shape [B, {self.arch.input_dim}], got {x.shape}")
+            raise UserError(f"expected x of shape [B, {self.arch.input_dim}], got {x.shape}")
         if self._forward_unrolled is not None and (x.shape[0] or 0) >= UNROLLED_MIN_BATCH:
             return self._forward_unrolled(x)
         return self._forward(x)
@@ -132,7 +143,7 @@ class Posterior:
         """Per-sample predictive distributions.
 
         Args:
-          x: float `[B, input_dim]`.
+          x: float `[B, input_dim]` (checked as in :meth:`forward`).
 
         Returns:
           categorical: probabilities `[S, B, C]`; gaussian: (mu, sigma), each `[S, B]` (`[S, B, D]` if D > 1).
@@ -156,18 +167,36 @@ class Posterior:
 
     @classmethod
     def load(cls, directory: str | os.PathLike, jit_compile: bool = False) -> Posterior:
-        """Rebuilds a posterior written by ``save`` (``jit_compile`` as in the constructor)."""
+        """Rebuilds a posterior written by ``save`` (``jit_compile`` as in the constructor).
+
+        Raises:
+          FileNotFoundError: ``config.json`` or ``samples.npz`` is missing.
+          UserError: a file is truncated or corrupt, or does not describe a posterior; the message names the file
+            and how to get a good copy.
+        """
         directory = Path(directory)
         config_path = directory / "config.json"
         if not config_path.exists():
             raise FileNotFoundError(f"{config_path} not found: is {directory} a folder written by Posterior.save?")
-        config = json.loads(config_path.read_text())
-        if config.get("format") != FORMAT:
-            raise ValueError(f"{config_path}: format {config.get('format')!r}, expected {FORMAT!r}")
-        with np.load(directory / "samples.npz") as f:
-            samples = {k: f[k] for k in f.files}
-        return cls(Architecture(**config["architecture"]), config["likelihood"], samples, config["input_norm"],
-                   jit_compile)
+        dataset = _trained_on(directory)
+        retrain = f"`python -m BNN.train --dataset {dataset or 'NAME'} --out RUN_DIR`"
+        try:
+            config = json.loads(config_path.read_text())
+        except FILE_ERRORS as err:
+            raise unreadable_file(config_path, err, "the BNN posterior config", retrain) from err
+        if not isinstance(config, dict) or config.get("format") != FORMAT:
+            got = config.get("format") if isinstance(config, dict) else type(config).__name__
+            raise UserError(f"{config_path}: format {got!r}, expected {FORMAT!r}: not a folder written by "
+                            "Posterior.save (for samples in the neutral npz format use Posterior.from_npz)")
+        samples = load_npz(directory / "samples.npz", "the BNN posterior's weight samples", retrain)
+        try:
+            arch = Architecture(**config["architecture"])
+            return cls(arch, config["likelihood"], samples, config["input_norm"], jit_compile, dataset=dataset)
+        except (KeyError, TypeError, ValueError) as err:
+            if isinstance(err, UserError):
+                raise
+            raise UserError(f"{directory}: config.json and samples.npz do not make a posterior ({err}); "
+                            f"re-export it, or retrain it with {retrain}") from err
 
     @classmethod
     def from_npz(cls, path: str | os.PathLike, likelihood: str, input_norm: tuple[float, float] | None = None,
@@ -186,8 +215,7 @@ class Posterior:
           image_shape: ``(H, W, C)``, required for a CNN.
           jit_compile: as in the constructor.
         """
-        with np.load(path) as f:
-            samples = {k: f[k] for k in f.files if k.startswith(("dense_", "conv_"))}
+        samples = load_npz(path, "the posterior samples", keep=lambda k: k.startswith(("dense_", "conv_")))
         n_dense = sum(1 for k in samples if k.startswith("dense_") and k.endswith("/kernel"))
         if n_dense < 2 or "dense_0/kernel" not in samples:
             raise ValueError(f"{path}: expected keys dense_0/kernel, ... with a leading sample axis; "
@@ -201,6 +229,19 @@ class Posterior:
             in_dim, width = samples["dense_0/kernel"].shape[1:]
             arch = Architecture("mlp", int(in_dim), int(output_dim), int(width), n_dense - 1)
         return cls(arch, likelihood, samples, input_norm, jit_compile)
+
+
+def _trained_on(directory: Path) -> str | None:
+    """The dataset of the training run that wrote ``directory``, if recorded: ``train_config.json`` beside it (the
+    shipped weights) or the run's ``config.json`` one folder up (``BNN.train`` writes ``RUN/posterior``)."""
+    for candidate in (directory / "train_config.json", directory.parent / "config.json"):
+        try:
+            dataset = json.loads(candidate.read_text()).get("dataset")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(dataset, str):
+            return dataset
+    return None
 
 
 class SampleBuffer(tf.Module):

@@ -33,17 +33,18 @@ sizes of the predictive to ``metrics.json`` (:mod:`BNN.chains`).
 
 from __future__ import annotations
 
+import common.cli  # isort: skip  (first: quiets TensorFlow's start-up, see common.cli)
 import dataclasses
 import logging
-import sys
 
 import data
 from BNN import chains
-from BNN.model import Architecture, get_likelihood
+from BNN.model import KINDS, Architecture, get_likelihood
 from BNN.sghmc import SGHMCParams
-from common.config import option, parse_config
+from common.config import option
 from common.distribute import STRATEGIES
-from common.utils import make_run_dir, set_seed, setup_logging
+from common.errors import UserError
+from common.utils import make_run_dir, set_seed
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +96,11 @@ PRESETS = {
              "n_saves": 3, "resample_momentum_every": 5, "resample_prior_every": 10, "eval_every": 2,
              "checkpoint_every": 2, "progress": False},
 }
+PRESET_HELP = {
+    "paper": "the reference schedule: 1200 epochs, 100 samples (the defaults)",
+    "mnist": "the companion MNIST schedule: mnist_t10k, width 1200, 60 epochs, 20 samples",
+    "tiny": "seconds, for tests: digits, width 32, 6 epochs, 3 samples, no progress bar",
+}
 
 
 def model_spec(config: Config, dataset: data.Dataset) -> tuple[Architecture, str, SGHMCParams]:
@@ -111,18 +117,35 @@ def model_spec(config: Config, dataset: data.Dataset) -> tuple[Architecture, str
     return arch, likelihood, hparams
 
 
+def check(config: Config, dataset: data.Dataset) -> None:
+    """The settings' mistakes that can be told before training (raises :class:`UserError`)."""
+    if config.arch not in KINDS:
+        raise UserError(f"unknown --arch {config.arch!r}; choose one of {', '.join(KINDS)}")
+    if config.arch == "cnn" and dataset.image_shape is None:
+        raise UserError(f"--arch cnn needs an image dataset (digits, mnist, mnist_t10k); {dataset.name} is tabular: "
+                        f"use --arch mlp")
+    for name in ("n_epochs", "batch_size", "save_every", "n_saves", "chains", "eval_every", "checkpoint_every",
+                 "resample_momentum_every", "resample_prior_every", "reburn_every"):
+        if getattr(config, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")
+
+
 def main(config: Config) -> dict[str, float]:
-    """Trains, checkpoints, exports the posterior and returns the final test metrics (see module docstring)."""
+    """Trains, checkpoints, exports the posterior and returns the final test metrics (see module docstring).
+
+    Nothing is written into ``config.out`` before the settings and the data have been checked.
+    """
     if config.strategy not in STRATEGIES:
-        raise ValueError(f"unknown --strategy {config.strategy!r}; choose one of {STRATEGIES}")
+        raise UserError(f"unknown --strategy {config.strategy!r}; choose one of {', '.join(STRATEGIES)}")
     set_seed(config.seed, config.deterministic)
-    run_dir = make_run_dir(config.out, dataclasses.asdict(config),
-                           resume_safe={"n_epochs", "eval_every", "checkpoint_every"})
     dataset = data.load(config.dataset, data_dir=config.data_dir, seed=config.seed)
-    return chains.train(config, run_dir, dataset, *model_spec(config, dataset))
+    check(config, dataset)
+    spec = model_spec(config, dataset)
+    run_dir = make_run_dir(config.out, dataclasses.asdict(config), kind="BNN.train",
+                           resume_safe={"n_epochs", "eval_every", "checkpoint_every"})
+    return chains.train(config, run_dir, dataset, *spec)
 
 
 if __name__ == "__main__":
-    setup_logging()
-    logging.getLogger("absl").setLevel(logging.WARNING)  # checkpoint writes log an INFO line each
-    main(parse_config(Config, PRESETS, sys.argv[1:], description=__doc__.split("\n")[0]))
+    common.cli.run_script(main, Config, PRESETS, prog="python -m BNN.train", description=__doc__.split("\n")[0],
+                          preset_help=PRESET_HELP, resumable=True)

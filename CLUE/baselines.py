@@ -27,7 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from CLUE.explainer import ADAM_BETAS, ADAM_EPS, uncertainties
+from CLUE.explainer import ADAM_BETAS, ADAM_EPS, input_spec, uncertainties
+from common.validation import check_inputs
 from data.datasets import MNIST_NORM
 
 logger = logging.getLogger(__name__)
@@ -122,9 +123,12 @@ def u_fido(bnn, vaeac, x, config: UFIDOConfig | None = None, seed: int = 0) -> U
 
     Returns:
       A :class:`UFIDOResult`.
+
+    Raises:
+      UserError: ``x`` is empty, not ``[n, D]`` of the models' width, or holds NaN or inf (the rows are named).
     """
     config = config or UFIDOConfig()
-    x = tf.constant(np.asarray(x, np.float32))
+    x = tf.constant(check_inputs(x, name="x", **input_spec(bnn, vaeac)))
     n, d = x.shape
     l1 = config.l1_weight / d
     rng = tf.random.Generator.from_seed(seed)
@@ -180,8 +184,12 @@ def _uncertainty_gradient(bnn, x: tf.Tensor, aleatoric: float, epistemic: float)
 
 
 def global_sensitivity(bnn, x, aleatoric: float = 1.0, epistemic: float = 1.0, batch_size: int = 1024) -> np.ndarray:
-    """Mean absolute input-gradient of the uncertainty over a dataset: a ``[D]`` feature importance (spec 6.2)."""
-    x = np.asarray(x, np.float32)
+    """Mean absolute input-gradient of the uncertainty over a dataset: a ``[D]`` feature importance (spec 6.2).
+
+    Raises:
+      UserError: ``x`` is empty, not ``[n, D]`` of the BNN's width, or holds NaN or inf (the rows are named).
+    """
+    x = check_inputs(x, name="x", **input_spec(bnn))
     total = np.zeros(x.shape[1], np.float64)
     for i in range(0, len(x), batch_size):
         grad = _uncertainty_gradient(bnn, tf.constant(x[i:i + batch_size]), aleatoric, epistemic)
@@ -195,8 +203,11 @@ def localized_sensitivity(bnn, x, step: float, aleatoric: float = 1.0, epistemic
 
     Returns:
       float32 ``[n, D]``, the stepped inputs in the order given.
+
+    Raises:
+      UserError: ``x`` is empty, not ``[n, D]`` of the BNN's width, or holds NaN or inf (the rows are named).
     """
-    x = np.asarray(x, np.float32)
+    x = check_inputs(x, name="x", **input_spec(bnn))
     out = np.empty_like(x)
     for i in range(0, len(x), batch_size):
         xb = tf.constant(x[i:i + batch_size])

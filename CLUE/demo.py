@@ -14,6 +14,7 @@ Usage::
 
 from __future__ import annotations
 
+import common.cli  # isort: skip  (first: quiets TensorFlow's start-up, see common.cli)
 import argparse
 import logging
 import sys
@@ -23,7 +24,7 @@ from pathlib import Path
 from BNN import train as bnn_train
 from CLUE import generate
 from common.config import with_preset
-from common.utils import setup_logging
+from common.utils import overwriting
 from VAE import train as vae_train
 
 logger = logging.getLogger(__name__)
@@ -67,14 +68,16 @@ def run(dataset: str = "digits", out: str | Path = "runs/demo", n_explain: int =
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m CLUE.demo", description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", default="digits", help="digits (offline), lsat, compas, credit or wine")
     parser.add_argument("--out", default=None, help="output folder (default runs/demo_<dataset>)")
     parser.add_argument("--n-explain", type=int, default=16, help="most uncertain test points to explain")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tiny", action="store_true", help="seconds-long schedules (smoke test)")
+    common.cli.add_common_flags(parser)
     args = parser.parse_args(argv)
-    result = run(args.dataset, args.out or f"runs/demo_{args.dataset}", args.n_explain, args.tiny, args.seed)
+    with overwriting(args.overwrite):
+        result = run(args.dataset, args.out or f"runs/demo_{args.dataset}", args.n_explain, args.tiny, args.seed)
     unit = result["uncertainty_unit"]
     print(f"\nCLUE demo on {args.dataset} finished in {result['total_seconds']:.0f} s")
     tests = {k: round(v, 4) for k, v in result["bnn_metrics"].items() if k.startswith("test/")}
@@ -89,5 +92,5 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    setup_logging(logging.WARNING)
-    main(sys.argv[1:])
+    common.cli.setup_logging(logging.WARNING)
+    common.cli.run(lambda: main(sys.argv[1:]), debug="--debug" in sys.argv[1:], resumable=True)

@@ -40,7 +40,9 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
+from common.errors import UserError
 from common.probability import decompose_entropy_cat, decompose_std_gauss
+from common.validation import check_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -187,6 +189,25 @@ def uncertainties(bnn, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, t
     return total, aleatoric, epistemic, tf.reduce_mean(out, axis=0)
 
 
+def input_spec(bnn, generator=None) -> dict:
+    """What inputs the models take, for :func:`common.validation.check_inputs`: ``width``, ``dataset``,
+    ``image_shape`` and ``what`` (each None when the models do not say; stand-in models often do not).
+
+    Raises:
+      UserError: the BNN and the generator take inputs of different widths (trained on different datasets).
+    """
+    arch = getattr(bnn, "arch", None)
+    bnn_width = getattr(arch, "input_dim", None)
+    gen_width = getattr(generator, "input_dim", None)
+    if isinstance(bnn_width, int) and isinstance(gen_width, int) and bnn_width != gen_width:
+        raise UserError(f"the BNN takes {bnn_width} input columns but the {type(generator).__name__} {gen_width}: "
+                        "they were trained on different datasets; load a BNN and a generator of the same dataset")
+    width = bnn_width if isinstance(bnn_width, int) else gen_width if isinstance(gen_width, int) else None
+    dataset = getattr(bnn, "dataset", None) or getattr(generator, "dataset", None)
+    return {"width": width, "dataset": dataset if isinstance(dataset, str) else None,
+            "image_shape": getattr(arch, "image_shape", None), "what": "this BNN" if bnn_width else "the models"}
+
+
 def early_stop_steps(cost: np.ndarray, min_steps: int = 3, n_early_stop: int = 3) -> np.ndarray:
     """The original's ``update_stopvec`` over a whole cost trajectory ``[T, n]`` (spec 5.5).
 
@@ -308,20 +329,27 @@ class CLUE:
 
         Returns:
           A :class:`CLUEResult`.
+
+        Raises:
+          UserError: ``x0`` is empty, not ``[n, D]`` with the width the models take, or holds NaN or inf (the
+            message names the rows); or ``z_init``, ``z_start`` or ``cond_mask`` do not fit ``x0``.
         """
-        x0 = np.asarray(x0, dtype=np.float32)
-        if x0.ndim != 2:
-            raise ValueError(f"x0 must be [n, D] flat inputs, got shape {x0.shape}")
+        x0 = self._check_x(x0, "x0")
         if z_init is None:
-            z_init = self.encode(x0)
+            z_init = self._encode(x0)
         z_init = np.asarray(z_init, dtype=np.float32)
-        if z_init.shape[0] != x0.shape[0]:
-            raise ValueError(f"z_init has {z_init.shape[0]} rows for {x0.shape[0]} inputs")
+        if z_init.ndim != 2 or z_init.shape[0] != x0.shape[0]:
+            raise UserError(f"z_init has shape {z_init.shape}: it needs one latent row per input, "
+                            f"[{x0.shape[0]}, L] for {x0.shape[0]} inputs")
         z_start = z_init if z_start is None else np.asarray(z_start, dtype=np.float32)
         if z_start.shape != z_init.shape:
-            raise ValueError(f"z_start {z_start.shape} and z_init {z_init.shape} differ in shape")
+            raise UserError(f"z_start {z_start.shape} and z_init {z_init.shape} differ in shape")
         if cond_mask is not None:
-            cond_mask = np.broadcast_to(np.asarray(cond_mask, np.float32), x0.shape)
+            try:
+                cond_mask = np.broadcast_to(np.asarray(cond_mask, np.float32), x0.shape)
+            except ValueError as err:
+                raise UserError(f"cond_mask of shape {np.shape(cond_mask)} does not fit x0 {x0.shape}: pass [n, D] "
+                                f"or [D] = [{x0.shape[1]}], 1 where a feature may change") from err
         start = time.perf_counter()
         parts = []
         batches = range(0, len(x0), self.config.batch_size)
@@ -335,8 +363,8 @@ class CLUE:
         x_final = merged.pop("x_final")
         result = CLUEResult(
             x=x_final, z=merged.pop("z_final"), x0=x0, z_init=z_init, stop_step=merged.pop("stop_step"),
-            freeze_index=merged.pop("freeze_index"), uncertainty_before=self.uncertainty(x0),
-            uncertainty_after=self.uncertainty(x_final), seconds=time.perf_counter() - start, **merged)
+            freeze_index=merged.pop("freeze_index"), uncertainty_before=self._uncertainty_of(x0),
+            uncertainty_after=self._uncertainty_of(x_final), seconds=time.perf_counter() - start, **merged)
         return result
 
     def explain_many(self, x0, n_explanations: int, init_std: float = 0.15, seed: int = 0, z_init=None,
@@ -349,20 +377,30 @@ class CLUE:
         Returns:
           ``n_explanations`` :class:`CLUEResult` objects, one per restart.
         """
-        x0 = np.asarray(x0, dtype=np.float32)
-        z_init = self.encode(x0) if z_init is None else np.asarray(z_init, np.float32)
+        x0 = self._check_x(x0, "x0")
+        z_init = self._encode(x0) if z_init is None else np.asarray(z_init, np.float32)
         rng = np.random.default_rng(seed)
         return [self.explain(x0, z_init=z_init, z_start=z_init + init_std * rng.standard_normal(z_init.shape,
                                                                                                  np.float32), **kwargs)
                 for _ in range(n_explanations)]
 
     def encode(self, x: np.ndarray) -> np.ndarray:
-        """The generator's encoder mean of ``x`` (the paper's z_init), in batches."""
+        """The generator's encoder mean of ``x`` (the paper's z_init), in batches (``x`` checked as in explain)."""
+        return self._encode(self._check_x(x))
+
+    def uncertainty(self, x: np.ndarray) -> np.ndarray:
+        """Total BNN uncertainty ``[n]`` of inputs ``x``, in batches (``x`` checked as in explain)."""
+        return self._uncertainty_of(self._check_x(x))
+
+    def _check_x(self, x, name: str = "x") -> np.ndarray:
+        """``x`` as float32 ``[n, D]``, or a UserError saying what is wrong (the public boundary's check)."""
+        return check_inputs(x, name=name, **input_spec(self.bnn, self.generator))
+
+    def _encode(self, x: np.ndarray) -> np.ndarray:
         locs = [self.generator.encode(tf.constant(x[i:i + 4096]))[0].numpy() for i in range(0, len(x), 4096)]
         return np.concatenate(locs, axis=0)
 
-    def uncertainty(self, x: np.ndarray) -> np.ndarray:
-        """Total BNN uncertainty ``[n]`` of inputs ``x``, in batches."""
+    def _uncertainty_of(self, x: np.ndarray) -> np.ndarray:
         return np.concatenate([self._uncertainty(tf.constant(x[i:i + 4096])).numpy()
                                for i in range(0, len(x), 4096)])
 

@@ -35,8 +35,10 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from common.errors import UserError
 from common.layers import torch_uniform
 from common.utils import atomic_path
+from common.validation import FILE_ERRORS, check_tensor_inputs, load_weights_h5, unreadable_file
 
 IMAGE_SHAPE = (28, 28, 1)
 WEIGHTS_FILE = "model.weights.h5"
@@ -91,10 +93,19 @@ class ExpVAE(keras.Model):
 
     # ------------------------------------------------------------------------------------------------ networks
     def call(self, x, training=False):
-        return tf.sigmoid(self.decode(self.encode(x)[0]))
+        return tf.sigmoid(self.decode(self._encode(x)[0]))
 
     def encode(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """``x`` float32 ``[B, 784]`` in [0, 1] -> ``(mu, logvar)``, each ``[B, L]``."""
+        """``x`` float32 ``[B, 784]`` in [0, 1] -> ``(mu, logvar)``, each ``[B, L]``.
+
+        Raises:
+          UserError: ``x`` is empty, not ``[B, 784]`` or holds NaN or inf (values are checked when concrete).
+        """
+        x = check_tensor_inputs(x, IMAGE_SHAPE[0] * IMAGE_SHAPE[1], "x", "this ExpVAE", None, IMAGE_SHAPE)
+        return self._encode(x)
+
+    def _encode(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """:meth:`encode` without the input checks (the library's own graph paths)."""
         return self.enc_b(self.enc_a(x))
 
     def decode(self, z: tf.Tensor) -> tf.Tensor:
@@ -116,7 +127,7 @@ class ExpVAE(keras.Model):
         Returns:
           ``bce`` ``[B]`` (summed over pixels), ``kl`` ``[B]``, ``loss = bce + kl`` ``[B]``, ``logits`` ``[B, 784]``.
         """
-        mu, logvar = self.encode(x)
+        mu, logvar = self._encode(x)
         z = mu if eps is None else mu + eps * tf.exp(0.5 * logvar)
         logits = self.decode(z)
         bce = tf.reduce_sum(tf.nn.sigmoid_cross_entropy_with_logits(labels=x, logits=logits), -1)
@@ -147,16 +158,23 @@ def load_expvae(export_dir: str | os.PathLike) -> ExpVAE:
     """Rebuilds an :class:`ExpVAE` written by :func:`save_expvae`.
 
     Raises:
-      FileNotFoundError: ``export_dir`` holds no ``model_config.json``.
-      ValueError: the export is not an ExpVAE (e.g. a CLUE VAE written by ``VAE.model.save_vae``).
+      FileNotFoundError: ``export_dir`` holds no ``model_config.json`` or no ``model.weights.h5``.
+      UserError (a ValueError): the export is not an ExpVAE (e.g. a CLUE VAE written by ``VAE.model.save_vae``),
+        or a file is truncated or corrupt (the message names it and what to do).
     """
     export_dir = Path(export_dir)
-    if not (export_dir / CONFIG_FILE).exists():
-        raise FileNotFoundError(f"{export_dir / CONFIG_FILE} not found: not an export written by save_expvae; "
+    config_path = export_dir / CONFIG_FILE
+    retrain = "`python -m VAE.train --dataset mnist_t10k --model expvae --out RUN_DIR`"
+    if not config_path.exists():
+        raise FileNotFoundError(f"{config_path} not found: not an export written by save_expvae; "
                                 "train one with `python -m VAE.train --model expvae`")
-    meta = json.loads((export_dir / CONFIG_FILE).read_text())
-    if meta.get("model_class") != "ExpVAE":
-        raise ValueError(f"{export_dir} holds a {meta.get('model_class', 'VAE')!r} export, not an ExpVAE")
+    try:
+        meta = json.loads(config_path.read_text())
+    except FILE_ERRORS as err:
+        raise unreadable_file(config_path, err, "the ExpVAE config", retrain) from err
+    if not isinstance(meta, dict) or meta.get("model_class") != "ExpVAE":
+        got = meta.get("model_class", "VAE") if isinstance(meta, dict) else type(meta).__name__
+        raise UserError(f"{export_dir} holds a {got!r} export, not an ExpVAE")
     model = ExpVAE(**meta["model"])
-    model.load_weights(str(export_dir / WEIGHTS_FILE))
+    load_weights_h5(model, export_dir / WEIGHTS_FILE, "the ExpVAE weights", retrain)
     return model

@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from common import likelihoods as lk
 from common.layers import assign_sequential_from_npz, mlp_generator_net, mlp_recognition_net
 from common.utils import atomic_path
+from common.validation import FILE_ERRORS, check_tensor_inputs, load_npz, load_weights_h5, unreadable_file
 
 logger = logging.getLogger(__name__)
 
@@ -79,14 +79,26 @@ class VAE(keras.Model):
             self.encoder = mlp_recognition_net(self.input_dim, self.width, self.depth, self.latent_dim)
             self.decoder = mlp_generator_net(out_dim, self.width, self.depth, self.latent_dim, variant="vae")
         self.built = True  # both sub-networks are built from their Input shapes
+        self.dataset: str | None = None  # the data.load name it was trained on, when known (load_vae); for messages
 
     # ------------------------------------------------------------------------------------------------ networks
     def call(self, x, training=False):
-        loc, _ = self.encode(x, training=training)
+        loc, _ = self._encode(x, training=training)
         return self.decode(loc, training=training)
 
     def encode(self, x: tf.Tensor, training: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
-        """Posterior q(z | x): ``x`` float32 ``[B, D]`` flat -> ``(loc, scale)``, each ``[B, L]``, scale >= 1e-3."""
+        """Posterior q(z | x): ``x`` float32 ``[B, D]`` flat -> ``(loc, scale)``, each ``[B, L]``, scale >= 1e-3.
+
+        Raises:
+          UserError: ``x`` is empty, not ``[B, D]`` or holds NaN or inf (values are checked when concrete, NumPy or
+            eager; inside a ``tf.function`` only the static shape is).
+        """
+        image_shape = (28, 28, 1) if self.arch == "mnist_conv" else None
+        x = check_tensor_inputs(x, self.input_dim, "x", "this VAE", self.dataset, image_shape)
+        return self._encode(x, training=training)
+
+    def _encode(self, x: tf.Tensor, training: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
+        """:meth:`encode` without the input checks (the library's own graph paths)."""
         return lk.normal_parse_params(self.encoder(x, training=training), lk.MIN_ENCODER_SIGMA)
 
     def decode(self, z: tf.Tensor, training: bool = False) -> tf.Tensor:
@@ -124,7 +136,7 @@ class VAE(keras.Model):
           dict with ``rec_per_term`` ``[B, n_vars]`` (gauss_cat) or ``[B, D]``, ``rec`` ``[B]``, ``kl_per_dim``
           ``[B, L]``, ``kl`` ``[B]``, ``elbo`` ``[B]`` and the raw decoder output ``out``.
         """
-        loc, scale = self.encode(x, training=training)
+        loc, scale = self._encode(x, training=training)
         z = loc if eps is None else loc + scale * eps
         out = self.decode(z, training=training)
         rec_per_term = lk.log_likelihood(self.likelihood, out, x, self.input_dim_vec, self.pred_sig)
@@ -160,7 +172,7 @@ class VAE(keras.Model):
           ``(log_px, elbo_mc)``, each ``[B]``: the estimate and the Monte-Carlo ELBO ``mean_k log w_k`` from the
           same samples (so ``elbo_mc <= log_px`` holds sample by sample, by Jensen).
         """
-        loc, scale = self.encode(x, training=False)  # [B, L]
+        loc, scale = self._encode(x, training=False)  # [B, L]
         log_w = []
         for start in range(0, n_samples, chunk):
             k = min(chunk, n_samples - start)
@@ -207,13 +219,28 @@ def save_vae(model: VAE, export_dir: str | os.PathLike, extra: Mapping[str, Any]
 
 
 def load_vae(export_dir: str | os.PathLike) -> VAE:
-    """Rebuilds a VAE written by :func:`save_vae` (the weights plus ``model_config.json`` suffice)."""
+    """Rebuilds a VAE written by :func:`save_vae` (the weights plus ``model_config.json`` suffice).
+
+    Raises:
+      FileNotFoundError: ``model_config.json`` or ``model.weights.h5`` is missing.
+      UserError: a file is truncated or corrupt, or does not match the configuration; the message names the file
+        and how to get a good copy.
+    """
     export_dir = Path(export_dir)
-    if not (export_dir / CONFIG_FILE).exists():
-        raise FileNotFoundError(f"{export_dir / CONFIG_FILE} not found: not a VAE export written by save_vae")
-    with open(export_dir / CONFIG_FILE) as f:
-        model = build_vae(json.load(f)["model"])
-    model.load_weights(str(export_dir / WEIGHTS_FILE))
+    config_path, weights_path = export_dir / CONFIG_FILE, export_dir / WEIGHTS_FILE
+    if not config_path.exists():
+        raise FileNotFoundError(f"{config_path} not found: not a VAE export written by save_vae")
+    retrain = "`python -m VAE.train --dataset NAME --out RUN_DIR`"
+    try:
+        meta = json.loads(config_path.read_text())
+        model = build_vae(meta["model"])
+    except FILE_ERRORS as err:
+        raise unreadable_file(config_path, err, "the VAE config", retrain) from err
+    dataset = meta.get("dataset") or (meta.get("train_config") or {}).get("dataset")
+    if dataset:
+        retrain = f"`python -m VAE.train --dataset {dataset} --out RUN_DIR`"
+    load_weights_h5(model, weights_path, "the VAE weights", retrain)
+    model.dataset = dataset if isinstance(dataset, str) else None
     return model
 
 
@@ -224,10 +251,10 @@ def load_parity_npz(path: str | os.PathLike) -> VAE:
     with ``input_dim_vec``, ``latent_dim``, ``width`` and ``depth``.
 
     Raises:
-      FileNotFoundError, KeyError or ValueError if the file is absent or does not describe such a VAE.
+      FileNotFoundError if the file is absent, KeyError if it is not a parity-kit VAE npz, UserError (a ValueError)
+      if it is truncated or corrupt (the message names it).
     """
-    with np.load(path) as f:
-        arrays = {k: f[k] for k in f.files}
+    arrays = load_npz(path, "the parity-kit VAE npz")
     if "meta" not in arrays:
         raise KeyError(f"{path}: no 'meta' entry; not a parity-kit VAE npz")
     meta = json.loads(str(arrays.pop("meta")))

@@ -32,9 +32,9 @@ resumable ``ckpt/``.
 
 from __future__ import annotations
 
+import common.cli  # isort: skip  (first: quiets TensorFlow's start-up, see common.cli)
 import dataclasses
 import logging
-import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,12 +42,13 @@ import numpy as np
 import tensorflow as tf
 
 import data
-from common.config import option, parse_config
+from common.config import option
+from common.errors import UserError
 from common.radam import RAdam
 from common.training import RunState, fit_with_early_stopping, make_train_epoch, optimizer_step, traced
-from common.utils import make_run_dir, save_json, set_seed, setup_logging
+from common.utils import make_run_dir, save_json, set_seed
 from VAE.expvae import ExpVAE, load_expvae, save_expvae
-from VAE.model import VAE, build_vae, load_vae, save_vae
+from VAE.model import ARCHS, VAE, build_vae, load_vae, save_vae
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ class Config:
     def resolved(self) -> Config:
         """The config with every ``None`` replaced by the dataset's value."""
         if self.model not in MODELS:
-            raise ValueError(f"unknown model {self.model!r}; choose one of {MODELS}")
+            raise UserError(f"unknown --model {self.model!r}; choose one of {', '.join(MODELS)}")
         if self.model == "expvae":
             return self._resolved_expvae()
         if self.dataset in DATASET_DEFAULTS:
@@ -113,7 +114,7 @@ class Config:
             is_image = data.load(self.dataset).image_shape is not None
             defaults = DATASET_DEFAULTS["mnist"] if is_image else _TABULAR
             if self.latent_dim is None:
-                raise ValueError(f"registered dataset {self.dataset!r} has no default latent_dim; set latent_dim")
+                raise UserError(f"registered dataset {self.dataset!r} has no default latent_dim; set --latent-dim")
         filled = {k: v for k, v in defaults.items() if getattr(self, k) is None}
         if self.latent_dim is None:
             filled["latent_dim"] = LATENT_DIMS[self.dataset]
@@ -123,11 +124,11 @@ class Config:
 
     def _resolved_expvae(self) -> Config:
         if self.dataset not in EXPVAE_DATASETS:
-            raise ValueError(f"model 'expvae' needs 28x28 digits: choose dataset from {EXPVAE_DATASETS}")
+            raise UserError(f"--model expvae needs 28x28 digits: choose --dataset from {', '.join(EXPVAE_DATASETS)}")
         if self.arch not in (None, "expvae"):
-            raise ValueError(f"model 'expvae' has its own architecture; got arch={self.arch!r} (leave it unset)")
+            raise UserError(f"--model expvae has its own architecture; got --arch {self.arch!r} (leave it unset)")
         if not 0 <= self.inlier_digit <= 9:
-            raise ValueError(f"inlier_digit must be a digit 0-9, got {self.inlier_digit}")
+            raise UserError(f"--inlier-digit must be a digit 0-9, got {self.inlier_digit}")
         filled = {k: v for k, v in EXPVAE_DEFAULTS.items() if getattr(self, k) is None}
         if self.early_stop is None:
             filled["early_stop"] = filled.get("max_epochs", self.max_epochs)
@@ -144,6 +145,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     # seconds on a CPU: the full-size one-class conv VAE on 64 inlier images, 2 epochs
     "expvae_tiny": {"model": "expvae", "dataset": "mnist_t10k", "batch_size": 32, "max_epochs": 2,
                     "max_train_rows": 64},
+}
+PRESET_HELP = {
+    "paper": "the original's settings, per dataset (the defaults)",
+    "tiny": "seconds, for tests: a small MLP on 512 rows, 6 epochs",
+    "expvae_tiny": "seconds, for tests: the one-class conv VAE on 64 mnist_t10k images, 2 epochs",
 }
 
 
@@ -229,9 +235,14 @@ def main(config: Config) -> dict[str, float]:
     """Trains (or resumes) a VAE and returns the best checkpoint's metrics (also written to ``metrics.json``)."""
     config = config.resolved()
     set_seed(config.seed, deterministic=config.deterministic)
-    run_dir = make_run_dir(config.out, dataclasses.asdict(config),
-                           resume_safe={"max_epochs", "early_stop"})
     ds = data.load(config.dataset, data_dir=config.data_dir, seed=config.data_seed)
+    if config.model == "vae" and config.arch not in ARCHS:
+        raise UserError(f"unknown --arch {config.arch!r}; choose one of {', '.join(ARCHS)}")
+    if config.model == "vae" and config.arch == "mnist_conv" and ds.image_shape != (28, 28, 1):
+        raise UserError(f"--arch mnist_conv needs 28x28 images (mnist, mnist_t10k); use --arch mlp for "
+                        f"{config.dataset}")
+    run_dir = make_run_dir(config.out, dataclasses.asdict(config), kind="VAE.train",
+                           resume_safe={"max_epochs", "early_stop"})
     if config.model == "expvae":
         ds = one_class(ds, config.inlier_digit)
     x_train, x_dev = split_dev(ds, config)
@@ -274,5 +285,5 @@ def main(config: Config) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    setup_logging()
-    main(parse_config(Config, PRESETS, sys.argv[1:], description=__doc__.split("\n\n")[0]))
+    common.cli.run_script(main, Config, PRESETS, prog="python -m VAE.train", description=__doc__.split("\n\n")[0],
+                          preset_help=PRESET_HELP, resumable=True)

@@ -34,8 +34,10 @@ import numpy as np
 import tensorflow as tf
 
 from common import likelihoods as lk
+from common.errors import UserError
 from common.layers import mlp_generator_net, mlp_recognition_net
 from common.utils import atomic_path
+from common.validation import FILE_ERRORS, load_weights_h5, unreadable_file
 from VAEAC.masks import apply_mask
 
 SIGMA_MU = 1e4  # prior-network regulariser scales of the original (Sec. 4.3.2 of [1])
@@ -209,18 +211,31 @@ def save_model(model: keras.Model, export_dir: str | os.PathLike, extra: Mapping
 
 
 def load_model(export_dir: str | os.PathLike) -> keras.Model:
-    """Rebuilds a :class:`VAEAC` or ``UnderVAEAC`` written by :func:`save_model`."""
+    """Rebuilds a :class:`VAEAC` or ``UnderVAEAC`` written by :func:`save_model`.
+
+    Raises:
+      FileNotFoundError: ``model_config.json`` or ``model.weights.h5`` is missing.
+      UserError (a ValueError): an unknown model kind, or a file is truncated or corrupt (the message names it and
+        what to do).
+    """
     export_dir = Path(export_dir)
-    if not (export_dir / CONFIG_FILE).exists():
-        raise FileNotFoundError(f"{export_dir / CONFIG_FILE} not found: not a VAEAC export written by save_model")
-    meta = json.loads((export_dir / CONFIG_FILE).read_text())
-    if meta["kind"] == "VAEAC":
-        model = VAEAC(**meta["model"])
-    elif meta["kind"] == "UnderVAEAC":
+    config_path = export_dir / CONFIG_FILE
+    if not config_path.exists():
+        raise FileNotFoundError(f"{config_path} not found: not a VAEAC export written by save_model")
+    retrain = "`python -m VAEAC.train --dataset NAME --out RUN_DIR`"
+    try:
+        meta = json.loads(config_path.read_text())
+        kind, config = meta["kind"], meta["model"]
+    except (*FILE_ERRORS, AttributeError) as err:
+        raise unreadable_file(config_path, err, "the VAEAC config", retrain) from err
+    if kind == "VAEAC":
+        model = VAEAC(**config)
+    elif kind == "UnderVAEAC":
         from VAEAC.under import UnderVAEAC
-        cfg = dict(meta["model"])
+        cfg = dict(config)
         model = UnderVAEAC(VAEAC(**cfg.pop("base")), **cfg)
     else:
-        raise ValueError(f"{export_dir}: unknown model kind {meta['kind']!r}")
-    model.load_weights(str(export_dir / WEIGHTS_FILE))
+        raise UserError(f"{export_dir}: unknown model kind {kind!r}; expected 'VAEAC' or 'UnderVAEAC' (an export "
+                        "written by VAEAC.model.save_model)")
+    load_weights_h5(model, export_dir / WEIGHTS_FILE, "the VAEAC weights", retrain)
     return model

@@ -20,9 +20,9 @@ with ``--under-epochs`` > 0 also ``under/`` (its own ``metrics.csv`` and ``ckpt/
 
 from __future__ import annotations
 
+import common.cli  # isort: skip  (first: quiets TensorFlow's start-up, see common.cli)
 import dataclasses
 import logging
-import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,10 +30,11 @@ import numpy as np
 import tensorflow as tf
 
 import data
-from common.config import option, parse_config
+from common.config import option
+from common.errors import UserError
 from common.radam import RAdam, TorchAdam
 from common.training import RunState, fit_with_early_stopping, make_train_epoch, optimizer_step, traced
-from common.utils import make_run_dir, save_json, set_seed, setup_logging
+from common.utils import make_run_dir, save_json, set_seed
 from VAEAC.masks import top_masker
 from VAEAC.model import VAEAC, join_targets, load_model, save_model
 from VAEAC.under import UnderVAEAC
@@ -82,6 +83,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     # seconds on a CPU: 8 epochs of 32 steps are enough for a clear ELBO gain
     "tiny": {"width": 32, "depth": 2, "lr": 3e-3, "batch_size": 32, "max_epochs": 8, "early_stop": 10,
              "max_train_rows": 1024, "under_epochs": 3, "under_width": 16, "under_lr": 3e-3},
+}
+PRESET_HELP = {
+    "paper": "the [nb] settings (the defaults)",
+    "tiny": "seconds, for tests: small networks on 1024 rows, 8 epochs, and a 3-epoch under-VAEAC",
 }
 
 
@@ -183,11 +188,13 @@ def main(config: Config) -> dict[str, float]:
     """Trains (or resumes) a VAEAC, then the under-VAEAC if asked; returns the best checkpoints' metrics."""
     if config.dataset not in LATENT_DIMS and config.latent_dim is None:
         data.load(config.dataset)  # raises for an unknown name; a data.register-ed one needs latent_dim
-        raise ValueError(f"dataset {config.dataset!r} has no default latent_dim; set latent_dim")
+        raise UserError(f"dataset {config.dataset!r} has no default latent_dim; set --latent-dim")
+    if not 0 <= config.mask_p <= 1:
+        raise UserError(f"--mask-p must be in [0, 1], got {config.mask_p}")
     set_seed(config.seed)
-    run_dir = make_run_dir(config.out, dataclasses.asdict(config),
-                           resume_safe={"max_epochs", "early_stop", "under_epochs", "under_early_stop"})
     ds = data.load(config.dataset, data_dir=config.data_dir, seed=config.data_seed)
+    run_dir = make_run_dir(config.out, dataclasses.asdict(config), kind="VAEAC.train",
+                           resume_safe={"max_epochs", "early_stop", "under_epochs", "under_early_stop"})
     x_train, x_dev, x_test, model_cfg = prepare_data(ds, config)
     lr = config.lr or (3e-4 if model_cfg["likelihood"] == "gauss" else 1e-4)
     dev_split = "test" if config.dev_fraction <= 0 else "dev"
@@ -224,5 +231,5 @@ def main(config: Config) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    setup_logging()
-    main(parse_config(Config, PRESETS, sys.argv[1:], description=__doc__.split("\n\n")[0]))
+    common.cli.run_script(main, Config, PRESETS, prog="python -m VAEAC.train", description=__doc__.split("\n\n")[0],
+                          preset_help=PRESET_HELP, resumable=True)

@@ -1,16 +1,21 @@
 """Command lines built from frozen dataclasses: one vocabulary for flags, fields and ``config.json`` keys.
 
 Every script defines ``@dataclass(frozen=True) class Config`` with the paper's defaults and a dict of ``PRESETS``
-(field overrides). ``parse_config(Config, PRESETS, argv)`` applies ``--preset`` first and the explicit flags after it.
+(field overrides). ``parse_config(Config, PRESETS, argv)`` applies ``--preset`` first and the explicit flags after it;
+``common.cli.run_script`` wraps it for the ``python -m`` entry points. A script may describe its presets for
+``--help`` in a ``PRESET_HELP`` dict (name -> one line); presets without one are shown by their overrides.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import textwrap
 import typing
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
+
+from common.errors import UserError
 
 T = TypeVar("T")
 
@@ -45,33 +50,80 @@ def _field_parser(tp: Any):
     raise TypeError(f"unsupported config field type {tp!r}")
 
 
-def build_parser(config_cls: type, presets: Mapping[str, Mapping[str, Any]],
-                 description: str) -> argparse.ArgumentParser:
-    """An argparse parser with ``--preset`` and one ``--field-name`` flag per dataclass field."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the description as written and the line breaks of a flag's help (each line is wrapped on its own)."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        lines: list[str] = []
+        for line in text.splitlines():
+            indent = line[:len(line) - len(line.lstrip())]
+            lines += textwrap.wrap(line, width, subsequent_indent=indent + "  " if indent else "") or [""]
+        return lines
+
+
+def _escape(text: str) -> str:
+    """``text`` as argparse help: a literal ``%`` is ``%%`` (argparse %-formats help strings)."""
+    return text.replace("%", "%%")
+
+
+def describe_overrides(overrides: Mapping[str, Any], limit: int = 6) -> str:
+    """A one-line summary of a preset's overrides: ``sets width=32, n_epochs=6, ...``."""
+    if not overrides:
+        return "the defaults"
+    items = [f"{k}={v!r}" for k, v in overrides.items()]
+    shown = ", ".join(items[:limit])
+    return f"sets {shown}" + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def preset_help(presets: Mapping[str, Mapping[str, Any]], descriptions: Mapping[str, str] | None = None) -> str:
+    """The ``--preset`` help: one line per preset, its description (or a summary of its overrides)."""
+    descriptions = descriptions or {}
+    lines = ["named set of overrides, applied before the other flags:"]
+    lines += [f"  {name}: {descriptions.get(name) or describe_overrides(presets[name])}" for name in sorted(presets)]
+    return "\n".join(lines)
+
+
+def build_parser(config_cls: type, presets: Mapping[str, Mapping[str, Any]], description: str,
+                 prog: str | None = None,
+                 preset_descriptions: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+    """An argparse parser with ``--preset`` and one ``--field-name`` flag per dataclass field.
+
+    Args:
+      prog: the command shown in the usage line, e.g. ``"python -m BNN.train"`` (default: argparse's, the file name).
+      preset_descriptions: preset name -> one line for ``--help`` (presets without one show their overrides).
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter)
     parser.add_argument("--preset", choices=sorted(presets), default=None,
-                        help="named set of overrides applied before the other flags")
+                        help=_escape(preset_help(presets, preset_descriptions)))
     hints = typing.get_type_hints(config_cls)
     for field in dataclasses.fields(config_cls):
         help_text = field.metadata.get("help", "")
         parser.add_argument("--" + field.name.replace("_", "-"), dest=field.name, type=_field_parser(hints[field.name]),
-                            default=None, help=f"{help_text} (default: {field.default!r})")
+                            default=None, help=_escape(f"{help_text} (default: {field.default!r})"))
     return parser
 
 
-def parse_config(config_cls: type[T], presets: Mapping[str, Mapping[str, Any]], argv: Sequence[str] | None,
-                 description: str = "") -> T:
-    """Parses ``argv`` into a ``config_cls`` instance: defaults, then the preset, then explicit flags."""
-    args = build_parser(config_cls, presets, description).parse_args(argv)
+def config_from_args(config_cls: type[T], presets: Mapping[str, Mapping[str, Any]], args: argparse.Namespace) -> T:
+    """The ``config_cls`` of parsed flags: defaults, then the preset, then the explicit flags (other attributes of
+    ``args``, e.g. ``--overwrite``, are ignored)."""
+    fields = {f.name for f in dataclasses.fields(config_cls)}
     values: dict[str, Any] = {}
     if args.preset is not None:
         values.update(presets[args.preset])
-    values.update({k: v for k, v in vars(args).items() if k != "preset" and v is not None})
+    values.update({k: v for k, v in vars(args).items() if k in fields and v is not None})
     return config_cls(**values)
+
+
+def parse_config(config_cls: type[T], presets: Mapping[str, Mapping[str, Any]], argv: Sequence[str] | None,
+                 description: str = "", prog: str | None = None,
+                 preset_descriptions: Mapping[str, str] | None = None) -> T:
+    """Parses ``argv`` into a ``config_cls`` instance: defaults, then the preset, then explicit flags."""
+    args = build_parser(config_cls, presets, description, prog, preset_descriptions).parse_args(argv)
+    return config_from_args(config_cls, presets, args)
 
 
 def with_preset(config_cls: type[T], presets: Mapping[str, Mapping[str, Any]], preset: str, **overrides: Any) -> T:
     """The config a test or notebook gets for ``--preset preset`` plus field overrides."""
     if preset not in presets:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(presets)}")
+        raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(sorted(presets))}")
     return config_cls(**{**presets[preset], **overrides})

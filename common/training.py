@@ -13,6 +13,7 @@ import csv
 import logging
 import math
 import os
+import re
 import time
 import weakref
 from collections.abc import Callable, Mapping
@@ -22,9 +23,38 @@ from typing import Any
 import tensorflow as tf
 from tqdm.auto import tqdm
 
+from common.errors import UserError
 from common.utils import MetricsCSV
 
 logger = logging.getLogger(__name__)
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C in a resumable training loop, with where it stopped; still a ``KeyboardInterrupt``.
+
+    The entry points (``common.cli``) print ``interrupted at epoch N ...; run the same command again to resume``.
+
+    Attributes:
+      epoch: the (0-based) epoch that was running.
+      checkpointed: epochs done and saved in the latest checkpoint, where a rerun resumes.
+      run_dir: the run folder.
+    """
+
+    def __init__(self, epoch: int, checkpointed: int, run_dir: str | os.PathLike):
+        self.epoch, self.checkpointed, self.run_dir = int(epoch), int(checkpointed), Path(run_dir)
+        n = self.checkpointed
+        saved = f"{n} epoch{'' if n == 1 else 's'} checkpointed in {self.run_dir}" if n else "nothing checkpointed yet"
+        super().__init__(f"interrupted at epoch {self.epoch} ({saved}); run the same command again to resume")
+
+
+def checkpoint_number(path: str | None) -> int:
+    """The number of a ``tf.train.CheckpointManager`` checkpoint path (``.../ckpt-12`` -> 12; None -> 0)."""
+    match = re.search(r"-(\d+)$", path or "")
+    return int(match.group(1)) if match else 0
+
+
+class DivergedError(UserError, FloatingPointError):
+    """A training run's loss or dev value is not finite; the message names the setting to change."""
 
 
 class RunState:
@@ -86,7 +116,8 @@ def fit_with_early_stopping(state: RunState, *, max_epochs: int, early_stop: int
       including those of earlier, resumed invocations).
 
     Raises:
-      FloatingPointError: if the dev value is not finite (a diverged run is not exported).
+      DivergedError: the dev value is not finite (a diverged run is not exported); a ``FloatingPointError``.
+      TrainingInterrupted: Ctrl-C (a ``KeyboardInterrupt``); a rerun resumes from the latest checkpoint.
     """
     start = state.restore()
     metrics_csv = MetricsCSV(csv_path, resume_epoch=start)
@@ -94,27 +125,39 @@ def fit_with_early_stopping(state: RunState, *, max_epochs: int, early_stop: int
         logger.info("run had already stopped early at epoch %d", start - 1)
     else:
         bar = tqdm(range(start, max_epochs), initial=start, total=max_epochs, disable=not progress, desc="epochs")
-        for epoch in bar:
-            t0 = time.perf_counter()
-            row = {"epoch": epoch, **train_epoch(epoch)}
-            row.update(evaluate())
-            value = float(row[monitor])
-            if not math.isfinite(value):
-                raise FloatingPointError(f"{monitor} = {value} at epoch {epoch}: the run diverged; lower the "
-                                         "learning rate or check the data")
-            if value > float(state.best_value):
-                export_best(epoch)
-                state.best_value.assign(value)
-                state.best_epoch.assign(epoch)
-            state.epochs_done.assign(epoch + 1)
-            state.manager.save(checkpoint_number=epoch + 1)
-            row["seconds"] = time.perf_counter() - t0
-            metrics_csv.append(row)
-            bar.set_postfix({monitor: f"{value:.4f}", "best": f"{float(state.best_value):.4f}"})
-            logger.info("epoch %d: %s", epoch, ", ".join(f"{k}={float(v):.5g}" for k, v in row.items() if k != "epoch"))
-            if state.stopped_early(early_stop):
-                logger.info("early stop at epoch %d (best epoch %d)", epoch, int(state.best_epoch))
-                break
+        # With a bar the per-epoch line would break it up (it shows the monitored value): logged at DEBUG then.
+        epoch_level = logging.DEBUG if progress else logging.INFO
+        epoch = start
+        try:
+            for epoch in bar:
+                t0 = time.perf_counter()
+                row = {"epoch": epoch, **train_epoch(epoch)}
+                row.update(evaluate())
+                value = float(row[monitor])
+                if not math.isfinite(value):
+                    raise DivergedError(f"{monitor} = {value} at epoch {epoch}: the run diverged; lower the "
+                                        "learning rate (--lr) or check the data")
+                if value > float(state.best_value):
+                    export_best(epoch)
+                    state.best_value.assign(value)
+                    state.best_epoch.assign(epoch)
+                state.epochs_done.assign(epoch + 1)
+                state.manager.save(checkpoint_number=epoch + 1)
+                row["seconds"] = time.perf_counter() - t0
+                metrics_csv.append(row)
+                bar.set_postfix({monitor: f"{value:.4f}", "best": f"{float(state.best_value):.4f}"})
+                logger.log(epoch_level, "epoch %d: %s", epoch,
+                           ", ".join(f"{k}={float(v):.5g}" for k, v in row.items() if k != "epoch"))
+                if state.stopped_early(early_stop):
+                    logger.info("early stop at epoch %d (best epoch %d)", epoch, int(state.best_epoch))
+                    break
+        except KeyboardInterrupt as err:
+            if isinstance(err, TrainingInterrupted):
+                raise
+            raise TrainingInterrupted(epoch, checkpoint_number(state.manager.latest_checkpoint),
+                                      Path(csv_path).parent) from err
+        finally:
+            bar.close()  # the interrupted bar keeps its line; what is printed next starts on a new one
     with open(csv_path, newline="") as f:
         seconds = [float(r["seconds"]) for r in csv.DictReader(f)]
     return {"epochs_run": int(state.epochs_done), "best_epoch": int(state.best_epoch),

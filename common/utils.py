@@ -7,6 +7,7 @@ folder first and is renamed into place only when complete (``os.replace`` is ato
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import csv
 import json
 import logging
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from common.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -134,33 +137,132 @@ class MetricsCSV:
 
 # Settings a resumed training run may change: where things are, how much is shown, and how long it runs.
 RESUME_SAFE = frozenset({"out", "data_dir", "progress", "eval_batch_size", "deterministic", "xla"})
+RUN_FILE = "run.json"  # {"kind": "BNN.train"}: which script wrote the run folder
+# What a run folder holds before its run has produced anything: a run that failed at its start.
+_START_FILES = frozenset({"config.json", "argv.txt", RUN_FILE})
+_OVERWRITE: contextvars.ContextVar[bool] = contextvars.ContextVar("clue_overwrite", default=False)
 
 
-def make_run_dir(out: str | os.PathLike, config: Mapping[str, Any],
-                 resume_safe: Collection[str] | None = None) -> Path:
-    """Creates ``out`` (never deletes it: runs resume) and writes ``config.json`` and the command line.
+@contextlib.contextmanager
+def overwriting(enabled: bool = True) -> Iterator[None]:
+    """Within the block, :func:`make_run_dir` replaces conflicting run folders (what ``--overwrite`` does)."""
+    token = _OVERWRITE.set(enabled)
+    try:
+        yield
+    finally:
+        _OVERWRITE.reset(token)
+
+
+def _previous_run(run_dir: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """The settings and the kind of the run in ``run_dir`` (None, None: no run of this project there).
+
+    A folder without ``run.json`` (written before kinds were recorded) counts as a run when its ``config.json`` is
+    a dict with ``out`` and ``seed``, as every script writes; its kind is then unknown (None).
+    """
+    config, kind = None, None
+    with contextlib.suppress(OSError, ValueError):
+        config = load_json(run_dir / "config.json")
+    if not isinstance(config, dict):
+        config = None
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        kind = load_json(run_dir / RUN_FILE).get("kind")
+    if kind is None and config is not None and not {"out", "seed"} <= set(config):
+        config = None  # somebody else's config.json
+    return config, kind
+
+
+def _same_kind(kind: str | None, previous_kind: str | None, previous: Mapping[str, Any] | None,
+               config: Mapping[str, Any]) -> bool:
+    if kind is None:
+        return True  # the caller records no kind: nothing to compare
+    if previous_kind is not None:
+        return previous_kind == kind
+    # An unmarked run: the same script wrote it if it has the same settings, give or take a few added since.
+    return previous is not None and len(set(previous) ^ set(config)) <= 3
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def make_run_dir(out: str | os.PathLike, config: Mapping[str, Any], resume_safe: Collection[str] | None = None, *,
+                 kind: str | None = None, resumable: bool = True, inputs: Collection[str | os.PathLike] = (),
+                 overwrite: bool | None = None) -> Path:
+    """Checks that ``out`` may take this run, then creates it and writes ``run.json``, ``config.json`` and the
+    command line. Call it once the configuration and the inputs have been validated: nothing is written before.
+
+    ``out`` is accepted when it does not exist, is empty, holds a run of ``kind`` with the same settings (a
+    training run resumes; other outputs are recomputed), or holds a run of ``kind`` that failed before producing
+    anything (only its ``config.json``: replaced). It is refused, unless ``overwrite``, when it holds
+
+    * a run of another kind (``run.json``; unmarked runs are told apart by their settings' names): with
+      ``overwrite`` that run's files are deleted first;
+    * a run of ``kind`` with other settings (checked only when ``resume_safe`` is given): deleted with ``overwrite``;
+    * files that are no run of this project (no ``config.json`` of ours): with ``overwrite`` the run is written
+      among them and nothing is deleted (refused even then if it would replace a ``config.json`` not of ours).
 
     Args:
       out: the run folder.
       config: the run's settings.
-      resume_safe: for resumable training runs, the settings that may differ from those of a run already in
-        ``out`` (besides ``RESUME_SAFE``), e.g. the epoch cap; any other difference raises, since resuming a
-        checkpoint under other settings would silently mix two runs. None: no check (outputs are recomputed).
+      resume_safe: settings that may differ from those of a run already in ``out`` (besides ``RESUME_SAFE``), e.g.
+        the epoch cap of a training run; any other difference is refused, since resuming a checkpoint under other
+        settings would silently mix two runs. None: settings are not compared.
+      kind: the script writing the run, e.g. ``"BNN.train"``, recorded in ``run.json`` (None: not checked).
+      resumable: whether rerunning resumes (training) rather than recomputes; only changes the messages.
+      inputs: folders the run reads (``--bnn``, ``--vae``): never deleted by ``overwrite`` (refused instead).
+      overwrite: replace a conflicting run (None: as set by :func:`overwriting`, i.e. ``--overwrite``).
 
     Raises:
-      ValueError: ``out`` holds a run with other settings.
+      UserError: ``out`` is refused (the message says why and what to do).
     """
     run_dir = Path(out)
-    if resume_safe is not None and (run_dir / "config.json").exists():
-        previous = load_json(run_dir / "config.json")
-        allowed = RESUME_SAFE | set(resume_safe)
-        changed = {k: (previous[k], config[k]) for k in set(previous) & set(config)
-                   if k not in allowed and previous[k] != jsonable(config[k])}
-        if changed:
-            detail = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in sorted(changed.items()))
-            raise ValueError(f"{run_dir} holds a run with other settings ({detail}); resuming it would mix two runs. "
-                             f"Use another --out, or the same settings to resume it")
+    overwrite = _OVERWRITE.get() if overwrite is None else overwrite
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"--out {run_dir} is a file, not a folder: pass a folder for the run's outputs")
+    entries = sorted(p.name for p in run_dir.iterdir()) if run_dir.is_dir() else []
+    clear = False
+    if entries:
+        previous, previous_kind = _previous_run(run_dir)
+        started = not set(entries) <= _START_FILES
+        if previous is None:
+            clash = sorted(_START_FILES & set(entries))
+            if not overwrite or clash:
+                shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+                hint = (f"; its {', '.join(clash)} would be overwritten" if clash else
+                        ", or --overwrite to write into it (nothing there is deleted)")
+                raise UserError(f"--out {run_dir} is not empty ({shown}) and holds no run of this project: use "
+                                f"another (or an empty) --out{hint}")
+        elif not _same_kind(kind, previous_kind, previous, config):
+            what = f"a {previous_kind} run" if previous_kind else "a run of another script"
+            if not overwrite:
+                raise UserError(f"--out {run_dir} holds {what}, which this {kind} run would overwrite: use another "
+                                f"--out, or --overwrite to delete that run first")
+            clear = True
+        elif resume_safe is not None and started:
+            allowed = RESUME_SAFE | set(resume_safe)
+            changed = {k: (previous[k], config[k]) for k in set(previous) & set(config)
+                       if k not in allowed and previous[k] != jsonable(config[k])}
+            if changed and not overwrite:
+                detail = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in sorted(changed.items()))
+                consequence = "resuming it would mix two runs" if resumable else "this run would replace its results"
+                raise UserError(f"--out {run_dir} holds a run with other settings ({detail}); {consequence}. Use "
+                                f"another --out, the same settings{' to resume it' if resumable else ''}, or "
+                                f"--overwrite to delete it first")
+            clear = bool(changed)
+    if clear:
+        for item in inputs:
+            if item and Path(item).exists() and _inside(Path(item).resolve(), run_dir.resolve()):
+                raise UserError(f"--out {run_dir} holds the input {item}, which --overwrite would delete: write the "
+                                f"outputs to another folder")
+        logger.warning("--overwrite: deleting the run in %s", run_dir)
+        for entry in run_dir.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
     run_dir.mkdir(parents=True, exist_ok=True)
+    if kind is not None:
+        save_json(run_dir / RUN_FILE, {"kind": kind})
     save_json(run_dir / "config.json", dict(config))
     with atomic_path(run_dir / "argv.txt") as tmp:
         tmp.write_text(" ".join(sys.argv) + "\n")

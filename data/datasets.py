@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from common import tabular
+from common.errors import UserError
 from data.sources import DataFileError, fetch, find_first
 
 logger = logging.getLogger(__name__)
@@ -383,9 +384,9 @@ def register(dataset: Dataset, overwrite: bool = False) -> None:
       ValueError: the name belongs to a built-in dataset, or is registered already and ``overwrite`` is False.
     """
     if dataset.name in DATASETS:
-        raise ValueError(f"{dataset.name!r} is a built-in dataset; register under another name")
+        raise UserError(f"{dataset.name!r} is a built-in dataset; register under another name")
     if dataset.name in _REGISTERED and not overwrite:
-        raise ValueError(f"a dataset named {dataset.name!r} is registered already (pass overwrite=True)")
+        raise UserError(f"a dataset named {dataset.name!r} is registered already (pass overwrite=True)")
     _REGISTERED[dataset.name] = dataset
 
 
@@ -403,18 +404,18 @@ def load(name: str, data_dir: str | os.PathLike | None = None, seed: int = 0, **
       A :class:`Dataset`.
 
     Raises:
-      ValueError: unknown name or option.
+      UserError: unknown name or option (a ``ValueError``).
       DataFileError: a raw file is missing and cannot be downloaded, or its checksum does not match.
     """
     if name in _REGISTERED and not options:
         return _REGISTERED[name]
     if name not in DATASETS:
         extra = f" or a registered one ({', '.join(_REGISTERED)})" if _REGISTERED else ""
-        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}{extra}")
+        raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}{extra}")
     entry = DATASETS[name]
     unknown = set(options) - set(entry.options)
     if unknown:
-        raise ValueError(f"dataset {name!r} takes no option(s) {sorted(unknown)}; it accepts {list(entry.options)}")
+        raise UserError(f"dataset {name!r} takes no option(s) {sorted(unknown)}; it accepts {list(entry.options)}")
     if not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        raise UserError(f"seed must be a non-negative integer, got {seed!r}")
     return entry.loader(data_dir, int(seed), **options)

@@ -20,6 +20,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from common.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_CACHE = Path(__file__).resolve().parent / "raw"
@@ -93,8 +95,11 @@ SOURCES: dict[str, Source] = {
 }
 
 
-class DataFileError(RuntimeError):
-    """A raw data file is missing and could not be downloaded, or its checksum does not match."""
+class DataFileError(UserError, RuntimeError):
+    """A raw data file is missing and could not be downloaded, or its checksum does not match.
+
+    A :class:`common.errors.UserError` (the message says how to provide the file) and, as before, a ``RuntimeError``.
+    """
 
 
 def cache_dir() -> Path:

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from common.config import with_preset
+from common.config import parse_config, with_preset
 from common.utils import PROJECT_ROOT, set_seed
 from VAE import train
 from VAE.model import build_vae, load_vae
@@ -85,6 +85,6 @@ def test_script_entry_point(tmp_path):
     subprocess.run(cmd, check=True, env=env, cwd=tmp_path, capture_output=True, timeout=120)
     assert np.isfinite(json.loads((tmp_path / "s" / "metrics.json").read_text())["test/elbo"])
     with pytest.raises(SystemExit):
-        train.parse_config(train.Config, train.PRESETS, ["--no-such-flag", "1"])
+        parse_config(train.Config, train.PRESETS, ["--no-such-flag", "1"])
     with pytest.raises(ValueError):
         train.Config(dataset="nope").resolved()

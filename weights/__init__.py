@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from common.errors import UserError
+
 ROOT = Path(__file__).resolve().parent
 MANIFEST = ROOT / "manifest.json"
 CACHE = "cache"  # sub-folder of the manifest's folder holding downloaded (not committed) models; git-ignored
@@ -34,8 +36,11 @@ ENV_URL = "CLUE_WEIGHTS_URL"
 FORMAT = "clue-tf/weights-manifest/v1"
 
 
-class WeightsError(RuntimeError):
-    """Pretrained weights are missing and cannot be fetched, or a file does not match its recorded sha256."""
+class WeightsError(UserError, RuntimeError):
+    """Pretrained weights are missing and cannot be fetched, or a file does not match its recorded sha256.
+
+    A :class:`common.errors.UserError` (the message says what to do), and a ``RuntimeError`` as it always was.
+    """
 
 
 @dataclass(frozen=True)
@@ -164,13 +169,54 @@ def path(name: str, download: bool = True, manifest: Manifest | None = None) -> 
     if not problems:
         return manifest.local_dir(name)
     if not download:
+        if manifest.entry(name).committed:
+            what_to_do = restore_advice(name, [manifest.local_dir(name) / f for f in problems], manifest) + "."
+        else:
+            what_to_do = (f"Fetch them with `python -m weights.download {name}` or train them with:\n"
+                          f"  {manifest.entry(name).command}")
         raise WeightsError(f"pretrained weights {name!r} are not available locally:\n"
-                           + "\n".join(f"  {p}" for p in problems.values())
-                           + f"\nFetch them with `python -m weights.download {name}` or train them with:\n"
-                           f"  {manifest.entry(name).command}")
+                           + "\n".join(f"  {p}" for p in problems.values()) + "\n" + what_to_do)
     from weights.download import download as _download  # imported here: download imports this module
 
     return _download(name, manifest)
+
+
+def git_path(file: str | os.PathLike) -> str:
+    """``file`` relative to the repository root when it is inside it (what ``git checkout --`` takes), else as given."""
+    file = Path(file).resolve()
+    try:
+        return file.relative_to(ROOT.parent).as_posix()
+    except ValueError:
+        return str(file)
+
+
+def restore_advice(name: str, files: list[str | os.PathLike] | None = None, manifest: Manifest | None = None) -> str:
+    """How to get good copies of files of model ``name`` (its whole folder when ``files`` is None).
+
+    Committed models are not hosted anywhere: the advice is ``git checkout -- <files>``; downloaded ones get
+    ``python -m weights.download NAME --force`` (with a mirror while none is hosted) or their training command.
+    """
+    manifest = manifest or read_manifest()
+    entry = manifest.entry(name)
+    targets = " ".join(git_path(f) for f in (files or [manifest.local_dir(name)]))
+    if entry.committed:
+        return (f"{name} is committed in git, not hosted for download: restore it with `git checkout -- {targets}` "
+                f"(or, with a mirror of weights/ in ${ENV_URL}, `python -m weights.download {name} --force`)")
+    hosted = manifest.base_url or os.environ.get(ENV_URL)
+    mirror = "" if hosted else f" (it is not hosted yet: point ${ENV_URL} at a mirror of weights/)"
+    return (f"re-download it with `python -m weights.download {name} --force`{mirror}, or retrain it with "
+            f"`{entry.command}`")
+
+
+def repair_advice(file: str | os.PathLike, manifest: Manifest | None = None) -> str | None:
+    """``restore_advice`` for ``file`` when it belongs to a model of the manifest, else None."""
+    manifest = manifest or read_manifest()
+    target = Path(file).resolve()
+    for name in manifest.entries:
+        folder = manifest.local_dir(name).resolve()
+        if target == folder or folder in target.parents:
+            return restore_advice(name, [target], manifest)
+    return None
 
 
 def load_posterior(name: str, download: bool = True, manifest: Manifest | None = None, **kwargs: Any):

@@ -37,6 +37,7 @@ from weights import (
     FileEntry,
     Manifest,
     WeightsError,
+    git_path,
     mismatches,
     read_manifest,
     sha256_of,
@@ -120,17 +121,28 @@ def download(name: str, manifest: Manifest | None = None, base: str | None = Non
         logger.debug("%s: all %d files present and verified in %s", name, len(entry.files), folder)
         return folder
     differing = {k: v for k, v in problems.items() if not v.startswith("missing")}
+    base = base_url(manifest, base)
+    # Committed models are in git only: without a mirror there is nothing to download them from.
+    restore = " ".join(git_path(folder / f) for f in problems)
     if differing and not force:
+        if entry.committed and base is None:
+            replace = (f"to restore the committed files, run `git checkout -- {restore}` (committed models are not "
+                       f"hosted for download, so `python -m weights.download {name} --force` cannot replace them)")
+        else:
+            replace = f"to replace them with the published files, run `python -m weights.download {name} --force`"
         raise WeightsError(
             f"{name}: local files differ from the manifest; refusing to use or overwrite them:\n"
             + "\n".join(f"  {v}" for v in differing.values())
-            + "\nIf you replaced them on purpose, record them with `python -m weights.manifest`; to replace them with "
-            f"the published files, run `python -m weights.download {name} --force`.")
-    base = base_url(manifest, base)
+            + f"\nIf you replaced them on purpose, record them with `python -m weights.manifest`; {replace}.")
     todo = [f for f in entry.files if f.file in problems]
     if base is None and entry.committed:
+        if differing:
+            raise WeightsError(
+                f"{name} is committed in git and not hosted for download, so --force has nothing to replace "
+                f"{', '.join(differing)} with. Restore the committed files with `git checkout -- {restore}`, or set "
+                f"{ENV_URL} to a mirror of weights/.")
         raise WeightsError(f"{name}: files missing from the checkout ({', '.join(problems)}); they are committed: "
-                           f"restore them with `git checkout -- {folder}`, or set {ENV_URL} to a mirror of weights/.")
+                           f"restore them with `git checkout -- {restore}`, or set {ENV_URL} to a mirror of weights/.")
     if base is None and any("://" not in f.url for f in todo):
         raise WeightsError(
             f"{name} is not hosted yet (the manifest has no base_url). Train it with:\n  {entry.command}\n"
@@ -143,9 +155,11 @@ def download(name: str, manifest: Manifest | None = None, base: str | None = Non
         for f in todo:
             url = file_url(base, f)
             logger.info("downloading %s/%s from %s", name, f.file, url)
+            (staging / f.file).parent.mkdir(parents=True, exist_ok=True)  # files may sit in sub-folders
             fetch_file(url, staging / f.file, f, progress=progress)
         folder.mkdir(exist_ok=True)
         for f in todo:
+            (folder / f.file).parent.mkdir(parents=True, exist_ok=True)
             os.replace(staging / f.file, folder / f.file)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -197,5 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from common.cli import run
+
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    sys.exit(main())
+    run(main)

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from common.errors import UserError
 from common.utils import save_json
 from weights import CACHE, MANIFEST, sha256_of
 
@@ -35,9 +36,12 @@ MAX_COMMITTED_BYTES = 100_000_000  # all committed weights together
 
 
 def describe_folder(folder: Path, rel_path: str) -> list[dict[str, Any]]:
-    """One record per file in ``folder`` (sorted; hidden and temporary files skipped): file, sha256, bytes, url."""
-    return [{"file": p.name, "sha256": sha256_of(p), "bytes": p.stat().st_size, "url": f"{rel_path}/{p.name}"}
-            for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")]
+    """One record per file under ``folder``, sub-folders included (sorted; hidden and temporary files and folders
+    skipped): file (its path relative to ``folder``), sha256, bytes, url."""
+    files = [p for p in sorted(folder.rglob("*")) if p.is_file()
+             and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
+    return [{"file": p.relative_to(folder).as_posix(), "sha256": sha256_of(p), "bytes": p.stat().st_size,
+             "url": f"{rel_path}/{p.relative_to(folder).as_posix()}"} for p in files]
 
 
 def rebuild(raw: dict[str, Any], root: Path) -> tuple[dict[str, Any], list[str]]:
@@ -94,7 +98,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--manifest", default=str(MANIFEST), help="manifest file (default: weights/manifest.json)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     path = Path(args.manifest)
-    raw = json.loads(path.read_text())
+    try:
+        raw = json.loads(path.read_text())
+    except OSError as err:
+        raise UserError(f"cannot read the manifest {path}: {err.strerror or err}; pass --manifest FILE") from err
+    except ValueError as err:
+        raise UserError(f"{path} is not valid JSON ({err}); restore it with `git checkout -- {path}`") from err
     if args.table:
         sys.stdout.write(table(raw))
         return 0
@@ -117,5 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from common.cli import run
+
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    sys.exit(main())
+    run(main)

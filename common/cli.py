@@ -1,0 +1,208 @@
+"""One convention for every entry point (``python -m BNN.train``, ``VAE.train``, ``CLUE.generate``, ...).
+
+* ``--help`` works and its usage line reads ``usage: python -m BNN.train ...``;
+* a mistake the user can fix (:class:`common.errors.UserError`: unknown dataset, missing data file, refused
+  ``--out``, ...) prints ``error: <what was wrong and what to do>`` to stderr, without a traceback, and exits 2 (as
+  argparse does for a bad flag); ``--debug`` or ``CLUE_DEBUG=1`` shows the traceback instead;
+* Ctrl-C exits 130 with one line; a training run says where it stopped and that the same command resumes it;
+* any other exception is a bug: its traceback is printed as usual (exit 1).
+
+Importing this module before TensorFlow also quiets TensorFlow's start-up: ``TF_CPP_MIN_LOG_LEVEL`` defaults to 2
+(no INFO/WARNING lines from TensorFlow's C++ code), and the lines that setting does not reach (absl's "All log
+messages before absl::InitializeLog() ...", "Could not find cuda drivers", "failed call to cuInit ... (303)" on a
+machine without a GPU, the oneDNN and CPU-feature notices) are filtered out of what the import writes to stderr;
+everything else it writes is passed on. The scripts therefore import it first::
+
+    import common.cli  # isort: skip  (first: quiets TensorFlow's start-up)
+    ...
+    if __name__ == "__main__":
+        common.cli.run_script(main, Config, PRESETS, prog="python -m BNN.train", description=...)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.abc
+import importlib.util
+import logging
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, NoReturn
+
+from common.errors import UserError
+
+DEBUG_ENV = "CLUE_DEBUG"
+EXIT_USER_ERROR = 2  # argparse's status for a bad command line
+EXIT_INTERRUPTED = 130  # the shell's status for SIGINT
+
+# What TensorFlow writes to stderr while it loads and finds its devices, below what a user needs to see.
+STARTUP_NOISE = re.compile("|".join([
+    r"All log messages before absl::InitializeLog\(\) is called",
+    r"cudart_stub\.cc.*Could not find cuda drivers",
+    r"failed call to cuInit",
+    r"oneDNN custom operations are on",
+    r"cpu_feature_guard\.cc",
+    r"^To enable the following instructions: .* rebuild TensorFlow",
+    r"Unable to register cu(DNN|FFT|BLAS) factory",
+    r"computation_placer\.cc.* already registered",
+    r"TF-TRT Warning: Could not find TensorRT",
+]))
+
+
+@contextlib.contextmanager
+def filtered_stderr(noise: re.Pattern = STARTUP_NOISE) -> Iterator[None]:
+    """Collects what the block writes to file descriptor 2 (C++ code included) and passes on the lines that do not
+    match ``noise`` when the block ends."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no usable stderr: nothing to filter
+        yield
+        return
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            text = capture.read().decode(errors="replace")
+            kept = "".join(line for line in text.splitlines(keepends=True) if not noise.search(line))
+            if kept:
+                sys.stderr.write(kept)
+                sys.stderr.flush()
+
+
+class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
+    """Runs the first ``import tensorflow`` (and its device discovery, which tries CUDA) inside
+    :func:`filtered_stderr`, then removes itself from ``sys.meta_path``."""
+
+    def __init__(self):
+        self._finding = False
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None):
+        if fullname != "tensorflow" or self._finding:
+            return None
+        self._finding = True
+        try:
+            spec = importlib.util.find_spec(fullname)  # what the other finders would import
+        finally:
+            self._finding = False
+        loader = getattr(spec, "loader", None)
+        if loader is None or not hasattr(loader, "exec_module"):
+            return spec
+        exec_module = loader.exec_module
+
+        def quiet_exec_module(module):
+            with contextlib.suppress(ValueError):
+                sys.meta_path.remove(self)
+            with filtered_stderr():
+                exec_module(module)
+                with contextlib.suppress(Exception):  # CUDA initialisation logs here, e.g. cuInit on a CPU machine
+                    module.config.list_physical_devices()
+
+        loader.exec_module = quiet_exec_module
+        return spec
+
+
+def quiet_tensorflow_startup() -> None:
+    """``TF_CPP_MIN_LOG_LEVEL=2`` unless set, and, if TensorFlow is not imported yet, its import filtered (module
+    docstring). Called when this module is imported; calling it again does nothing more."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if "tensorflow" not in sys.modules and not any(isinstance(f, _QuietTensorFlowImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _QuietTensorFlowImport())
+
+
+quiet_tensorflow_startup()
+
+
+def debugging() -> bool:
+    """Whether ``CLUE_DEBUG`` asks for tracebacks (any value but empty, 0, false, no)."""
+    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    """The scripts' log format; absl (TensorFlow's checkpoint writer logs an INFO line per save) only from WARNING."""
+    from common.utils import setup_logging as _setup
+
+    _setup(level)
+    logging.getLogger("absl").setLevel(logging.WARNING)
+
+
+def interrupted_message(err: BaseException, resumable: bool) -> str:
+    """``interrupted at epoch N (...); run the same command again to resume`` and the like."""
+    if getattr(err, "epoch", None) is not None and str(err):
+        return str(err)  # common.training.TrainingInterrupted says where it stopped
+    return "interrupted" + ("; run the same command again to resume" if resumable else "")
+
+
+def run(body: Callable[[], Any], *, debug: bool = False, resumable: bool = False) -> NoReturn:
+    """Runs an entry point's ``body`` under the convention of the module docstring and exits: with ``body``'s
+    return value if it is an int (a status), else 0.
+
+    Args:
+      debug: re-raise a :class:`UserError` or Ctrl-C (a traceback) instead of the short message; ``CLUE_DEBUG=1``
+        does the same.
+      resumable: rerunning the command resumes the work (said when Ctrl-C stops it outside a training loop).
+    """
+    debug = debug or debugging()
+    try:
+        result = body()
+    except UserError as err:
+        if debug:
+            raise
+        sys.stdout.flush()
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    except KeyboardInterrupt as err:
+        if debug:
+            raise
+        sys.stdout.flush()
+        print(interrupted_message(err, resumable), file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
+    sys.exit(result if type(result) is int else 0)
+
+
+def add_common_flags(parser, overwrite: bool = True) -> None:
+    """``--debug`` and, for scripts that write a run folder, ``--overwrite`` (see ``common.utils.make_run_dir``)."""
+    if overwrite:
+        parser.add_argument("--overwrite", action="store_true",
+                            help="replace what --out holds when it is a run of another kind or with other settings "
+                                 "(its files are deleted first), or write into a non-empty folder that holds no run "
+                                 "(nothing there is deleted)")
+    parser.add_argument("--debug", action="store_true", help=f"show the traceback of an error (or set {DEBUG_ENV}=1)")
+
+
+def run_script(main: Callable[[Any], Any], config_cls: type, presets: Mapping[str, Mapping[str, Any]], *, prog: str,
+               description: str = "", preset_help: Mapping[str, str] | None = None,
+               argv: Sequence[str] | None = None, resumable: bool = False,
+               log_level: int = logging.INFO) -> NoReturn:
+    """The ``if __name__ == "__main__":`` of a script with a config dataclass: parses ``argv`` (default
+    ``sys.argv[1:]``) into ``config_cls`` (``common.config``; plus ``--overwrite`` and ``--debug``), sets up logging
+    and runs ``main(config)`` under :func:`run`.
+
+    Args:
+      prog: the command, as the usage line shows it: ``"python -m BNN.train"``.
+      preset_help: preset name -> one line for ``--help`` (the script's ``PRESET_HELP``).
+      resumable: rerunning resumes (training scripts).
+    """
+    from common.config import build_parser, config_from_args
+    from common.utils import overwriting
+
+    parser = build_parser(config_cls, presets, description, prog=prog, preset_descriptions=preset_help)
+    add_common_flags(parser)
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    setup_logging(log_level)
+
+    def body():
+        config = config_from_args(config_cls, presets, args)  # a config's own checks may raise UserError
+        with overwriting(args.overwrite):
+            return main(config)
+
+    run(body, debug=args.debug, resumable=resumable)
