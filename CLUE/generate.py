@@ -6,8 +6,14 @@ total uncertainty, explains the top ``--n-explain`` points (or ``--fraction`` of
 * ``explanations.npz``: the :class:`CLUE.explainer.CLUEResult` arrays and ``test_index``, the rows explained;
 * ``summary.json``: ``n_explained``, ``uncertainty_before``, ``uncertainty_after``, ``l1_distance``, ``seconds``
   and more (means over the explained points);
-* tabular data: ``changes.csv``, every feature CLUE changed, in original units;
+* tabular data: ``changes.csv``, every feature CLUE changed, in original units rounded to each column's
+  resolution in the raw data (counts and scores as integers, categories by name), and ``changes.png``, the changed
+  features of the most uncertain points with their uncertainty before and after;
 * images: ``clues.png``, a grid of original, CLUE and difference with the predictions before and after.
+
+In Python, :func:`explain_most_uncertain` does the ranking and the CLUE run on any inputs::
+
+    result, rows = explain_most_uncertain(CLUE(posterior, vae, config), ds.x_test, n_explain=8)
 
 Usage::
 
@@ -25,7 +31,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,9 +41,11 @@ import pandas as pd
 import data
 from BNN.posterior import Posterior
 from CLUE.explainer import CLUE, CLUEConfig, CLUEResult, CLUEWeights, uncertainties
-from common.config import option, parse_config
+from common import tabular
+from common.config import option
 from common.distribute import make_strategy
-from common.utils import atomic_path, make_run_dir, save_json, set_seed, setup_logging
+from common.errors import UserError
+from common.utils import atomic_path, make_run_dir, save_json, set_seed
 from VAE.model import load_vae
 
 logger = logging.getLogger(__name__)
@@ -53,8 +60,9 @@ class Config:
     bnn: str = option("runs/bnn", "BNN.train run folder (or its posterior/ folder)")
     vae: str = option("runs/vae", "VAE.train run folder (or its best/ folder)")
     out: str = option("runs/clue", "output folder")
-    n_explain: int | None = option(None, "explain this many most uncertain test points (overrides --fraction)")
-    fraction: float = option(0.1, "explain this fraction of the test set, most uncertain first (reference: 10%)")
+    n_explain: int | None = option(None, "explain this many most uncertain test points, >= 1 (overrides --fraction)")
+    fraction: float = option(0.1, "explain this fraction of the test set, in (0, 1], most uncertain first "
+                                  "(reference: 0.1)")
     target: str = option("total", "uncertainty to reduce: total | aleatoric | epistemic")
     lam: float = option(2.0, "distance weight lambda; the objective uses lambda / D (reference: 2)")
     lr: float = option(0.1, "Adam step size on z (reference: 0.1)")
@@ -67,6 +75,7 @@ class Config:
     data_dir: str | None = option(None, "folder of raw data files")
     strategy: str = option("default", "default | mirrored: shard each batch over the replicas (GPUs or logical CPUs)")
     progress: bool = option(True, "show a progress bar over batches")
+    n_figure: int = option(6, "tabular data: points drawn in changes.png, most uncertain first (0: no figure)")
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -99,15 +108,118 @@ def select_uncertain(posterior: Posterior, x: np.ndarray, n: int, target: str = 
     return np.argsort(-u, kind="stable")[:n]
 
 
-def changed_features(ds: data.Dataset, result: CLUEResult, test_index: np.ndarray,
-                     threshold: float) -> pd.DataFrame:
-    """One row per (point, feature) that CLUE changed, in original units."""
-    before, after = ds.to_original_units(result.x0), ds.to_original_units(result.x)
+TARGETS = ("total", "aleatoric", "epistemic")
+
+
+def check_counts(n_explain: int | None = None, fraction: float = 0.1) -> None:
+    """Raises :class:`UserError` unless ``n_explain`` is None or a whole number >= 1, and (when ``n_explain`` is
+    None) ``fraction`` is in (0, 1]."""
+    if n_explain is not None:
+        if isinstance(n_explain, bool) or not isinstance(n_explain, (int, np.integer)) or n_explain < 1:
+            raise UserError(f"--n-explain (n_explain) must be a whole number >= 1, the count of most uncertain points "
+                            f"to explain; got {n_explain!r}. Omit it to explain --fraction of the points instead.")
+        return
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.number)) or not 0 < fraction <= 1:
+        raise UserError(f"--fraction (fraction) must be in (0, 1], the share of the points to explain (0.1: the 10% "
+                        f"most uncertain, 1: all); got {fraction!r}. Use --n-explain N for a count instead.")
+
+
+def n_to_explain(n_rows: int, n_explain: int | None = None, fraction: float = 0.1) -> int:
+    """How many of ``n_rows`` points to explain: ``n_explain`` (at most ``n_rows``), or else ``ceil(fraction *
+    n_rows)``.
+
+    Raises:
+      UserError: ``n_explain`` is not a whole number >= 1, or ``fraction`` is not in (0, 1].
+    """
+    check_counts(n_explain, fraction)
+    if n_explain is None:
+        return min(math.ceil(fraction * n_rows), n_rows)
+    if n_explain > n_rows:
+        logger.warning("n_explain %d is more than the %d points there are: explaining all %d", n_explain, n_rows,
+                       n_rows)
+    return min(int(n_explain), n_rows)
+
+
+def explain_most_uncertain(clue: CLUE, x: np.ndarray, n_explain: int | None = None, fraction: float = 0.1,
+                           target: str = "total", progress: bool = False) -> tuple[CLUEResult, np.ndarray]:
+    """CLUEs of the most uncertain rows of ``x`` under ``clue``'s BNN: the paper's protocol (section 4).
+
+    Ranks ``x`` by the BNN's ``target`` uncertainty over all posterior samples and explains the top ``n_explain``
+    rows (or ``ceil(fraction * len(x))`` of them, the reference's 10% by default) with ``clue``.
+
+    Returns:
+      ``(result, index)``: the :class:`CLUEResult`, most uncertain first, and the rows of ``x`` it explains
+      (``result.x0 == x[index]``).
+
+    Raises:
+      UserError: a bad ``n_explain``, ``fraction`` or ``target``.
+
+    Example:
+      >>> clue = CLUE(posterior, vae, CLUEConfig(CLUEWeights.paper(lam=2.0, x_dim=ds.x_dim)))
+      >>> result, rows = explain_most_uncertain(clue, ds.x_test, n_explain=8)
+    """
+    if target not in TARGETS:
+        raise UserError(f"--target (target) must be total, aleatoric or epistemic, got {target!r}")
+    x = np.asarray(x, dtype=np.float32)
+    index = select_uncertain(clue.bnn, x, n_to_explain(len(x), n_explain, fraction), target)
+    return clue.explain(x[index], progress=progress), index
+
+
+def column_decimals(ds: data.Dataset, max_decimals: int = 6, share: float = 0.99) -> dict[str, int]:
+    """Decimals each continuous variable of ``ds`` is recorded with in the raw data (its training split).
+
+    The models see standardised float32 values, so a raw count of 12 comes back from ``to_original_units`` as
+    12.000000166928347 and a CLUE as 11.73. Rounding to the raw data's own resolution prints counts, scores and
+    ages as integers, a GPA with one decimal, a wine density with five. The resolution is read from the data rather
+    than a fixed number of significant digits because columns of one dataset range from densities near 0.997 to
+    bill amounts near 10^6: it is the fewest decimals (0 to ``max_decimals``) at which ``share`` of the training
+    values lie on the grid, up to the float32 round-off of standardisation (within ``1e-6 * (|x - mean| + std)``,
+    well above that round-off, 2^-24 of ``|x - mean|``, and far below any grid step tested). ``share`` below 1
+    ignores a few odd rows (Wine's alcohol has a handful like 11.0666667 among values of one decimal).
+    """
+    raw = ds.to_original_units(ds.x_train)
+    decimals = {}
+    for var, s in zip(ds.variables, tabular.block_slices(ds.input_dim_vec)):
+        if var.categories is not None:
+            continue
+        values = raw[var.name].to_numpy(np.float64)
+        tol = 1e-6 * (np.abs(values - ds.x_mean[s.start]) + ds.x_std[s.start])
+        decimals[var.name] = next((d for d in range(max_decimals + 1)
+                                   if np.mean(np.abs(values - np.round(values, d)) <= tol) >= share), max_decimals)
+    return decimals
+
+
+def rounded_original_units(ds: data.Dataset, x: np.ndarray, decimals: dict[str, int]) -> pd.DataFrame:
+    """``ds.to_original_units(x)`` with each continuous column rounded to ``decimals`` (integers where 0);
+    categorical columns keep their category labels."""
+    table = ds.to_original_units(x)
+    for name, d in decimals.items():
+        table[name] = np.round(table[name].to_numpy(np.float64), d) + 0.0  # + 0.0: no -0.0
+        if d == 0:
+            table[name] = table[name].astype(np.int64)
+    return table
+
+
+def changed_features(ds: data.Dataset, result: CLUEResult, test_index: np.ndarray, threshold: float,
+                     decimals: dict[str, int] | None = None) -> pd.DataFrame:
+    """One row per (point, feature) that CLUE changed, in original units rounded to ``decimals``
+    (default :func:`column_decimals`).
+
+    A categorical feature counts as changed when its category changes; a continuous one when it moves by more than
+    ``threshold`` training standard deviations and the move still shows at the column's resolution (a count that
+    moves from 3 to 3.3 rounds back to 3 and is not listed).
+    """
+    decimals = column_decimals(ds) if decimals is None else decimals
+    before = rounded_original_units(ds, result.x0, decimals)
+    after = rounded_original_units(ds, result.x, decimals)
     diff = np.abs(ds.to_compact(result.x) - ds.to_compact(result.x0))
     rows = []
     for i in range(len(result.x)):
         for j, var in enumerate(ds.variables):
-            changed = diff[i, j] > 0 if var.categories is not None else diff[i, j] > threshold
+            if var.categories is not None:
+                changed = diff[i, j] > 0
+            else:
+                changed = diff[i, j] > threshold and before.iloc[i, j] != after.iloc[i, j]
             if changed:
                 rows.append({"point": i, "test_index": int(test_index[i]), "feature": var.name,
                              "original": before.iloc[i, j], "clue": after.iloc[i, j],
@@ -115,6 +227,63 @@ def changed_features(ds: data.Dataset, result: CLUEResult, test_index: np.ndarra
                              "uncertainty_after": float(result.uncertainty_after[i])})
     return pd.DataFrame(rows, columns=["point", "test_index", "feature", "original", "clue", "uncertainty_before",
                                        "uncertainty_after"])
+
+
+def _shown(value: Any, decimals: int | None) -> str:
+    """A value of a changes table as a person reads it: a category label, an integer, or ``decimals`` decimals."""
+    if isinstance(value, (float, np.floating)) and decimals is not None:
+        return f"{value:.{decimals}f}"
+    return str(value)
+
+
+def plot_changes(path: Path, ds: data.Dataset, result: CLUEResult, test_index: np.ndarray, table: pd.DataFrame,
+                 decimals: dict[str, int], unit: str, max_points: int = 6) -> None:
+    """PNG for tabular data: per point (the ``max_points`` most uncertain), the BNN's uncertainty before and after
+    as two bars, and a table of the features CLUE changed, original value beside CLUE value (``table`` is
+    :func:`changed_features`' output; ``changes.csv`` holds every point)."""
+    from matplotlib.figure import Figure
+
+    n = min(len(result.x), max_points)
+    per_point = [table[table.point == i] for i in range(n)]
+    heights = [max(len(rows), 2) + 1.6 for rows in per_point]
+    fig = Figure(figsize=(9.0, 0.26 * sum(heights) + 0.8))  # no pyplot: the caller's backend is left alone
+    axes = fig.subplots(n, 2, squeeze=False, gridspec_kw={"width_ratios": [1.0, 3.2], "height_ratios": heights})
+    top = max(float(result.uncertainty_before[:n].max()), float(result.uncertainty_after[:n].max()), 1e-12)
+    for i, rows in enumerate(per_point):
+        before, after = float(result.uncertainty_before[i]), float(result.uncertainty_after[i])
+        bars, ax = axes[i, 0], axes[i, 1]
+        bars.barh([1, 0], [before, after], color=["tab:red", "tab:green"], height=0.6)
+        bars.set_yticks([1, 0], ["x0", "CLUE"], fontsize=8)
+        bars.set_xlim(0, 1.35 * top)
+        for y, v in ((1, before), (0, after)):
+            bars.text(v, y, f" {v:.3f}", va="center", fontsize=8)
+        bars.tick_params(axis="x", labelsize=7)
+        bars.set_title(f"#{i + 1}, test row {int(test_index[i])}", fontsize=9, loc="left")
+        if i == n - 1:
+            bars.set_xlabel(f"uncertainty, {unit}", fontsize=8)
+        ax.axis("off")
+        change = 100 * (after - before) / before if before else 0.0
+        ax.set_title(f"uncertainty {before:.3f} -> {after:.3f} ({change:+.0f}%); {len(rows)} feature"
+                     f"{'' if len(rows) == 1 else 's'} changed", fontsize=9, loc="left")
+        if len(rows) == 0:
+            ax.text(0.0, 0.5, "no feature changed: the CLUE is this point up to the reporting threshold",
+                    fontsize=8, va="center", transform=ax.transAxes)
+            continue
+        cells = [[r.feature, _shown(r.original, decimals.get(r.feature)), _shown(r.clue, decimals.get(r.feature))]
+                 for r in rows.itertuples()]
+        shown = ax.table(cellText=cells, colLabels=["feature", "original", "CLUE"], loc="upper left",
+                         cellLoc="left", colLoc="left", colWidths=[0.34, 0.33, 0.33])
+        shown.auto_set_font_size(False)
+        shown.set_fontsize(8)
+        for (r, _), cell in shown.get_celld().items():
+            cell.set_edgecolor("0.85")
+            if r == 0:
+                cell.set_text_props(weight="bold")
+    fig.suptitle(f"CLUEs of the {n} most uncertain {ds.name} test points, in original units "
+                 f"({len(result.x)} explained: all in changes.csv)", fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
 
 
 def plot_image_grid(path: Path, ds: data.Dataset, result: CLUEResult, posterior: Posterior,
@@ -153,36 +322,46 @@ def plot_image_grid(path: Path, ds: data.Dataset, result: CLUEResult, posterior:
 
 def main(config: Config) -> dict[str, float]:
     """Runs CLUE on the most uncertain test points and writes the outputs listed in the module docstring."""
-    if config.target not in ("total", "aleatoric", "epistemic"):
-        raise ValueError(f"--target must be total, aleatoric or epistemic, got {config.target!r}")
+    if config.target not in TARGETS:
+        raise UserError(f"--target must be total, aleatoric or epistemic, got {config.target!r}")
     if config.strategy not in ("default", "mirrored"):
-        raise ValueError(f"--strategy must be default or mirrored, got {config.strategy!r} (CLUE shards points "
-                         "over the local replicas; run one CLUE.generate per worker on its own points instead)")
+        raise UserError(f"--strategy must be default or mirrored, got {config.strategy!r} (CLUE shards points "
+                        "over the local replicas; run one CLUE.generate per worker on its own points instead)")
+    check_counts(config.n_explain, config.fraction)  # before anything is loaded
+    if config.n_figure < 0:
+        raise UserError(f"--n-figure must be >= 0 (0: no changes.png), got {config.n_figure}")
     set_seed(config.seed)
     ds = data.load(config.dataset, data_dir=config.data_dir, seed=config.seed)
     posterior, vae = load_models(config)
     if posterior.arch.input_dim != ds.x_dim or vae.input_dim != ds.x_dim:
-        raise ValueError(f"models expect {posterior.arch.input_dim} (BNN) and {vae.input_dim} (VAE) inputs, but "
-                         f"{ds.name} has {ds.x_dim}: were they trained on this dataset?")
-    run_dir = make_run_dir(config.out, dataclasses.asdict(config))
-    n = config.n_explain if config.n_explain is not None else math.ceil(config.fraction * len(ds.x_test))
-    test_index = select_uncertain(posterior, ds.x_test, min(n, len(ds.x_test)), config.target)
+        raise UserError(f"models expect {posterior.arch.input_dim} (BNN) and {vae.input_dim} (VAE) inputs, but "
+                        f"{ds.name} has {ds.x_dim}: were they trained on this dataset?")
+    run_dir = make_run_dir(config.out, dataclasses.asdict(config), resume_safe={"batch_size", "strategy"},
+                           kind="CLUE.generate", resumable=False, inputs=(config.bnn, config.vae))
     clue_config = CLUEConfig(CLUEWeights.paper(config.lam, ds.x_dim, config.target), lr=config.lr,
                              min_steps=config.min_steps, max_steps=config.max_steps,
                              n_early_stop=config.n_early_stop, batch_size=config.batch_size)
     strategy = make_strategy("mirrored") if config.strategy == "mirrored" else None
-    result = CLUE(posterior, vae, clue_config, strategy).explain(ds.x_test[test_index], progress=config.progress)
+    result, test_index = explain_most_uncertain(CLUE(posterior, vae, clue_config, strategy), ds.x_test,
+                                                config.n_explain, config.fraction, config.target, config.progress)
     result.save(run_dir / "explanations.npz", test_index=test_index)
     summary = {**result.summary(), "dataset": ds.name, "target": config.target,
                "uncertainty_unit": "nats" if ds.task == "classification" else "std (normalised y)",
                "mean_stop_step": float(result.stop_step[result.stop_step > 0].mean()) if np.any(result.stop_step)
-               else 0.0}
+               else 0.0, "n_test": int(len(ds.x_test))}
     if ds.is_image:
         plot_image_grid(run_dir / "clues.png", ds, result, posterior)
+        summary["figure"] = "clues.png"
     else:
-        table = changed_features(ds, result, test_index, config.change_threshold)
+        decimals = column_decimals(ds)
+        table = changed_features(ds, result, test_index, config.change_threshold, decimals)
         with atomic_path(run_dir / "changes.csv") as tmp:
             table.to_csv(tmp, index=False)
+        summary.update(table="changes.csv", decimals=decimals)
+        if config.n_figure > 0:
+            plot_changes(run_dir / "changes.png", ds, result, test_index, table, decimals,
+                         summary["uncertainty_unit"], config.n_figure)
+            summary["figure"] = "changes.png"
     save_json(run_dir / "summary.json", summary)
     logger.info("explained %d points: uncertainty %.4f -> %.4f, mean L1 %.3f, %.1f s", summary["n_explained"],
                 summary["uncertainty_before"], summary["uncertainty_after"], summary["l1_distance"],
@@ -191,5 +370,8 @@ def main(config: Config) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    setup_logging()
-    main(parse_config(Config, PRESETS, sys.argv[1:], description=__doc__.split("\n")[0]))
+    import common.cli
+
+    common.cli.run_script(main, Config, PRESETS, prog="python -m CLUE.generate", description=__doc__.split("\n")[0],
+                          preset_help={"paper": "the reference tabular run (the defaults)",
+                                       "tiny": "seconds, for tests: 8 points, 10 steps, no progress bar"})

@@ -1,9 +1,10 @@
 """Helpers of ``experiments/clues_mnist.ipynb``: CLUEs of the most uncertain MNIST test digits (paper's MNIST figure).
 
 The notebook calls :func:`resolve_dataset`, :func:`load_models`, :func:`explain`, :func:`summarise`,
-:func:`plot_clues` and :func:`comparison`. Selection and optimisation are ``CLUE.generate``'s (``select_uncertain``,
-:class:`CLUE.CLUE` with ``CLUEWeights.paper``), with the reference's MNIST settings (200 most uncertain test images,
-lambda 4, lr 0.1, 35 steps, batch 128; ``../shared/reference/mnist-t10k-original.md``, section 3).
+:func:`plot_clues` and :func:`comparison`. Selection and optimisation are ``CLUE.generate``'s
+(``explain_most_uncertain``: :class:`CLUE.CLUE` with ``CLUEWeights.paper``), with the reference's MNIST settings
+(200 most uncertain test images, lambda 4, lr 0.1, 35 steps, batch 128; ``../shared/reference/mnist-t10k-original.md``,
+section 3).
 """
 
 from __future__ import annotations
@@ -96,10 +97,10 @@ def load_models(dataset: str, bnn_dir: str, vae_dir: str, weights_dir: str | Pat
 
 def explain(ds: data.Dataset, posterior: Posterior, vae, n_explain: int, lam: float, lr: float, max_steps: int,
             batch_size: int) -> tuple[CLUEResult, np.ndarray]:
-    """CLUEs of the ``n_explain`` most uncertain test images, most uncertain first, and their test indices."""
-    test_index = generate.select_uncertain(posterior, ds.x_test, min(n_explain, len(ds.x_test)))
+    """CLUEs of the ``n_explain`` most uncertain test images, most uncertain first, and their test indices
+    (``CLUE.generate.explain_most_uncertain``)."""
     config = CLUEConfig(CLUEWeights.paper(lam, ds.x_dim), lr=lr, max_steps=max_steps, batch_size=batch_size)
-    return CLUE(posterior, vae, config).explain(ds.x_test[test_index]), test_index
+    return generate.explain_most_uncertain(CLUE(posterior, vae, config), ds.x_test, n_explain)
 
 
 def predictive(posterior: Posterior, x: np.ndarray) -> np.ndarray:

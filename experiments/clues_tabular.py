@@ -1,16 +1,15 @@
 """Helpers of ``experiments/clues_tabular.ipynb``: tabular CLUEs (LSAT, COMPAS) in original units.
 
 The notebook stays thin: it calls :func:`load_models`, :func:`explain`, :func:`summarise`, :func:`side_by_side` and
-:func:`comparison`. The CLUE run itself is ``CLUE.generate``'s: its ``select_uncertain`` ranking, the
-:class:`CLUE.CLUE` optimiser with ``CLUEWeights.paper`` and its ``changed_features`` table (original units, a
-continuous feature counts as changed above ``change_threshold`` training standard deviations, a categorical one when
-its category changes).
+:func:`comparison`. The CLUE run itself is ``CLUE.generate``'s: its ``explain_most_uncertain`` (ranking and the
+:class:`CLUE.CLUE` optimiser with ``CLUEWeights.paper``) and its ``changed_features`` table (original units rounded
+to each column's resolution in the raw data, a continuous feature counts as changed above ``change_threshold``
+training standard deviations when the change shows at that resolution, a categorical one when its category changes).
 """
 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,11 +73,10 @@ def load_models(dataset: str, weights_dir: str | Path, seed: int = 0, smoke: boo
 
 
 def explain(ds: data.Dataset, posterior: Posterior, vae, settings: Settings) -> tuple[CLUEResult, np.ndarray]:
-    """CLUEs of the most uncertain test points (``CLUE.generate``'s selection and optimiser); most uncertain first."""
-    n = settings.n_explain if settings.n_explain is not None else math.ceil(settings.fraction * len(ds.x_test))
-    test_index = generate.select_uncertain(posterior, ds.x_test, min(n, len(ds.x_test)))
-    result = CLUE(posterior, vae, settings.clue_config(ds.x_dim)).explain(ds.x_test[test_index])
-    return result, test_index
+    """CLUEs of the most uncertain test points (``CLUE.generate.explain_most_uncertain``: its selection and
+    optimiser); most uncertain first."""
+    return generate.explain_most_uncertain(CLUE(posterior, vae, settings.clue_config(ds.x_dim)), ds.x_test,
+                                           settings.n_explain, settings.fraction)
 
 
 def summarise(ds: data.Dataset, result: CLUEResult, vae, posterior: Posterior) -> dict[str, float]:
@@ -99,8 +97,10 @@ def summarise(ds: data.Dataset, result: CLUEResult, vae, posterior: Posterior) -
 
 
 def _plain(value: Any) -> Any:
-    """A category label as is; a number rounded to 2 decimals (no ``-0``)."""
-    if isinstance(value, (float, np.floating, int, np.integer)):
+    """A category label as is; an integer as is; another number rounded to 2 decimals (no ``-0``)."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
         return round(float(value), 2) + 0.0
     return str(value)
 
