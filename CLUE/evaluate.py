@@ -23,7 +23,8 @@ Usage::
 
 Presets: ``paper`` = the [nb] budgets (GT VAEAC <= 2500 epochs, patience 200, under-VAEAC 2500 epochs; BNN 2400
 epochs, burn-in 120, a sample every 20 epochs, 100 kept; VAE/VAEAC <= 2500 epochs; 500 GT samples; 1000 importance
-samples; 30/30/20 sweep values; every uncertain test point). ``fast`` and ``tiny``: see ``PRESETS``.
+samples; 30/30/20 sweep values; a seeded subset of at most 1000 uncertain test points per target, where [nb]
+explains all of them: ``--max-explained none``). ``fast`` and ``tiny``: see ``PRESETS``.
 
 #### References
 [1] Antorán, J., Bhatt, U., Adel, T., Weller, A., Hernández-Lobato, J. M. "Getting a CLUE: A Method for Explaining
@@ -34,7 +35,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,8 +46,10 @@ import data
 from BNN import train as bnn_train
 from BNN.posterior import Posterior
 from CLUE import evaluation as ev
-from common.config import option, parse_config
-from common.utils import jsonable, load_json, make_run_dir, save_json, save_npz, set_seed, setup_logging
+from CLUE import stages
+from common.config import option
+from common.errors import UserError
+from common.utils import jsonable, load_json, make_run_dir, save_json, save_npz, set_seed
 from VAE import train as vae_train
 from VAE.model import load_vae
 from VAEAC import train as vaeac_train
@@ -86,7 +88,10 @@ class Config:
     art_vaeac_max_epochs: int = option(2500, "in-filling VAEAC epoch cap")
     art_vaeac_lr: float | None = option(None, "in-filling VAEAC lr (None: VAEAC.train's default)")
     art_vaeac_width: int = option(350, "in-filling VAEAC width")
-    max_explained: int | None = option(None, "explain at most this many points per target (random subset)")
+    max_explained: int | None = option(1000, "explain a seeded random subset of at most this many selected points "
+                                             "per target; None: every selected point, as [nb]")
+    threshold_quantile: float | None = option(None, "select by each target's BNN uncertainty quantile over the test "
+                                                    "set (0.8: the top 20%); None: the [nb] constants")
     n_gt_samples: int = option(500, "VAEAC prior samples of p_gt(y|x) ([nb]: 500)")
     n_px_samples: int = option(1000, "importance samples of log p_gt(x) ([nb]: 1000)")
     n_clue: int = option(30, "CLUE lambdas, log-spaced in [1e-4, 30] ([nb]: 30)")
@@ -96,8 +101,16 @@ class Config:
     clue_max_steps_epistemic: int = option(65, "CLUE Adam steps, epistemic runs ([nb]: 65)")
     clue_n_early_stop: int = option(3, "CLUE early-stopping window; 0 runs every step ([nb]: 3)")
     ufido_iterations: int = option(30, "U-FIDO iterations (original: 30)")
+    ufido_mnist_norm: bool = option(False, "U-FIDO normalises the BNN input with MNIST's mean and std, as the "
+                                           "original's fit_cat does on every dataset (spec trap 27)")
+    n_boot: int = option(1000, "bootstrap resamples of the explained points for the intervals")
     bnn_gradient: str = option("exact", "BNN input gradient of the three methods: exact, or torch13 (the original's "
                                         "stale-weight gradient, as its runs had; DEVIATIONS.md)")
+    stages: str = option("train", "train: train the stages missing from --out; weights: take them from "
+                                  "weights/manifest.json (sha256-checked), where a run with these settings published "
+                                  "them")
+    publish_stages: bool = option(False, "after training, publish the trained stages into weights/ and its manifest "
+                                         "(CLUE.stages)")
     progress: bool = option(True, "show progress bars")
 
 
@@ -123,8 +136,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 # Bumped whenever a metric's definition changes, so that results.json files scored under an older definition are
 # recomputed (from the trained stages, which stay valid) rather than reused. 2: metric 2 scores X_c against the
-# ground truth at X_c.
-RESULTS_VERSION = 2
+# ground truth at X_c. 3: per-point scores, bootstrap intervals and verdicts.
+RESULTS_VERSION = 3
 
 
 def results_are_current(results: dict[str, Any]) -> bool:
@@ -132,9 +145,20 @@ def results_are_current(results: dict[str, Any]) -> bool:
     return results.get("results_version") == RESULTS_VERSION
 
 
+# where the stages come from, and whether they are published: the results are the same either way
+NOT_RESULT_SETTINGS = ("stages", "publish_stages")
+STAGE_SOURCES = ("train", "weights")
+
+
 def saved_settings(saved: dict[str, Any]) -> dict[str, Any]:
     """A saved run's config, with settings added since it ran set to their defaults (the behaviour it ran with)."""
     return {**jsonable(dataclasses.asdict(Config())), **saved}
+
+
+def same_results(saved: dict[str, Any], config: Config) -> bool:
+    """Whether a saved run's config gives the results ``config`` asks for."""
+    strip = lambda c: {k: v for k, v in c.items() if k not in NOT_RESULT_SETTINGS}  # noqa: E731
+    return strip(saved_settings(saved)) == strip(jsonable(dataclasses.asdict(config)))
 
 
 def _done(run_dir: Path) -> bool:
@@ -193,25 +217,35 @@ def train_art_models(config: Config, run_dir: Path, ds: data.Dataset):
 
 
 def make_sweep(config: Config) -> ev.Sweep:
-    return ev.Sweep(
-        clue_lambdas=tuple(np.logspace(-4, math.log10(30), config.n_clue)),
-        ufido_l1ws=tuple(np.logspace(-5, 2, config.n_ufido)),
-        sensitivity_steps=tuple(np.logspace(-3, math.log10(200), config.n_sensitivity)),
+    return ev.Sweep.paper(
+        config.n_clue, config.n_ufido, config.n_sensitivity,
         clue_max_steps_aleatoric=config.clue_max_steps_aleatoric,
         clue_max_steps_epistemic=config.clue_max_steps_epistemic, clue_n_early_stop=config.clue_n_early_stop,
-        ufido_iterations=config.ufido_iterations, bnn_gradient=config.bnn_gradient)
+        ufido_iterations=config.ufido_iterations, bnn_gradient=config.bnn_gradient,
+        ufido_mnist_norm=config.ufido_mnist_norm)
 
 
 def explained_sets(config: Config, gt: ev.GroundTruth, bnn, ds: data.Dataset,
                    budget: ev.EvalBudget) -> tuple[dict[str, ev.Reference], dict[str, Any]]:
-    """Stage 4a: uncertain test points per target (at most ``max_explained``, a seeded subset) and their references."""
-    settings = ev.SETTINGS[config.dataset]
+    """Stage 4a: uncertain test points per target (at most ``max_explained``, a seeded subset) and their references.
+
+    The info of each target gives the threshold used, and the fraction of test points that the [nb] constant and
+    the top-20% quantile would each select, so that runs under either rule can be read side by side.
+    """
     u = ev.bnn_uncertainties(bnn, ds.x_test)
     rng = np.random.default_rng(config.seed)
     refs, info = {}, {}
-    for target, tau in (("aleatoric", settings.tau_aleatoric), ("epistemic", settings.tau_epistemic)):
+    for target in ev.TARGETS:
+        tau = ev.selection_threshold(u, target, config.dataset, config.threshold_quantile)
         idx = ev.select_uncertain(u, target, tau)
-        info[target] = {"threshold": tau, "n_selected": int(len(idx)), "n_test": int(len(ds.x_test))}
+        info[target] = {"threshold": tau, "threshold_rule": ("nb" if config.threshold_quantile is None else
+                                                             f"quantile {config.threshold_quantile:g}"),
+                        "n_selected": int(len(idx)), "n_test": int(len(ds.x_test)),
+                        "fraction_selected": float(len(idx) / len(ds.x_test)),
+                        "fraction_nb_threshold": float(np.mean(u[target] >= ev.SETTINGS[config.dataset]
+                                                               .threshold(target))),
+                        "nb_threshold": ev.SETTINGS[config.dataset].threshold(target),
+                        "quantile_0.8_threshold": float(np.quantile(u[target], 0.8))}
         if len(idx) == 0:
             logger.warning("%s: no test point has %s uncertainty >= %g; skipping that target", config.dataset,
                            target, tau)
@@ -228,7 +262,9 @@ def explained_sets(config: Config, gt: ev.GroundTruth, bnn, ds: data.Dataset,
 def main(config: Config) -> dict[str, Any]:
     """Runs every stage; returns ``{"references": ..., "rows": [...]}`` (also in ``results.json``)."""
     if config.dataset not in ev.SETTINGS:
-        raise ValueError(f"unknown dataset {config.dataset!r}; choose one of {sorted(ev.SETTINGS)}")
+        raise UserError(f"unknown dataset {config.dataset!r}; choose one of {sorted(ev.SETTINGS)}")
+    if config.stages not in STAGE_SOURCES:
+        raise UserError(f"--stages must be one of {STAGE_SOURCES}, got {config.stages!r}")
     sweep = make_sweep(config)  # checks the sweep settings before any training
     set_seed(config.seed)
     done = Path(config.out) / "results.json"
@@ -236,18 +272,23 @@ def main(config: Config) -> dict[str, Any]:
         finished = load_json(done)
         if not results_are_current(finished):
             logger.info("%s was scored with older metric definitions: rescoring from its trained stages", done)
-        elif saved_settings(finished.get("config", {})) == jsonable(dataclasses.asdict(config)):
+        elif same_results(finished.get("config", {}), config):
             logger.info("%s holds a finished run with these settings: reusing it", config.out)
             return finished
-    run_dir = make_run_dir(config.out, dataclasses.asdict(config))
+    run_dir = make_run_dir(config.out, dataclasses.asdict(config), kind="CLUE.evaluate")
+    if config.stages == "weights":
+        stages.fetch(config, run_dir)
     gt = train_ground_truth(config, run_dir)
     ds = artificial_dataset(config, run_dir, gt)
     bnn, vae, art_vaeac = train_art_models(config, run_dir, ds)
+    if config.publish_stages:
+        stages.publish(config, run_dir, command=" ".join(["python -m CLUE.evaluate", *sys.argv[1:]]))
     budget = ev.EvalBudget(config.n_gt_samples, config.n_px_samples, config.seed)
     refs, info = explained_sets(config, gt, bnn, ds, budget)
     points = ev.run_sweeps(gt, bnn, refs, vae, art_vaeac, sweep, budget, progress=config.progress,
                            journal=run_dir / "sweep_points.jsonl")
     table = ev.points_table(points)
+    boot = {"per_point": points.per_point, "task": ds.task, "n_boot": config.n_boot, "seed": config.seed}
     table.to_csv(run_dir / "table.csv", index=False)
     for target, ref in refs.items():
         ev.plot_sweeps(points, target, float(ref.log_px.mean()), len(ref.x0),
@@ -255,14 +296,21 @@ def main(config: Config) -> dict[str, Any]:
     results = {"dataset": config.dataset, "results_version": RESULTS_VERSION, "config": dataclasses.asdict(config),
                "references": info,
                "models": {k: load_json(run_dir / k / "metrics.json") for k in ("gt_vaeac", "bnn", "vae", "art_vaeac")},
-               "at_equal_distance": ev.compare_at_distance(table) if len(table) else [],
-               "rows": [dataclasses.asdict(p) for p in points]}
+               "at_equal_distance": ev.compare_at_distance(table, **boot) if len(table) else [],
+               "verdicts": ev.verdicts(table, **boot) if len(table) else [],
+               "rows": ev.point_intervals(points, points.per_point, ds.task, config.n_boot, config.seed)}
     save_json(run_dir / "results.json", results)
     logger.info("wrote %s", run_dir / "results.json")
     return results
 
 
 if __name__ == "__main__":
-    setup_logging()
-    logging.getLogger("absl").setLevel(logging.WARNING)
-    main(parse_config(Config, PRESETS, sys.argv[1:], description=__doc__.split("\n\n")[0]))
+    import common.cli
+
+    common.cli.run_script(main, Config, PRESETS, prog="python -m CLUE.evaluate", description=__doc__.split("\n\n")[0],
+                          preset_help={"paper": "the [nb] budgets (the defaults; see above)",
+                                       "fast": "tens of minutes per dataset on 2 CPU cores: shorter training, "
+                                               "8 values per sweep, at most 300 explained points per target",
+                                       "tiny": "seconds, for tests: tiny networks, a handful of epochs and sweep "
+                                               "values"},
+                          resumable=True)

@@ -48,8 +48,9 @@ def with_comparison(results: dict[str, Any]) -> dict[str, Any]:
     """A copy of ``results`` with ``at_equal_distance`` (re)computed from its sweep rows (runs started before that
     key existed lack it) and the run folder relative to the project root where it lies inside it."""
     results = copy.deepcopy(results)
-    points = [ev.SweepPoint(**row) for row in results["rows"]]
-    results["at_equal_distance"] = ev.compare_at_distance(ev.points_table(points), DISTANCES) if points else []
+    points = sweep_points(results)
+    if "verdicts" not in results:  # scored before intervals existed: the comparison without them
+        results["at_equal_distance"] = ev.compare_at_distance(ev.points_table(points), DISTANCES) if points else []
     out = Path(results["config"]["out"])
     if out.is_absolute() and out.resolve().is_relative_to(PROJECT_ROOT):
         results["config"]["out"] = str(out.resolve().relative_to(PROJECT_ROOT))
@@ -74,7 +75,7 @@ def run_or_load(config: evaluate.Config) -> tuple[dict[str, Any], str]:
 
 
 def sweep_points(results: dict[str, Any]) -> list[ev.SweepPoint]:
-    return [ev.SweepPoint(**row) for row in results["rows"]]
+    return [ev.SweepPoint.from_row(row) for row in results["rows"]]
 
 
 def plot(results: dict[str, Any], figures: str | Path, stem: str = "evaluation") -> dict[str, Path]:
@@ -92,8 +93,10 @@ def plot(results: dict[str, Any], figures: str | Path, stem: str = "evaluation")
 
 
 def equal_distance_table(results: dict[str, Any], target: str) -> pd.DataFrame:
-    """Per mean L1 distance: each method's metric (``METRIC[target]``) and log p(x), interpolated within its sweep
-    (blank outside it), and the method with the largest metric among those defined there."""
+    """Per mean L1 distance: each method's metric (``METRIC[target]``) and log p(x), interpolated between adjacent
+    values of its sweep (blank outside it), and the method with the largest metric among those defined there; for
+    runs with per-point scores (``verdicts`` in the results), "tie" unless the paired bootstrap interval of the
+    lead excludes zero, and that interval."""
     frame = pd.DataFrame(results["at_equal_distance"])
     if frame.empty or target not in set(frame["target"]):
         return pd.DataFrame()
@@ -103,8 +106,20 @@ def equal_distance_table(results: dict[str, Any], target: str) -> pd.DataFrame:
     methods = [m for m in ("clue", *BASELINES) if m in metric]
     table = pd.concat({METRIC[target]: metric[methods], "log_px": log_px[methods]}, axis=1)
     table[("best", "")] = [_best(row) for _, row in metric[methods].iterrows()]
+    calls = {v["l1"]: v for v in results.get("verdicts", []) if v["target"] == target}
+    if calls:  # scored with per-point scores: best only where the paired bootstrap interval excludes zero
+        table[("best", "")] = [(calls[d]["best"] if calls[d]["verdict"] == "best" else calls[d]["verdict"])
+                               if d in calls else "" for d in table.index]
+        table[("lead 95% CI", "")] = [_lead(calls.get(d)) for d in table.index]
     table.index.name = "mean L1"
     return table[metric[methods].notna().any(axis=1)]  # distances no sweep reaches are left out
+
+
+def _lead(call: dict | None) -> str:
+    """The best method's lead over the runner-up with its paired bootstrap interval, as text."""
+    if not call or call.get("gap_lo") is None:
+        return ""
+    return f"{call['gap']:+.3g} [{call['gap_lo']:+.3g}, {call['gap_hi']:+.3g}] vs {call['runner_up']}"
 
 
 def _best(row: pd.Series) -> str:

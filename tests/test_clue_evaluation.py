@@ -15,6 +15,8 @@ import tensorflow as tf
 
 import data
 from CLUE import evaluation as ev
+from CLUE.evaluation import metrics as ev_metrics
+from CLUE.evaluation import sweeps as ev_sweeps
 from common import likelihoods as lk
 from VAEAC.model import VAEAC
 from VAEAC.under import UnderVAEAC
@@ -165,6 +167,10 @@ def test_score_of_unchanged_inputs_is_zero():
     assert point.mean_l1 == 0.0 and point.mean_log_px == pytest.approx(float(ref.log_px.mean()), abs=1e-5)
     moved = ev.score(gt, bnn, ref, x0 + 1.0, budget, "clue", "aleatoric", 1.0)
     assert moved.mean_l1 == pytest.approx(7.0, rel=1e-5) and moved.mean_delta_h != 0.0
+    per_point = ev.score_points(gt, bnn, ref, x0 + 1.0, budget, "aleatoric")
+    h_c, _ = ev.gt_predictive(gt, x0 + 1.0, budget.n_gt_samples, budget.seed)  # the means are the float32 ones
+    assert moved.mean_delta_h == pytest.approx(float(np.mean(ref.gt_uncertainty - h_c)), abs=1e-6)
+    assert moved.mean_delta_h == pytest.approx(per_point.delta_h.mean()) and per_point.l1.shape == (9,)
 
 
 def test_error_of_explanations_is_scored_against_the_ground_truth_at_the_explanations(monkeypatch):
@@ -173,8 +179,8 @@ def test_error_of_explanations_is_scored_against_the_ground_truth_at_the_explana
     x0 = np.zeros((4, 7), np.float32)
     xc = np.ones((4, 7), np.float32)
     # GT mean = first column of x; the BNN predicts it exactly, wherever x is
-    monkeypatch.setattr(ev, "gt_predictive", lambda gt, x, n, seed: (np.ones(len(x)), np.asarray(x)[:, 0]))
-    monkeypatch.setattr(ev, "log_px", lambda gt, x, n, seed: np.zeros(len(x)))
+    monkeypatch.setattr(ev_metrics, "gt_predictive", lambda gt, x, n, seed: (np.ones(len(x)), np.asarray(x)[:, 0]))
+    monkeypatch.setattr(ev_metrics, "log_px", lambda gt, x, n, seed: np.zeros(len(x)))
     bnn = SimpleNamespace(predict_samples=lambda x: (x[None, :, 0], tf.ones_like(x[None, :, 0])))
     budget = ev.EvalBudget(n_gt_samples=4, n_px_samples=4)
     ref = ev.Reference.build(gt, bnn, x0, budget)
@@ -202,6 +208,39 @@ def test_evaluate_tiny_end_to_end(tmp_path, data_dir):
     (tmp_path / "table.csv").unlink()  # a finished run with the same settings is returned, not recomputed
     assert evaluate.main(config)["rows"] == json.loads((tmp_path / "results.json").read_text())["rows"]
     assert not (tmp_path / "table.csv").exists()
+    assert {r["verdict"] for r in results["verdicts"]} <= {"best", "tie", "alone"} and results["verdicts"]
+    assert all(r["mean_delta_h_lo"] <= r["mean_delta_h"] <= r["mean_delta_h_hi"] for r in results["rows"])
+    info = results["references"]["aleatoric"]
+    assert info["fraction_selected"] == pytest.approx(info["n_selected"] / info["n_test"])
+
+
+def test_published_stages_rescore_to_the_same_results(tmp_path, data_dir, monkeypatch):
+    """The trained stages go into a weights folder with sha256s; a new run folder fed from it scores the same."""
+    import weights
+    from CLUE import evaluate, stages
+    from common.config import with_preset
+
+    first = tmp_path / "first"
+    config = with_preset(evaluate.Config, evaluate.PRESETS, "tiny", dataset="lsat", out=str(first),
+                         data_dir=str(data_dir), n_clue=1, n_ufido=1, n_sensitivity=1)
+    results = evaluate.main(config)
+    root = tmp_path / "weights"
+    root.mkdir()
+    (root / "manifest.json").write_text(json.dumps({**json.loads(weights.MANIFEST.read_text()), "models": []}))
+    name = stages.publish(config, first, "python -m CLUE.evaluate --preset tiny", committed=True, root=root)
+    manifest = weights.read_manifest(root / "manifest.json")
+    assert manifest.entry(name).kind == stages.KIND and not weights.mismatches(name, manifest)
+    monkeypatch.setattr(weights, "MANIFEST", root / "manifest.json")
+    second = tmp_path / "second"
+    again = evaluate.main(dataclasses.replace(config, out=str(second), stages="weights"))
+    assert not stages.missing_stages(second)
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert strip(again["rows"]) == strip(results["rows"]) and again["models"] == results["models"]
+    with pytest.raises(ValueError, match="no published evaluation stages match"):
+        stages.fetch(dataclasses.replace(config, bnn_epochs=5), tmp_path / "third", manifest=manifest)
+    (root / manifest.entry(name).path / "bnn" / "posterior" / "samples.npz").write_bytes(b"damaged")
+    with pytest.raises(ValueError, match="sha256|differ"):
+        stages.fetch(config, tmp_path / "fourth", manifest=weights.read_manifest(root / "manifest.json"))
 
 
 def test_compare_at_distance_interpolates_within_each_sweep():
@@ -224,7 +263,7 @@ def test_clue_sweep_passes_its_early_stopping_window(monkeypatch):
         def explain(self, x0):
             return SimpleNamespace(x=x0)
 
-    monkeypatch.setattr(ev, "CLUE", RecordingCLUE)
+    monkeypatch.setattr(ev_sweeps, "CLUE", RecordingCLUE)
     x0 = np.zeros((2, 7), np.float32)
     ev.explain("clue", "aleatoric", 1.0, x0, bnn=None, vae=None)
     ev.explain("clue", "epistemic", 1.0, x0, bnn=None, vae=None, sweep=ev.Sweep(clue_n_early_stop=0))
@@ -258,7 +297,7 @@ def test_an_interrupted_sweep_resumes_from_its_journal(tmp_path, monkeypatch):
             raise KeyboardInterrupt  # the run is stopped while the third value is being explained
         return x + param
 
-    monkeypatch.setattr(ev, "explain", explain)
+    monkeypatch.setattr(ev_sweeps, "explain", explain)
     journal = tmp_path / "sweep_points.jsonl"
     crash = True
     with pytest.raises(KeyboardInterrupt):
@@ -275,6 +314,10 @@ def test_an_interrupted_sweep_resumes_from_its_journal(tmp_path, monkeypatch):
     strip = [{k: v for k, v in dataclasses.asdict(p).items() if k != "seconds"} for p in resumed]
     assert strip == [{k: v for k, v in dataclasses.asdict(p).items() if k != "seconds"} for p in straight]
     assert [p.mean_l1 for p in resumed] == pytest.approx([0.7, 3.5, 7.0, 14.0], rel=1e-5)
+    assert sorted(resumed.per_point) == sorted(straight.per_point) and len(resumed.per_point) == 4
+    for key, scores in straight.per_point.items():  # the per-point scores come back from the journal's files
+        for name, values in scores.arrays().items():
+            np.testing.assert_array_equal(getattr(resumed.per_point[key], name), values)
     calls[:] = []  # the journal now holds every value, the torn line notwithstanding
     ev.run_sweeps(gt, bnn, refs, None, None, sweep, budget, methods=("sensitivity",), progress=False,
                   journal=journal)
@@ -303,8 +346,8 @@ def test_torch13_sweeps_explain_with_the_original_gradient_and_score_with_the_ex
         seen.append(explaining_bnn)
         return x + param
 
-    monkeypatch.setattr(ev, "explain", explain)
-    sweeps = {g: ev.Sweep(sensitivity_steps=(0.5,), bnn_gradient=g) for g in ("exact", "torch13")}
+    monkeypatch.setattr(ev_sweeps, "explain", explain)
+    sweeps = {g: ev.Sweep(sensitivity_steps=(0.5,), bnn_gradient=g, clue_batch=256) for g in ("exact", "torch13")}
     points = {g: ev.run_sweeps(gt, bnn, refs, None, None, s, budget, methods=("sensitivity",), progress=False)
               for g, s in sweeps.items()}
     assert seen[0] is bnn and isinstance(seen[1], OriginalGradientMLP)
@@ -314,9 +357,129 @@ def test_torch13_sweeps_explain_with_the_original_gradient_and_score_with_the_ex
     # The journal keeps the two apart; the default's fingerprint is the one journals had before the setting existed.
     fingerprints = {g: ev.sweep_fingerprint(refs["aleatoric"], s, budget) for g, s in sweeps.items()}
     assert fingerprints["exact"] != fingerprints["torch13"]
-    old = {k: v for k, v in dataclasses.asdict(sweeps["exact"]).items() if k != "bnn_gradient"}
+    added_later = ("bnn_gradient", "ufido_mnist_norm", "clue_batch")
+    old = {k: v for k, v in dataclasses.asdict(sweeps["exact"]).items() if k not in added_later}
     digest = hashlib.sha256(np.ascontiguousarray(x0, np.float32).tobytes())
     digest.update(json.dumps([old, dataclasses.asdict(budget)], sort_keys=True, default=float).encode())
     assert fingerprints["exact"] == digest.hexdigest()[:16]
     with pytest.raises(ValueError, match="bnn_gradient"):
         ev.Sweep(bnn_gradient="stale")
+
+
+def test_equal_distance_interpolates_between_adjacent_sweep_values_only():
+    """A sweep whose L1 is not monotone in its parameter: sorting by L1 would pair values that are not neighbours."""
+    table = pd.DataFrame({"target": "aleatoric", "method": "clue", "param": [1.0, 2.0, 3.0],
+                          "mean_l1": [0.0, 4.0, 2.0], "mean_delta_h": [0.0, 0.4, 1.0], "delta_err": 0.0,
+                          "mean_log_px": [-5.0, -9.0, -7.0], "n_points": 3})
+    row = ev.compare_at_distance(table, distances=(1.0,))[0]
+    assert row["delta_h"] == pytest.approx(0.1) and row["log_px"] == pytest.approx(-6.0)  # sorted by L1: 0.5, -6
+    assert (row["lam_lo"], row["lam_hi"]) == (1.0, 2.0)
+    assert math.isnan(ev.compare_at_distance(table, distances=(5.0,))[0]["delta_h"])
+
+
+def _scores(rng, n, dh_mean, l1_mean, task="classification"):
+    err0 = rng.integers(0, 2, n).astype(float)
+    return ev.PointScores(delta_h=rng.normal(dh_mean, 0.05, n), err0=err0, errc=err0.copy(),
+                          log_px=rng.normal(-5.0, 1.0, n), l1=rng.normal(l1_mean, 0.1, n), bnn_delta=np.zeros(n))
+
+
+def _table_and_scores(gaps, n=400, seed=0):
+    """Two sweep values per method, L1 about 1 and 3; method m's dH is ``gaps[m]`` higher than U-FIDO's."""
+    rng = np.random.default_rng(seed)
+    points, per_point = [], {}
+    for method, gap in gaps.items():
+        for lam, l1 in ((0.1, 1.0), (1.0, 3.0)):
+            s = _scores(rng, n, 0.2 + gap + 0.05 * l1, l1)
+            per_point[("aleatoric", method, lam)] = s
+            points.append(ev.summarize(s, SimpleNamespace(error=float(s.err0.mean())), "classification", method,
+                                       "aleatoric", lam))
+    return ev.points_table(points), per_point
+
+
+def test_verdicts_name_a_best_method_only_where_its_paired_interval_excludes_zero():
+    table, per_point = _table_and_scores({"clue": 0.1, "ufido": 0.0, "sensitivity": -0.05})
+    rows = {r["l1"]: r for r in ev.verdicts(table, per_point, "classification", distances=(2.0, 5.0))}
+    assert rows[2.0]["best"] == "clue" and rows[2.0]["verdict"] == "best" and rows[2.0]["gap_lo"] > 0
+    assert 5.0 not in rows  # outside every sweep: no comparison at all
+    table, per_point = _table_and_scores({"clue": 0.001, "ufido": 0.0}, n=50)
+    row = ev.verdicts(table, per_point, "classification", distances=(2.0,))[0]
+    assert row["verdict"] == "tie" and row["gap_lo"] < 0 < row["gap_hi"]
+    compared = {(r["method"]): r for r in ev.compare_at_distance(table, distances=(2.0,), per_point=per_point,
+                                                                  task="classification")}
+    clue = compared["clue"]
+    assert clue["delta_h_lo"] < clue["delta_h"] < clue["delta_h_hi"]
+    assert clue["delta_h_hi"] - clue["delta_h_lo"] == pytest.approx(2 * 1.96 * 0.05 / math.sqrt(50), rel=0.3)
+
+
+def test_resampled_error_change_is_the_rms_difference_for_regression():
+    rng = np.random.default_rng(4)
+    s = ev.PointScores(*(rng.random(30) for _ in range(6)))
+    idx = np.arange(30)[None]
+    from CLUE.evaluation.report import resampled_means
+
+    got = resampled_means(s, idx, "regression")["delta_err"][0]
+    assert got == pytest.approx(math.sqrt(s.err0.mean()) - math.sqrt(s.errc.mean()))
+
+
+def test_quantile_threshold_selects_the_top_fraction_and_nb_constants_stay_the_default():
+    u = {"aleatoric": np.linspace(0.0, 1.0, 1001), "epistemic": np.zeros(1001)}
+    assert ev.selection_threshold(u, "aleatoric", "lsat", None) == 0.68
+    tau = ev.selection_threshold(u, "aleatoric", "lsat", 0.8)
+    assert len(ev.select_uncertain(u, "aleatoric", tau)) == 201
+    with pytest.raises(ValueError, match="quantile"):
+        ev.selection_threshold(u, "aleatoric", "lsat", 1.5)
+
+
+def test_ufido_mnist_norm_reaches_ufido_and_keeps_default_journals(monkeypatch):
+    seen = []
+    monkeypatch.setattr(ev_sweeps, "u_fido", lambda bnn, vaeac, x, config, seed: seen.append(config)
+                        or SimpleNamespace(x=x))
+    x0 = np.zeros((2, 7), np.float32)
+    ev.explain("ufido", "aleatoric", 1.0, x0, bnn=None, sweep=ev.Sweep(ufido_mnist_norm=True))
+    ev.explain("ufido", "aleatoric", 1.0, x0, bnn=None)
+    assert [c.mnist_norm_quirk for c in seen] == [True, False]
+    ref = SimpleNamespace(x0=x0)
+    budget = ev.EvalBudget()
+    assert (ev.sweep_fingerprint(ref, ev.Sweep(ufido_mnist_norm=True), budget)
+            != ev.sweep_fingerprint(ref, ev.Sweep(), budget))
+
+
+def test_sweep_paper_is_the_nb_grid():
+    sweep = ev.Sweep.paper()
+    assert sweep == ev.Sweep() and len(sweep.clue_lambdas) == 30 and len(sweep.sensitivity_steps) == 20
+    assert sweep.clue_lambdas[0] == pytest.approx(1e-4) and sweep.clue_lambdas[-1] == pytest.approx(30)
+    assert ev.Sweep.paper(8, 8, 8).ufido_l1ws[-1] == pytest.approx(100)
+
+
+def test_clue_sweep_batch_size_leaves_the_explanations_unchanged():
+    """The sweep optimises 1024 rows together where CLUE's default is 256: rows are independent, so the
+    explanations agree to float32 rounding."""
+    from BNN.model import Architecture, init_params
+    from BNN.posterior import Posterior
+    from VAE.model import VAE
+
+    arch = Architecture("mlp", input_dim=7, output_dim=2, width=8, depth=1)
+    draws = [init_params(arch, seed) for seed in range(3)]
+    bnn = Posterior(arch, "categorical", {k: np.stack([d[k] for d in draws]) for k in draws[0]})
+    tf.keras.utils.set_random_seed(0)
+    vae = VAE(X_VEC, latent_dim=3, width=16, depth=2)
+    x0 = np.random.default_rng(5).normal(size=(600, 7)).astype(np.float32)
+    small, large = (ev.explain("clue", "aleatoric", 0.5, x0, bnn, vae, sweep=ev.Sweep(clue_batch=b,
+                                                                                      clue_max_steps_aleatoric=12))
+                    for b in (256, 1024))
+    np.testing.assert_allclose(small, large, atol=1e-4)
+
+
+def test_seed_summary_averages_the_seeds_and_counts_their_verdicts():
+    runs = []
+    for seed, gap in ((0, 0.1), (1, 0.1), (2, 0.0005)):
+        table, per_point = _table_and_scores({"clue": gap, "ufido": 0.0}, n=60, seed=seed)
+        kw = {"per_point": per_point, "task": "classification", "distances": (2.0,)}
+        runs.append({"dataset": "compas", "config": {"seed": seed}, "at_equal_distance": ev.compare_at_distance(
+            table, **kw), "verdicts": ev.verdicts(table, **kw)})
+    summary = ev.summarize_seeds(runs)
+    clue = next(r for r in summary if r["kind"] == "method" and r["method"] == "clue")
+    assert clue["n_seeds"] == 3 and clue["delta_h"] == pytest.approx(np.mean(clue["delta_h_per_seed"]))
+    assert clue["delta_h_min"] <= clue["delta_h"] <= clue["delta_h_max"] and len(clue["delta_h_intervals"]) == 3
+    verdict = next(r for r in summary if r["kind"] == "verdict")
+    assert verdict["counts"] == {"clue": 2, "tie": 1}

@@ -64,7 +64,7 @@ def main(argv=None):
     if (run_dir / "results.json").exists():  # a run finished before sweeps were journalled: its final rows
         for row in json.loads((run_dir / "results.json").read_text())["rows"]:
             if row["target"] == args.target:
-                logged.setdefault((row["method"], float(row["param"])), ev.SweepPoint(**row))
+                logged.setdefault((row["method"], float(row["param"])), ev.SweepPoint.from_row(row))
 
     steps = sweep.clue_max_steps_aleatoric if args.target == "aleatoric" else sweep.clue_max_steps_epistemic
     rows, points = [], [pt for (m, _), pt in logged.items() if m != "clue"]
