@@ -165,15 +165,35 @@ def _done(run_dir: Path) -> bool:
     return (run_dir / "metrics.json").exists()
 
 
+def stage_config(config: Config, script_config: type, prefixes: dict[str, str], renames: dict[str, str] | None = None,
+                 **fixed: Any):
+    """A training script's Config from this run's settings: every field ``<prefix><name>`` becomes the script's
+    ``<prefixes[prefix]><name>`` (``renames`` for the few whose names differ), plus the ``fixed`` values.
+
+    Raises:
+      TypeError: a prefixed setting has no field of that name in the script's Config (a renamed field there).
+    """
+    fields = {f.name for f in dataclasses.fields(script_config)}
+    values = {}
+    for f in dataclasses.fields(config):
+        if f.name in stages.NOT_STAGE_FIELDS:  # e.g. bnn_gradient: how the sweeps use the BNN, not its training
+            continue
+        for prefix, theirs in prefixes.items():
+            if f.name.startswith(prefix):
+                key = (renames or {}).get(f.name, theirs + f.name[len(prefix):])
+                if key not in fields:
+                    raise TypeError(f"{f.name} maps to {script_config.__module__}.Config.{key}, which does not exist")
+                values[key] = getattr(config, f.name)
+    return script_config(**{**values, **fixed})
+
+
 def train_ground_truth(config: Config, run_dir: Path) -> ev.GroundTruth:
     """Stage 1: the VAEAC on the real joint (x, y) and its under-VAEAC (credit masks whole variables, [nb])."""
     out = run_dir / "gt_vaeac"
     if not _done(out):
-        vaeac_train.main(vaeac_train.Config(
-            dataset=config.dataset, targets=True, width=config.gt_width, depth=config.gt_depth, lr=config.gt_lr,
-            max_epochs=config.gt_max_epochs, early_stop=config.gt_early_stop,
-            mask_per_variable=config.dataset == "credit", under_epochs=config.under_epochs,
-            under_width=config.under_width, under_lr=config.under_lr, under_early_stop=config.gt_early_stop,
+        vaeac_train.main(stage_config(
+            config, vaeac_train.Config, {"gt_": "", "under_": "under_"}, dataset=config.dataset, targets=True,
+            mask_per_variable=config.dataset == "credit", under_early_stop=config.gt_early_stop,
             max_train_rows=config.max_train_rows, seed=config.seed, data_dir=config.data_dir, out=str(out),
             progress=config.progress))
     real = data.load(config.dataset, data_dir=config.data_dir)
@@ -195,23 +215,20 @@ def artificial_dataset(config: Config, run_dir: Path, gt: ev.GroundTruth) -> dat
 
 
 def train_art_models(config: Config, run_dir: Path, ds: data.Dataset):
-    """Stage 3: BNN, CLUE VAE and in-filling VAEAC on the artificial training split."""
+    """Stage 3: BNN, CLUE VAE and in-filling VAEAC on the artificial training split (each through its script's
+    ``main(config)``, the settings ``bnn_*``, ``vae_*``, ``art_vaeac_*`` mapped by :func:`stage_config`)."""
     latent = vaeac_train.LATENT_DIMS[config.dataset]
+    common = {"dataset": ds.name, "seed": config.seed, "progress": config.progress}
     if not _done(run_dir / "bnn"):
-        bnn_train.main(bnn_train.Config(
-            dataset=ds.name, seed=config.seed, out=str(run_dir / "bnn"), width=config.bnn_width,
-            n_epochs=config.bnn_epochs, burn_in=config.bnn_burn_in, save_every=config.bnn_save_every,
-            n_saves=config.bnn_n_saves, eval_every=max(1, config.bnn_epochs // 10), progress=config.progress))
+        bnn_train.main(stage_config(config, bnn_train.Config, {"bnn_": ""}, {"bnn_epochs": "n_epochs"},
+                                    out=str(run_dir / "bnn"), eval_every=max(1, config.bnn_epochs // 10), **common))
     if not _done(run_dir / "vae"):
-        vae_train.main(vae_train.Config(
-            dataset=ds.name, latent_dim=latent, width=config.vae_width, lr=config.vae_lr,
-            max_epochs=config.vae_max_epochs, early_stop=config.vae_early_stop, seed=config.seed,
-            out=str(run_dir / "vae"), progress=config.progress))
+        vae_train.main(stage_config(config, vae_train.Config, {"vae_": ""}, latent_dim=latent,
+                                    out=str(run_dir / "vae"), **common))
     if not _done(run_dir / "art_vaeac"):
-        vaeac_train.main(vaeac_train.Config(
-            dataset=ds.name, targets=False, latent_dim=latent, width=config.art_vaeac_width, lr=config.art_vaeac_lr,
-            max_epochs=config.art_vaeac_max_epochs, early_stop=config.vae_early_stop, seed=config.seed,
-            out=str(run_dir / "art_vaeac"), progress=config.progress))
+        vaeac_train.main(stage_config(config, vaeac_train.Config, {"art_vaeac_": ""}, targets=False,
+                                      latent_dim=latent, early_stop=config.vae_early_stop,
+                                      out=str(run_dir / "art_vaeac"), **common))
     return (Posterior.load(run_dir / "bnn" / "posterior"), load_vae(run_dir / "vae" / "best"),
             load_model(run_dir / "art_vaeac" / "best"))
 

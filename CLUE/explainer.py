@@ -31,147 +31,19 @@ Gaussian means and scales ``[S, B]``) and the generator only through ``generator
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
+from CLUE.config import ADAM_BETAS, ADAM_EPS, CLUEConfig, CLUEResult, CLUEWeights  # noqa: F401 (re-exported)
 from common.errors import UserError
 from common.probability import decompose_entropy_cat, decompose_std_gauss
 from common.validation import check_inputs
 
 logger = logging.getLogger(__name__)
-
-ADAM_BETAS = (0.9, 0.999)  # torch.optim.Adam defaults, as the original
-ADAM_EPS = 1e-8
-
-
-@dataclass(frozen=True)
-class CLUEWeights:
-    """Weights of the terms of the CLUE objective (spec 5.3).
-
-    Attributes:
-      uncertainty: weight of the total uncertainty (entropy for classification, std for regression).
-      aleatoric: weight of the aleatoric part.
-      epistemic: weight of the epistemic part.
-      distance: weight of the input distance d(x, x0); the paper uses lambda / D for D flat input columns.
-      prior: weight of +log N(z; 0, I) (note the sign: a positive weight pushes z away from the prior mode).
-      latent_l2: weight of ||z - z_init||^2.
-      prediction_similarity: weight of the prediction term (needs ``desired_preds``).
-    """
-
-    uncertainty: float = 1.0
-    aleatoric: float = 0.0
-    epistemic: float = 0.0
-    distance: float = 0.0
-    prior: float = 0.0
-    latent_l2: float = 0.0
-    prediction_similarity: float = 0.0
-
-    @classmethod
-    def paper(cls, lam: float, x_dim: int, target: str = "total") -> CLUEWeights:
-        """The weighting of the paper: one uncertainty term with weight 1 and distance weight ``lam / x_dim``."""
-        if target not in ("total", "aleatoric", "epistemic"):
-            raise ValueError(f"target must be total, aleatoric or epistemic, got {target!r}")
-        terms = {"uncertainty": 0.0, "aleatoric": 0.0, "epistemic": 0.0}
-        terms["uncertainty" if target == "total" else target] = 1.0
-        return cls(**terms, distance=lam / x_dim)
-
-
-@dataclass(frozen=True)
-class CLUEConfig:
-    """Optimisation settings (spec 5.4-5.6; the reference tabular run: lr 0.1, 3 / 50 / 3, batch 256).
-
-    Attributes:
-      weights: the objective's term weights.
-      lr: Adam step size on z.
-      min_steps: early stopping is only checked for steps t > min_steps.
-      max_steps: at most this many Adam steps.
-      n_early_stop: window n of the stopping rule; 0 disables early stopping.
-      batch_size: points optimised together (results do not depend on it: every row is independent).
-      distance: ``"l1"`` (sum |x - x0|, the paper's) or ``"l2"`` (Euclidean norm).
-    """
-
-    weights: CLUEWeights = field(default_factory=CLUEWeights)
-    lr: float = 0.1
-    min_steps: int = 3
-    max_steps: int = 50
-    n_early_stop: int = 3
-    batch_size: int = 256
-    distance: str = "l1"
-
-    def __post_init__(self):
-        if self.distance not in ("l1", "l2"):
-            raise ValueError(f"distance must be 'l1' or 'l2', got {self.distance!r}")
-        if self.max_steps < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise ValueError("max_steps and batch_size must be >= 1 and lr > 0")
-        if self.n_early_stop and self.min_steps < self.n_early_stop - 1:
-            raise ValueError("min_steps must be >= n_early_stop - 1 (the rule looks n steps back)")
-
-
-@dataclass
-class CLUEResult:
-    """CLUEs of ``n`` points. Per-step arrays are frozen after each row's early stop, as the original returns them.
-
-    Attributes:
-      x: float32 ``[n, D]`` the explanations (counterfactual inputs).
-      z: float32 ``[n, L]`` their latent codes.
-      x0: float32 ``[n, D]`` the inputs explained.
-      z_init: float32 ``[n, L]`` where the search started.
-      uncertainty, aleatoric, epistemic, distance, cost: float32 ``[T, n]`` per-step values at the step's z (the
-        distance is weighted, the cost is the whole objective).
-      stop_step: int64 ``[n]`` step at which the stopping rule first held (0: never).
-      freeze_index: int64 ``[n]`` step whose values the result holds: ``stop_step - n_early_stop + 1`` for rows
-        that stopped, ``T`` (after the last update) for the others.
-      uncertainty_before: float32 ``[n]`` total uncertainty of ``x0``.
-      uncertainty_after: float32 ``[n]`` total uncertainty of ``x``.
-      seconds: wall time of the optimisation.
-      x_trajectory, z_trajectory: ``[T + 1, n, D]`` / ``[T + 1, n, L]`` when recorded (frozen like the rest).
-    """
-
-    x: np.ndarray
-    z: np.ndarray
-    x0: np.ndarray
-    z_init: np.ndarray
-    uncertainty: np.ndarray
-    aleatoric: np.ndarray
-    epistemic: np.ndarray
-    distance: np.ndarray
-    cost: np.ndarray
-    stop_step: np.ndarray
-    freeze_index: np.ndarray
-    uncertainty_before: np.ndarray
-    uncertainty_after: np.ndarray
-    seconds: float = 0.0
-    x_trajectory: np.ndarray | None = None
-    z_trajectory: np.ndarray | None = None
-
-    @property
-    def l1_distance(self) -> np.ndarray:
-        """``[n]`` unweighted L1 distance between each explanation and its input."""
-        return np.abs(self.x - self.x0).sum(axis=1)
-
-    def summary(self) -> dict[str, float]:
-        """The ``summary.json`` figures of DESIGN.md."""
-        return {
-            "n_explained": int(len(self.x)),
-            "uncertainty_before": float(self.uncertainty_before.mean()),
-            "uncertainty_after": float(self.uncertainty_after.mean()),
-            "l1_distance": float(self.l1_distance.mean()),
-            "fraction_reduced": float(np.mean(self.uncertainty_after < self.uncertainty_before)),
-            "seconds": float(self.seconds),
-        }
-
-    def save(self, path, **extra: np.ndarray) -> None:
-        """Writes every array (and ``extra`` ones, e.g. the explained rows' indices) to an ``.npz`` atomically."""
-        from common.utils import save_npz
-
-        arrays = {k: v for k, v in dataclasses.asdict(self).items() if isinstance(v, np.ndarray)}
-        save_npz(path, compressed=True, **arrays, **extra, seconds=np.float64(self.seconds))
 
 
 def uncertainties(bnn, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:

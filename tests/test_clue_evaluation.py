@@ -483,3 +483,17 @@ def test_seed_summary_averages_the_seeds_and_counts_their_verdicts():
     assert clue["delta_h_min"] <= clue["delta_h"] <= clue["delta_h_max"] and len(clue["delta_h_intervals"]) == 3
     verdict = next(r for r in summary if r["kind"] == "verdict")
     assert verdict["counts"] == {"clue": 2, "tie": 1}
+
+
+def test_stage_settings_map_onto_the_training_scripts_configs():
+    from BNN import train as bnn_train
+    from CLUE import evaluate
+    from VAEAC import train as vaeac_train
+
+    config = evaluate.Config(dataset="lsat", gt_width=77, under_lr=1e-3, bnn_epochs=12, bnn_width=9)
+    gt = evaluate.stage_config(config, vaeac_train.Config, {"gt_": "", "under_": "under_"}, dataset="lsat")
+    assert (gt.width, gt.under_lr, gt.max_epochs) == (77, 1e-3, config.gt_max_epochs)
+    bnn = evaluate.stage_config(config, bnn_train.Config, {"bnn_": ""}, {"bnn_epochs": "n_epochs"}, dataset="x")
+    assert (bnn.n_epochs, bnn.width) == (12, 9)
+    with pytest.raises(TypeError, match="n_epochs|epochs"):  # a setting whose name the script does not have
+        evaluate.stage_config(config, bnn_train.Config, {"bnn_": ""}, dataset="x")
