@@ -15,14 +15,15 @@ Usage::
 
 Writes into ``--out``: ``config.json``, ``metrics.csv`` (one row per epoch), ``metrics.json``, ``posterior/``
 (``samples.npz`` + ``config.json``, see ``BNN.posterior``), ``diagnostics.npz`` (per-sample predictive traces, see
-``BNN.chains``) and ``ckpt/chains_*/`` (resume state: weights, sampler state, random generators, sample buffer).
-Rerunning the same command resumes from the latest checkpoint. The training loop itself is ``BNN.chains.train``:
-a single chain is the case ``--chains 1``.
+``BNN.diagnostics``) and ``ckpt/chains_*/`` (resume state: weights, sampler state, random generators, sample
+buffer). Rerunning the same command resumes from the latest checkpoint. The training loop is :func:`train`, which
+takes the loop's own settings as a :class:`Schedule` (``main`` maps the command line's :class:`Config` onto it); a
+single chain is the case ``--chains 1``.
 
 ``--chains K`` runs K independent chains (chain k seeded ``seed + chain_offset + k``; the data split stays that of
 ``--seed``) and pools their samples, vectorised on one
 device or spread over the replicas of ``--strategy mirrored|multiworker``, and adds split R-hat and effective sample
-sizes of the predictive to ``metrics.json`` (:mod:`BNN.chains`).
+sizes of the predictive to ``metrics.json`` (placement: :mod:`BNN.chains`; diagnostics: :mod:`BNN.diagnostics`).
 
 #### References
 [1] Springenberg, J. T., Klein, A., Falkner, S., Hutter, F. "Bayesian optimization with robust Bayesian neural
@@ -36,17 +37,26 @@ from __future__ import annotations
 import common.cli  # isort: skip  (first: quiets TensorFlow's start-up, see common.cli)
 import dataclasses
 import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from tqdm.auto import tqdm
 
 import data
-from BNN import chains
+from BNN import diagnostics
+from BNN.chains import ChainCheckpoints, ParallelChains, tf_log_level
 from BNN.model import KINDS, Architecture, get_likelihood
+from BNN.posterior import Posterior, evaluate
 from BNN.sghmc import SGHMCParams
 from common.config import option
-from common.distribute import STRATEGIES
+from common.distribute import STRATEGIES, make_strategy
 from common.errors import UserError
-from common.utils import make_run_dir, set_seed
+from common.training import DivergedError, TrainingInterrupted
+from common.utils import MetricsCSV, make_run_dir, save_json, save_npz, set_seed
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("BNN.train")  # the same name under `python -m BNN.train` (__main__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,6 +140,153 @@ def check(config: Config, dataset: data.Dataset) -> None:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")
 
 
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """The training loop's own settings (spec 2.4, module docstring); :class:`Config` holds them under the same
+    names, with the reference schedule as defaults."""
+
+    n_epochs: int
+    batch_size: int
+    burn_in: int
+    save_every: int
+    n_saves: int
+    resample_momentum_every: int
+    resample_prior_every: int
+    reburn_every: int
+    eval_every: int
+    checkpoint_every: int
+    drop_last_sample: bool = False
+    progress: bool = True
+
+    @classmethod
+    def from_config(cls, config: Config) -> Schedule:
+        return cls(**{field.name: getattr(config, field.name) for field in dataclasses.fields(cls)})
+
+
+def train(dataset: data.Dataset, arch: Architecture, likelihood: str, hparams: SGHMCParams, schedule: Schedule,
+          run_dir: str | Path, *, seed: int = 0, n_chains: int = 1, strategy: str = "default") -> dict[str, float]:
+    """Runs (or resumes) SG-HMC on ``dataset`` and exports the pooled posterior into ``run_dir``.
+
+    Args:
+      dataset, arch, likelihood, hparams: the data, network, likelihood name and sampler settings
+        (:func:`model_spec`).
+      schedule: the loop's settings.
+      run_dir: the run folder: ``ckpt/``, ``metrics.csv``, then the files of :func:`export`.
+      seed: seed of chain 0; chain k is seeded ``seed + k`` (``main`` passes ``--seed`` + ``--chain-offset``).
+      n_chains: independent chains, pooled (a positive multiple of the strategy's replicas).
+      strategy: the ``tf.distribute`` strategy that places them (``common.distribute.STRATEGIES``).
+
+    Returns:
+      the final metrics (those of ``metrics.json``).
+
+    Raises:
+      TrainingInterrupted: on Ctrl-C, with the epoch it stopped at; the same call resumes from the checkpoint.
+      DivergedError: if a chain's training NLL is not finite.
+    """
+    run_dir = Path(run_dir)
+    chains = ParallelChains.build(make_strategy(strategy), arch, likelihood, seed, n_chains, hparams,
+                                  schedule.n_saves, dataset.pixel_norm)
+    train_seconds = tf.Variable(0.0, dtype=tf.float64, name="train_seconds")
+    checkpoints = ChainCheckpoints(chains, run_dir / "ckpt", train_seconds=train_seconds)
+    checkpoints.restore()
+    start = chains.epoch
+
+    train_epoch = chains.epoch_function(dataset.x_train, dataset.y_train, schedule.batch_size,
+                                        schedule.resample_momentum_every, schedule.resample_prior_every)
+    test_metrics = chains.metrics_function(dataset.x_test, dataset.y_test)
+
+    is_cat = dataset.task == "classification"
+    n_train = len(dataset.x_train)
+    metrics_csv = MetricsCSV(run_dir / "metrics.csv", resume_epoch=start)
+    bar = tqdm(range(start, schedule.n_epochs), initial=start, total=schedule.n_epochs, desc=f"SG-HMC x{n_chains}",
+               disable=not schedule.progress)
+    epoch_level = logging.DEBUG if schedule.progress else logging.INFO  # a bar shows the progress itself
+    checkpointed = i = start  # epochs in the latest checkpoint; the epoch running
+    try:
+        for i in bar:
+            t0 = time.perf_counter()
+            cycle_epoch = i % schedule.reburn_every
+            nll_sum, err_sum = (v.numpy() for v in train_epoch(tf.constant(cycle_epoch < schedule.burn_in)))
+            if not np.all(np.isfinite(nll_sum)):
+                bad = np.flatnonzero(~np.isfinite(nll_sum)).tolist()
+                raise DivergedError(f"non-finite training NLL at epoch {i} in chains {bad}: the run diverged; "
+                                    "lower --lr")
+            if cycle_epoch >= schedule.burn_in and i % schedule.save_every == 0:
+                chains.keep_samples()
+            chains.set_epoch(i + 1)
+            row = {"epoch": i, "train/nll": float(nll_sum.mean()) / n_train,
+                   "n_samples": min(chains.n_added, schedule.n_saves)}
+            err = err_sum.astype(np.float64) / n_train
+            row["train/accuracy" if is_cat else "train/rmse"] = float(np.mean(1.0 - err if is_cat else np.sqrt(err)))
+            evaluated = (i + 1) % schedule.eval_every == 0 or i + 1 == schedule.n_epochs
+            nll_c = err_c = np.full(n_chains, np.nan)
+            if evaluated:
+                nll_c, err_c = (v.numpy() for v in test_metrics())
+            row["test_current/nll"] = float(np.mean(nll_c))
+            if is_cat:
+                row["test_current/accuracy"] = float(np.mean(1.0 - err_c))
+            else:
+                row["test_current/rmse"] = float(np.mean(np.sqrt(err_c))) * float(dataset.y_std[0])
+            for c in range(n_chains if n_chains > 1 else 0):
+                row[f"train/nll/chain_{c}"] = float(nll_sum[c]) / n_train
+            train_seconds.assign_add(time.perf_counter() - t0)
+            row["seconds"] = time.perf_counter() - t0
+            metrics_csv.append(row)
+            if evaluated:
+                bar.set_postfix(nll=row["train/nll"], samples=row["n_samples"])
+                logger.log(epoch_level, "epoch %d %s", i, {k: round(v, 4) for k, v in row.items()
+                                                           if isinstance(v, float) and "chain_" not in k})
+            if (i + 1) % schedule.checkpoint_every == 0 or i + 1 == schedule.n_epochs:
+                checkpoints.save(i + 1)
+                checkpointed = i + 1
+    except KeyboardInterrupt as err:
+        raise TrainingInterrupted(i, checkpointed, run_dir) from err
+    finally:
+        bar.close()
+    return export(chains, dataset, run_dir, float(train_seconds) / max(chains.epoch, 1), schedule.drop_last_sample)
+
+
+def export(chains: ParallelChains, dataset: data.Dataset, run_dir: str | Path, seconds_per_epoch: float,
+           drop_last_sample: bool = False) -> dict[str, float]:
+    """Pools the chains' samples, evaluates, computes the diagnostics, writes ``posterior/``, ``metrics.json`` and
+    ``diagnostics.npz`` (the traces); in a multi-worker cluster only the chief writes.
+
+    ``drop_last_sample`` evaluates without each chain's last sample (the original's off-by-one).
+    """
+    run_dir = Path(run_dir)
+    group = next(iter(chains.groups.values()))
+    arch, likelihood = group.arch, group.likelihood.name
+    samples = chains.gather_samples()  # [K, n_kept, ...]
+    k, s = next(iter(samples.values())).shape[:2]
+    if s == 0:
+        logger.warning("no weight sample was saved (n_epochs <= burn_in?): exporting the current weights, S = 1 "
+                       "per chain")
+        samples = chains.gather_samples(current=True)
+        s = 1
+    if drop_last_sample and s > 1:
+        samples, s = {n: v[:, :-1] for n, v in samples.items()}, s - 1
+    y_std = float(dataset.y_std[0])
+    posterior = Posterior(arch, likelihood, {n: v.reshape(k * s, *v.shape[2:]) for n, v in samples.items()},
+                          dataset.pixel_norm)
+    metrics = {f"test/{m}": v for m, v in evaluate(posterior, dataset.x_test, dataset.y_test, y_std=y_std).items()}
+    metrics.update({"seconds_per_epoch": seconds_per_epoch, "n_samples": posterior.n_samples})
+    if k > 1:
+        metrics.update({"n_chains": k, "n_replicas": chains.strategy.num_replicas_in_sync})
+    with tf_log_level(logging.ERROR):  # one traced forward per chain's posterior: TF warns about the retracing
+        for c in range(k if k > 1 else 0):
+            per_chain = evaluate(posterior[c * s:(c + 1) * s], dataset.x_test, dataset.y_test, y_std=y_std)
+            metrics.update({f"chains/{c}/test/{m}": v for m, v in per_chain.items()})
+        traces = diagnostics.predictive_traces(samples, arch, likelihood, dataset.pixel_norm, dataset.x_test,
+                                               dataset.y_test)
+    metrics.update(diagnostics.diagnose(traces))
+    if chains.is_chief:
+        posterior.save(run_dir / "posterior")
+        save_npz(run_dir / "diagnostics.npz", **traces)
+        save_json(run_dir / "metrics.json", metrics)
+    logger.info("final %s", {m: v for m, v in metrics.items() if not m.startswith("chains/")})
+    return metrics
+
+
 def main(config: Config) -> dict[str, float]:
     """Trains, checkpoints, exports the posterior and returns the final test metrics (see module docstring).
 
@@ -143,7 +300,8 @@ def main(config: Config) -> dict[str, float]:
     spec = model_spec(config, dataset)
     run_dir = make_run_dir(config.out, dataclasses.asdict(config), kind="BNN.train",
                            resume_safe={"n_epochs", "eval_every", "checkpoint_every"})
-    return chains.train(config, run_dir, dataset, *spec)
+    return train(dataset, *spec, Schedule.from_config(config), run_dir, seed=config.seed + config.chain_offset,
+                 n_chains=config.chains, strategy=config.strategy)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from BNN import posterior as posterior_module
-from BNN.model import BNN, Architecture, forward, forward_unrolled, get_likelihood, init_params, unrolled_layers
+from BNN.model import Architecture, forward, forward_unrolled, get_likelihood, init_params, unrolled_layers
 from BNN.posterior import UNROLLED_MIN_BATCH, Posterior, SampleBuffer
 
 MLP = Architecture("mlp", input_dim=6, output_dim=3, width=16, depth=2)
@@ -137,9 +137,11 @@ def test_posterior_applies_input_normalisation():
     raw = Posterior(CNN, "categorical", stacked, input_norm=(0.1307, 0.3081)).forward(x).numpy()
     normalised = Posterior(CNN, "categorical", stacked).forward((x - 0.1307) / 0.3081).numpy()
     np.testing.assert_allclose(raw, normalised, rtol=1e-5, atol=1e-6)
-    bnn = BNN(CNN, "categorical", seed=0, input_norm=(0.1307, 0.3081))
-    single = Posterior(CNN, "categorical", {k: v.numpy()[None] for k, v in bnn.params.items()}, (0.1307, 0.3081))
-    np.testing.assert_allclose(single.forward(x).numpy()[0], bnn(x).numpy(), rtol=1e-4, atol=1e-5)
+    # A one-sample posterior normalises as the unstacked network on normalised inputs (SG-HMC's chain weights).
+    params = init_params(CNN, 0)
+    single = Posterior(CNN, "categorical", {k: v[None] for k, v in params.items()}, (0.1307, 0.3081))
+    unstacked = forward(CNN, params, (x - 0.1307) / 0.3081).numpy()
+    np.testing.assert_allclose(single.forward(x).numpy()[0], unstacked, rtol=1e-4, atol=1e-5)
 
 
 def test_posterior_rejects_bad_inputs(tmp_path):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import common.cli as cli
-from BNN import chains as bnn_chains
+from BNN import diagnostics as bnn_diagnostics
 from BNN import train as bnn_train
 from common.config import build_parser, option, parse_config, with_preset
 from common.errors import UserError
@@ -226,19 +226,19 @@ def test_make_run_dir_replaces_a_failed_start_and_reads_unmarked_runs(tmp_path):
 
 def test_ctrl_c_says_where_training_stopped_and_the_same_command_resumes(tmp_path, capsys, caplog, monkeypatch):
     out = tmp_path / "run"
-    append = bnn_chains.MetricsCSV.append
+    append = bnn_train.MetricsCSV.append
 
     def interrupt_at_epoch_3(self, row):
         if row["epoch"] == 3:
             raise KeyboardInterrupt
         append(self, row)
 
-    monkeypatch.setattr(bnn_chains.MetricsCSV, "append", interrupt_at_epoch_3)
+    monkeypatch.setattr(bnn_train.MetricsCSV, "append", interrupt_at_epoch_3)
     code, err = _bnn(["--preset", "tiny", "--out", str(out)], capsys)
     assert code == 130
     assert err.strip().splitlines()[-1] == (f"interrupted at epoch 3 (2 epochs checkpointed in {out}); run the same "
                                             "command again to resume")
-    monkeypatch.setattr(bnn_chains.MetricsCSV, "append", append)
+    monkeypatch.setattr(bnn_train.MetricsCSV, "append", append)
     with caplog.at_level(logging.INFO, logger="BNN.chains"):
         code, err = _bnn(["--preset", "tiny", "--out", str(out)], capsys)
     assert code == 0, err
@@ -268,10 +268,10 @@ def test_the_shared_epoch_loop_reports_interrupts_and_logs_quietly_under_a_bar(t
 
 
 def test_a_single_chain_reports_split_rhat_as_its_two_halves(tmp_path, caplog, monkeypatch):
-    monkeypatch.setattr(bnn_chains, "convergence", lambda traces: {"diagnostics/rhat/test_loglik": 1.4,
-                                                                   "diagnostics/ess/test_loglik": 3.0})
+    monkeypatch.setattr(bnn_diagnostics, "convergence", lambda traces: {"diagnostics/rhat/test_loglik": 1.4,
+                                                                        "diagnostics/ess/test_loglik": 3.0})
     config = with_preset(bnn_train.Config, bnn_train.PRESETS, "tiny", out=str(tmp_path / "run"), n_saves=4)
-    with caplog.at_level(logging.WARNING, logger="BNN.chains"):
+    with caplog.at_level(logging.WARNING, logger="BNN.diagnostics"):
         metrics = bnn_train.main(config)
     assert metrics["diagnostics/rhat/test_loglik"] == 1.4  # the value stays in the metrics
     warning = next(r.getMessage() for r in caplog.records if "R-hat" in r.getMessage())

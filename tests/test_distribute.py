@@ -1,5 +1,6 @@
 """Parallel SG-HMC chains and sharded CLUE on tf.distribute (BNN/chains.py, CLUE/explainer.py), and the R-hat and
-ESS diagnostics. The two-device runs happen in a subprocess (tests/two_devices.py) with two logical CPU devices."""
+ESS diagnostics (BNN/diagnostics.py). The two-device runs happen in a subprocess (tests/two_devices.py) with two
+logical CPU devices."""
 
 import json
 import os
@@ -12,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 import data
-from BNN import chains, train
+from BNN import chains, diagnostics, train
 from BNN.sghmc import ScaleAdaptedSGHMC, SGHMCParams
 from common.config import with_preset
 from common.utils import PROJECT_ROOT
@@ -118,7 +119,7 @@ def test_parallel_chains_resume_and_report_diagnostics(tmp_path):
         assert np.isfinite(straight[f"diagnostics/{key}"]), key
     assert {f"chains/{k}/test/accuracy" for k in range(3)} <= set(straight)
     traces = np.load(tmp_path / "straight" / "diagnostics.npz")
-    assert traces["test_loglik"].shape == (4, 3) and traces["probe"].shape == (4, 3, chains.N_PROBE)
+    assert traces["test_loglik"].shape == (4, 3) and traces["probe"].shape == (4, 3, diagnostics.N_PROBE)
     rows = (tmp_path / "resumed" / "metrics.csv").read_text().strip().splitlines()
     assert len(rows) == 1 + 8 and "train/nll/chain_2" in rows[0]
 
@@ -167,15 +168,15 @@ def test_rhat_near_one_on_a_known_posterior_and_large_on_mismatched_chains():
     # The chained sampler (one seed per chain) targets the analytic posterior ...
     np.testing.assert_array_less(np.abs(trace.reshape(-1, 2).mean(0) - mean) / std, 0.3)
     np.testing.assert_allclose(trace.reshape(-1, 2).std(0) / std, 1.0, atol=0.2)
-    good = chains.convergence({"w": trace[..., 0], "wb": trace})
+    good = diagnostics.convergence({"w": trace[..., 0], "wb": trace})
     assert good["diagnostics/rhat/w"] < 1.05 and good["diagnostics/rhat/wb_max"] < 1.05
     assert good["diagnostics/ess/w"] > 100
     # ... and two chains of another posterior (targets shifted by 1) among them are flagged.
     other, _, _ = _linear_regression_chains(2, seed=10, shift=1.0)
-    bad = chains.convergence({"w": np.concatenate([trace[:, :2, 1], other[:, :, 1]], axis=1)})
+    bad = diagnostics.convergence({"w": np.concatenate([trace[:, :2, 1], other[:, :, 1]], axis=1)})
     assert bad["diagnostics/rhat/w"] > 1.5
 
 
 def test_convergence_needs_four_samples():
     with pytest.raises(ValueError, match="at least 4"):
-        chains.convergence({"x": np.zeros((3, 2))})
+        diagnostics.convergence({"x": np.zeros((3, 2))})
