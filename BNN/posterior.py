@@ -9,7 +9,10 @@ to ``x`` (CLUE differentiates the uncertainty with respect to its input). All S 
 Exports are self-describing folders, written atomically::
 
     samples.npz    dense_0/kernel [S, in, out], dense_0/bias [S, out], ... (the parity kit's neutral format)
-    config.json    {"format": ..., "likelihood": ..., "architecture": {...}, "input_norm": ..., "n_samples": S}
+    model.json     common.export's format, kind "bnn_posterior": {"config": {"architecture": {...}, "likelihood": ...,
+                   "input_norm": ...}, "dataset": ..., "n_samples": S, ...}
+
+(folders written before ``model.json`` hold ``config.json`` instead, which ``Posterior.load`` still reads).
 
 ``Posterior.from_npz`` imports a posterior trained elsewhere from the neutral format alone (e.g. the PyTorch
 original's LSAT and COMPAS samples in ``shared/reference/parity``).
@@ -34,12 +37,14 @@ import tensorflow as tf
 from BNN.model import Architecture, forward, forward_unrolled, get_likelihood, unrolled_layers
 from common import probability
 from common.errors import UserError
-from common.utils import atomic_path, save_json, save_npz
-from common.validation import FILE_ERRORS, check_tensor_inputs, load_npz, unreadable_file
+from common.export import read_model, register_loader, write_model
+from common.utils import save_npz
+from common.validation import check_tensor_inputs, load_npz
 
 logger = logging.getLogger(__name__)
 
-FORMAT = "clue-tf/bnn-posterior/v1"
+KIND = "bnn_posterior"  # its kind in common.export and weights/manifest.json
+SAMPLES_FILE = "samples.npz"
 
 # MLP batches from this size on (static shape) run as one graph branch per sample (``BNN.model.forward_unrolled``),
 # up to this many samples (graph size); smaller or dynamic batches, CNNs and XLA use the batched matmuls.
@@ -155,47 +160,39 @@ class Posterior:
         return self.likelihood.decompose(self.predict_samples(x))
 
     def save(self, directory: str | os.PathLike) -> Path:
-        """Writes ``samples.npz`` and ``config.json`` into ``directory``, atomically (all or nothing)."""
-        directory = Path(directory)
-        with atomic_path(directory) as tmp:
-            tmp.mkdir()
-            save_npz(tmp / "samples.npz", **{k: v.numpy() for k, v in self.samples.items()})
-            save_json(tmp / "config.json", {"format": FORMAT, "likelihood": self.likelihood_name,
-                                             "architecture": self.arch.to_dict(), "input_norm": self.input_norm,
-                                             "n_samples": self.n_samples})
-        return directory
+        """Writes ``samples.npz`` and ``model.json`` into ``directory``, atomically (all or nothing)."""
+        samples = {k: v.numpy() for k, v in self.samples.items()}
+        config = {"architecture": self.arch.to_dict(), "likelihood": self.likelihood_name,
+                  "input_norm": self.input_norm}
+        return write_model(directory, KIND, config, {SAMPLES_FILE: lambda p: save_npz(p, **samples)}, self.dataset,
+                           n_samples=self.n_samples)
 
     @classmethod
     def load(cls, directory: str | os.PathLike, jit_compile: bool = False) -> Posterior:
-        """Rebuilds a posterior written by ``save`` (``jit_compile`` as in the constructor).
+        """Rebuilds a posterior written by ``save`` (``jit_compile`` as in the constructor); folders written before
+        ``model.json`` (``config.json`` + ``samples.npz``, as the committed ``weights/bnn/*``) load too.
 
         Raises:
-          FileNotFoundError: ``config.json`` or ``samples.npz`` is missing.
+          FileNotFoundError: ``model.json`` (or ``config.json``) or ``samples.npz`` is missing.
           UserError: a file is truncated or corrupt, or does not describe a posterior; the message names the file
             and how to get a good copy.
         """
         directory = Path(directory)
-        config_path = directory / "config.json"
-        if not config_path.exists():
-            raise FileNotFoundError(f"{config_path} not found: is {directory} a folder written by Posterior.save?")
+        command = "`python -m BNN.train --dataset {} --out RUN_DIR`"
         dataset = _trained_on(directory)
-        retrain = f"`python -m BNN.train --dataset {dataset or 'NAME'} --out RUN_DIR`"
-        try:
-            config = json.loads(config_path.read_text())
-        except FILE_ERRORS as err:
-            raise unreadable_file(config_path, err, "the BNN posterior config", retrain) from err
-        if not isinstance(config, dict) or config.get("format") != FORMAT:
-            got = config.get("format") if isinstance(config, dict) else type(config).__name__
-            raise UserError(f"{config_path}: format {got!r}, expected {FORMAT!r}: not a folder written by "
-                            "Posterior.save (for samples in the neutral npz format use Posterior.from_npz)")
-        samples = load_npz(directory / "samples.npz", "the BNN posterior's weight samples", retrain)
+        info = read_model(directory, (KIND,), "BNN posterior", "Posterior.save (for samples in the neutral npz "
+                          "format use Posterior.from_npz)", command.format(dataset or "NAME"))
+        dataset = info.dataset or dataset
+        retrain = command.format(dataset or "NAME")
+        samples = load_npz(directory / SAMPLES_FILE, "the BNN posterior's weight samples", retrain)
+        config = info.config
         try:
             arch = Architecture(**config["architecture"])
             return cls(arch, config["likelihood"], samples, config["input_norm"], jit_compile, dataset=dataset)
         except (KeyError, TypeError, ValueError) as err:
             if isinstance(err, UserError):
                 raise
-            raise UserError(f"{directory}: config.json and samples.npz do not make a posterior ({err}); "
+            raise UserError(f"{directory}: {info.path.name} and {SAMPLES_FILE} do not make a posterior ({err}); "
                             f"re-export it, or retrain it with {retrain}") from err
 
     @classmethod
@@ -229,6 +226,9 @@ class Posterior:
             in_dim, width = samples["dense_0/kernel"].shape[1:]
             arch = Architecture("mlp", int(in_dim), int(output_dim), int(width), n_dense - 1)
         return cls(arch, likelihood, samples, input_norm, jit_compile)
+
+
+register_loader(KIND, Posterior.load)
 
 
 def _trained_on(directory: Path) -> str | None:

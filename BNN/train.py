@@ -14,7 +14,7 @@ Usage::
     python -m BNN.train --preset mnist --chains 4 --strategy mirrored --out runs/bnn_mnist_x4  # see BNN.chains
 
 Writes into ``--out``: ``config.json``, ``metrics.csv`` (one row per epoch), ``metrics.json``, ``posterior/``
-(``samples.npz`` + ``config.json``, see ``BNN.posterior``), ``diagnostics.npz`` (per-sample predictive traces, see
+(``samples.npz`` + ``model.json``, see ``BNN.posterior``), ``diagnostics.npz`` (per-sample predictive traces, see
 ``BNN.diagnostics``) and ``ckpt/chains_*/`` (resume state: weights, sampler state, random generators, sample
 buffer). Rerunning the same command resumes from the latest checkpoint. The training loop is :func:`train`, which
 takes the loop's own settings as a :class:`Schedule` (``main`` maps the command line's :class:`Config` onto it); a

@@ -53,7 +53,7 @@ from common.utils import jsonable, load_json, make_run_dir, save_json, save_npz,
 from VAE import train as vae_train
 from VAE.model import load_vae
 from VAEAC import train as vaeac_train
-from VAEAC.model import load_model
+from VAEAC.export import load_model
 
 logger = logging.getLogger(__name__)
 

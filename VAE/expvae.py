@@ -26,7 +26,6 @@ evaluation uses ``z = mu`` (eval mode of the original).
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -35,14 +34,12 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from common.errors import UserError
+from common.export import load_keras_model, register_loader, save_keras_model
 from common.layers import torch_uniform
-from common.utils import atomic_path
-from common.validation import FILE_ERRORS, check_tensor_inputs, load_weights_h5, unreadable_file
+from common.validation import check_tensor_inputs
 
 IMAGE_SHAPE = (28, 28, 1)
 WEIGHTS_FILE = "model.weights.h5"
-CONFIG_FILE = "model_config.json"
 
 
 def _conv(filters: int, fan_in: int, name: str, transpose: bool = False, activation: str | None = None):
@@ -144,37 +141,25 @@ class ExpVAE(keras.Model):
 
 
 def save_expvae(model: ExpVAE, export_dir: str | os.PathLike, extra: Mapping[str, Any] | None = None) -> Path:
-    """Atomically writes ``export_dir/{model.weights.h5, model_config.json}``; ``extra`` goes into the JSON too."""
-    export_dir = Path(export_dir)
-    with atomic_path(export_dir) as tmp:
-        tmp.mkdir()
-        model.save_weights(str(tmp / WEIGHTS_FILE))
-        meta = {"model_class": "ExpVAE", "model": model.get_config(), **(extra or {})}
-        (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-    return export_dir
+    """Atomically writes ``export_dir/{model.weights.h5, model.json}`` (``common.export``, kind ``"expvae"``);
+    ``extra`` (``dataset``, ``epoch``, ...) goes into ``model.json`` too."""
+    return save_keras_model(model, export_dir, "expvae", extra)
 
 
 def load_expvae(export_dir: str | os.PathLike) -> ExpVAE:
-    """Rebuilds an :class:`ExpVAE` written by :func:`save_expvae`.
+    """Rebuilds an :class:`ExpVAE` written by :func:`save_expvae` (or, before ``model.json``, with
+    ``model_config.json``).
 
     Raises:
-      FileNotFoundError: ``export_dir`` holds no ``model_config.json`` or no ``model.weights.h5``.
+      FileNotFoundError: ``export_dir`` holds no ``model.json`` (nor ``model_config.json``) or no
+        ``model.weights.h5``.
       UserError (a ValueError): the export is not an ExpVAE (e.g. a CLUE VAE written by ``VAE.model.save_vae``),
         or a file is truncated or corrupt (the message names it and what to do).
     """
-    export_dir = Path(export_dir)
-    config_path = export_dir / CONFIG_FILE
-    retrain = "`python -m VAE.train --dataset mnist_t10k --model expvae --out RUN_DIR`"
-    if not config_path.exists():
-        raise FileNotFoundError(f"{config_path} not found: not an export written by save_expvae; "
-                                "train one with `python -m VAE.train --model expvae`")
-    try:
-        meta = json.loads(config_path.read_text())
-    except FILE_ERRORS as err:
-        raise unreadable_file(config_path, err, "the ExpVAE config", retrain) from err
-    if not isinstance(meta, dict) or meta.get("model_class") != "ExpVAE":
-        got = meta.get("model_class", "VAE") if isinstance(meta, dict) else type(meta).__name__
-        raise UserError(f"{export_dir} holds a {got!r} export, not an ExpVAE")
-    model = ExpVAE(**meta["model"])
-    load_weights_h5(model, export_dir / WEIGHTS_FILE, "the ExpVAE weights", retrain)
+    model, _ = load_keras_model(export_dir, ("expvae",), lambda info: ExpVAE(**info.config), "ExpVAE",
+                                "VAE.expvae.save_expvae (`python -m VAE.train --model expvae`)",
+                                "`python -m VAE.train --dataset mnist_t10k --model expvae --out RUN_DIR`")
     return model
+
+
+register_loader("expvae", load_expvae)

@@ -26,18 +26,20 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from common import likelihoods as lk
+from common.errors import UserError
+from common.export import load_keras_model, register_loader, save_keras_model
 from common.layers import assign_sequential_from_npz, mlp_generator_net, mlp_recognition_net
-from common.utils import atomic_path
-from common.validation import FILE_ERRORS, check_tensor_inputs, load_npz, load_weights_h5, unreadable_file
+from common.validation import check_tensor_inputs, load_npz
 
 logger = logging.getLogger(__name__)
 
 ARCHS = ("mlp", "mnist_conv")
 WEIGHTS_FILE = "model.weights.h5"
-CONFIG_FILE = "model_config.json"
+PARITY_KINDS = ("gauss_cat", "gauss")  # meta.kind values of the parity kit's VAEs (SCHEMA-WINE-CREDIT.md section 3)
 
 
 class VAE(keras.Model):
@@ -122,6 +124,11 @@ class VAE(keras.Model):
         if self.likelihood == "bernoulli":
             return tf.sigmoid(out)
         return out[:, : self.input_dim] if self.pred_sig else out
+
+    def reconstruct(self, x) -> np.ndarray:
+        """The VAE's own reconstruction of rows ``x [n, D]``: the hard regeneration of the encoder mean, float32
+        ``[n, D]`` (CLUE's starting point, whose distance to ``x`` is the floor of CLUE's distances)."""
+        return self.regenerate(self.encode(x)[0], straight_through=False).numpy()
 
     # --------------------------------------------------------------------------------------------- objectives
     def elbo_terms(self, x: tf.Tensor, training: bool = False, eps: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
@@ -209,56 +216,51 @@ def build_vae(config: Mapping[str, Any]) -> VAE:
 
 
 def save_vae(model: VAE, export_dir: str | os.PathLike, extra: Mapping[str, Any] | None = None) -> Path:
-    """Atomically writes ``export_dir/{model.weights.h5, model_config.json}``; ``extra`` goes into the JSON too."""
-    export_dir = Path(export_dir)
-    with atomic_path(export_dir) as tmp:
-        tmp.mkdir()
-        model.save_weights(str(tmp / WEIGHTS_FILE))
-        (tmp / CONFIG_FILE).write_text(json.dumps({"model": model.get_config(), **(extra or {})}, indent=2) + "\n")
-    return export_dir
+    """Atomically writes ``export_dir/{model.weights.h5, model.json}`` (``common.export``, kind ``"vae"``);
+    ``extra`` (``dataset``, ``epoch``, ``train_config``, ...) goes into ``model.json`` too."""
+    return save_keras_model(model, export_dir, "vae", extra)
 
 
 def load_vae(export_dir: str | os.PathLike) -> VAE:
-    """Rebuilds a VAE written by :func:`save_vae` (the weights plus ``model_config.json`` suffice).
+    """Rebuilds a VAE written by :func:`save_vae` (the weights plus ``model.json`` suffice; exports written before
+    ``model.json``, with ``model_config.json``, load too).
 
     Raises:
-      FileNotFoundError: ``model_config.json`` or ``model.weights.h5`` is missing.
-      UserError: a file is truncated or corrupt, or does not match the configuration; the message names the file
-        and how to get a good copy.
+      FileNotFoundError: ``model.json`` (or ``model_config.json``) or ``model.weights.h5`` is missing.
+      UserError: a file is truncated or corrupt, does not match the configuration, or is not a VAE export; the
+        message names the file and how to get a good copy.
     """
-    export_dir = Path(export_dir)
-    config_path, weights_path = export_dir / CONFIG_FILE, export_dir / WEIGHTS_FILE
-    if not config_path.exists():
-        raise FileNotFoundError(f"{config_path} not found: not a VAE export written by save_vae")
-    retrain = "`python -m VAE.train --dataset NAME --out RUN_DIR`"
-    try:
-        meta = json.loads(config_path.read_text())
-        model = build_vae(meta["model"])
-    except FILE_ERRORS as err:
-        raise unreadable_file(config_path, err, "the VAE config", retrain) from err
-    dataset = meta.get("dataset") or (meta.get("train_config") or {}).get("dataset")
-    if dataset:
-        retrain = f"`python -m VAE.train --dataset {dataset} --out RUN_DIR`"
-    load_weights_h5(model, weights_path, "the VAE weights", retrain)
-    model.dataset = dataset if isinstance(dataset, str) else None
+    model, info = load_keras_model(export_dir, ("vae",), lambda info: build_vae(info.config), "VAE",
+                                   "VAE.model.save_vae", "`python -m VAE.train --dataset {dataset} --out RUN_DIR`")
+    model.dataset = info.dataset
     return model
 
 
+register_loader("vae", load_vae)
+
+
 def load_parity_npz(path: str | os.PathLike) -> VAE:
-    """Loads a trained gauss_cat VAE from the neutral npz format of the parity kit (``SCHEMA.md`` section 3).
+    """Loads a trained tabular VAE from the neutral npz format of the parity kit (``SCHEMA.md`` section 3).
 
     The npz holds ``encoder/...`` and ``decoder/...`` Dense and BatchNorm arrays in forward order and a JSON ``meta``
-    with ``input_dim_vec``, ``latent_dim``, ``width`` and ``depth``.
+    with ``input_dim_vec``, ``latent_dim``, ``width``, ``depth`` and, from the Wine/Credit kit on
+    (``SCHEMA-WINE-CREDIT.md`` section 3), ``kind`` (``"gauss_cat"``, or ``"gauss"`` for the original's
+    ``VAE_gauss_net``) and ``pred_sig``. Files without ``kind`` (the LSAT/COMPAS kit) are gauss_cat.
 
     Raises:
       FileNotFoundError if the file is absent, KeyError if it is not a parity-kit VAE npz, UserError (a ValueError)
-      if it is truncated or corrupt (the message names it).
+      if it is truncated or corrupt, or names a kind of VAE this loader does not build (the message names it).
     """
     arrays = load_npz(path, "the parity-kit VAE npz")
     if "meta" not in arrays:
         raise KeyError(f"{path}: no 'meta' entry; not a parity-kit VAE npz")
     meta = json.loads(str(arrays.pop("meta")))
-    model = VAE(meta["input_dim_vec"], meta["latent_dim"], "gauss_cat", meta["width"], meta["depth"])
+    kind, pred_sig = meta.get("kind", "gauss_cat"), bool(meta.get("pred_sig", False))
+    if kind not in PARITY_KINDS or (pred_sig and kind != "gauss"):
+        raise UserError(f"{path}: meta.kind {kind!r} with pred_sig={pred_sig} is not a VAE kind of the parity kit; "
+                        f"this loader builds {', '.join(PARITY_KINDS)} (pred_sig only with gauss), see SCHEMA.md "
+                        "section 3 and SCHEMA-WINE-CREDIT.md section 3")
+    model = VAE(meta["input_dim_vec"], meta["latent_dim"], kind, meta["width"], meta["depth"], pred_sig=pred_sig)
     assign_sequential_from_npz(model.encoder, arrays, "encoder")
     assign_sequential_from_npz(model.decoder, arrays, "decoder")
     return model

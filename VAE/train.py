@@ -21,7 +21,7 @@ checkpoint is the one with the lowest validation loss (the original's ``model_be
         --out runs/expvae_mnist_t10k/seed0
 
 Writes ``config.json``, ``metrics.csv`` (one row per epoch), ``metrics.json`` (``test/elbo`` etc. of the best
-checkpoint), ``best/`` (``model.weights.h5`` + ``model_config.json``, rebuilt by ``VAE.model.load_vae``) and the
+checkpoint), ``best/`` (``model.weights.h5`` + ``model.json``, rebuilt by ``VAE.model.load_vae``) and the
 resumable ``ckpt/``.
 
 #### References
@@ -217,7 +217,7 @@ def evaluate_vae(model: VAE, x: np.ndarray, batch_size: int = 1024) -> dict[str,
         for key, name in (("elbo", "elbo"), ("rec_loglik", "rec"), ("kl", "kl")):
             sums[key] += float(tf.reduce_sum(terms[name]))
         if model.likelihood == "gauss_cat":
-            regen.append(model.regenerate(model.encode(x[start:start + batch_size])[0], False).numpy())
+            regen.append(model.reconstruct(x[start:start + batch_size]))
     metrics = {k: v / len(x) for k, v in sums.items()}
     if regen:
         regen = np.concatenate(regen)

@@ -23,10 +23,7 @@ missing part). Loss: ``mean_B(-vlb) * vlb_scale``.
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import keras
@@ -34,16 +31,12 @@ import numpy as np
 import tensorflow as tf
 
 from common import likelihoods as lk
-from common.errors import UserError
 from common.layers import mlp_generator_net, mlp_recognition_net
-from common.utils import atomic_path
-from common.validation import FILE_ERRORS, load_weights_h5, unreadable_file
 from VAEAC.masks import apply_mask
 
 SIGMA_MU = 1e4  # prior-network regulariser scales of the original (Sec. 4.3.2 of [1])
 SIGMA_SIGMA = 1e-4
 WEIGHTS_FILE = "model.weights.h5"
-CONFIG_FILE = "model_config.json"
 
 
 class VAEAC(keras.Model):
@@ -197,45 +190,3 @@ def join_targets(x: np.ndarray, y: np.ndarray, input_dim_vec: Sequence[int], tas
         raise ValueError(f"task must be 'regression' or 'classification' with n_classes, got {task!r}, {n_classes}")
     y_onehot = np.eye(n_classes, dtype=np.float32)[np.asarray(y).astype(np.int64).reshape(-1)]
     return np.concatenate([x, y_onehot], axis=1), [*input_dim_vec, n_classes]
-
-
-def save_model(model: keras.Model, export_dir: str | os.PathLike, extra: Mapping[str, Any] | None = None) -> Path:
-    """Atomically writes ``export_dir/{model.weights.h5, model_config.json}`` (``{"kind", "model", **extra}``)."""
-    export_dir = Path(export_dir)
-    with atomic_path(export_dir) as tmp:
-        tmp.mkdir()
-        model.save_weights(str(tmp / WEIGHTS_FILE))
-        meta = {"kind": type(model).__name__, "model": model.get_config(), **(extra or {})}
-        (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-    return export_dir
-
-
-def load_model(export_dir: str | os.PathLike) -> keras.Model:
-    """Rebuilds a :class:`VAEAC` or ``UnderVAEAC`` written by :func:`save_model`.
-
-    Raises:
-      FileNotFoundError: ``model_config.json`` or ``model.weights.h5`` is missing.
-      UserError (a ValueError): an unknown model kind, or a file is truncated or corrupt (the message names it and
-        what to do).
-    """
-    export_dir = Path(export_dir)
-    config_path = export_dir / CONFIG_FILE
-    if not config_path.exists():
-        raise FileNotFoundError(f"{config_path} not found: not a VAEAC export written by save_model")
-    retrain = "`python -m VAEAC.train --dataset NAME --out RUN_DIR`"
-    try:
-        meta = json.loads(config_path.read_text())
-        kind, config = meta["kind"], meta["model"]
-    except (*FILE_ERRORS, AttributeError) as err:
-        raise unreadable_file(config_path, err, "the VAEAC config", retrain) from err
-    if kind == "VAEAC":
-        model = VAEAC(**config)
-    elif kind == "UnderVAEAC":
-        from VAEAC.under import UnderVAEAC
-        cfg = dict(config)
-        model = UnderVAEAC(VAEAC(**cfg.pop("base")), **cfg)
-    else:
-        raise UserError(f"{export_dir}: unknown model kind {kind!r}; expected 'VAEAC' or 'UnderVAEAC' (an export "
-                        "written by VAEAC.model.save_model)")
-    load_weights_h5(model, export_dir / WEIGHTS_FILE, "the VAEAC weights", retrain)
-    return model

@@ -10,7 +10,7 @@ Usage::
     python -m VAEAC.train --dataset lsat --preset paper --seed 0 --out runs/vaeac_lsat --under-epochs 500
     python VAEAC/train.py --dataset digits --preset tiny --out runs/vaeac_tiny
 
-Writes ``config.json``, ``metrics.csv``, ``metrics.json``, ``best/`` (``VAEAC.model.load_model``), ``ckpt/``, and
+Writes ``config.json``, ``metrics.csv``, ``metrics.json``, ``best/`` (``VAEAC.export.load_model``), ``ckpt/``, and
 with ``--under-epochs`` > 0 also ``under/`` (its own ``metrics.csv`` and ``ckpt/``) and ``under_best/``.
 
 #### References
@@ -35,8 +35,9 @@ from common.errors import UserError
 from common.radam import RAdam, TorchAdam
 from common.training import RunState, fit_with_early_stopping, make_train_epoch, optimizer_step, traced
 from common.utils import make_run_dir, save_json, set_seed
+from VAEAC.export import load_model, save_model
 from VAEAC.masks import top_masker
-from VAEAC.model import VAEAC, join_targets, load_model, save_model
+from VAEAC.model import VAEAC, join_targets
 from VAEAC.under import UnderVAEAC
 
 logger = logging.getLogger(__name__)

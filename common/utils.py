@@ -16,7 +16,6 @@ import platform
 import random
 import shutil
 import sys
-import tempfile
 from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from common.errors import UserError
+from common.io import atomic_path  # defined in common.io; also importable from here, as it always was
 
 logger = logging.getLogger(__name__)
 
@@ -54,32 +54,6 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
-    """Yields a temporary path beside ``path``; renames it onto ``path`` only if the block succeeds.
-
-    Works for files and for folders (the block creates whatever it likes at the yielded path). On any exception
-    the temporary is removed and ``path`` is left as it was.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
-    os.close(fd)
-    os.unlink(tmp_name)  # the block decides whether it is a file or a folder
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    except BaseException:
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-        elif tmp.exists():
-            tmp.unlink()
-        raise
 
 
 def save_json(path: str | os.PathLike, obj: Mapping[str, Any] | list) -> None:

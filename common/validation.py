@@ -138,20 +138,30 @@ def check_tensor_inputs(x, width: int | None, name: str = "x", what: str = "the 
 
 
 # ------------------------------------------------------------------------------------------------ damaged files
+# Functions ``path -> advice or None`` of the layers above that know where a file came from: ``weights`` adds the
+# advice of its manifest entries when it is imported (common/ must not import weights/).
+ADVICE_PROVIDERS: list = []
+
+
+def register_advice(provider) -> None:
+    """Adds ``provider(path) -> str | None`` to the sources of :func:`repair_advice` (once)."""
+    if provider not in ADVICE_PROVIDERS:
+        ADVICE_PROVIDERS.append(provider)
+
+
 def repair_advice(path: str | os.PathLike, retrain: str | None = None, missing: bool = False) -> str:
     """What to do about a damaged (or ``missing``) model file: restore, re-download or retrain it.
 
-    Pretrained weights under ``weights/`` get the advice of their manifest entry (``weights.repair_advice``); any
-    other file, the training command ``retrain`` when given.
+    Pretrained weights under ``weights/`` get the advice of their manifest entry (the provider ``weights``
+    registers); any other file, the training command ``retrain`` when given.
     """
-    try:
-        import weights
-
-        advice = weights.repair_advice(path)
-    except Exception:  # noqa: BLE001 - advice is best effort; the error itself must still be raised
-        advice = None
-    if advice:
-        return advice
+    for provider in ADVICE_PROVIDERS:
+        try:
+            advice = provider(path)
+        except Exception:  # noqa: BLE001 - advice is best effort; the error itself must still be raised
+            advice = None
+        if advice:
+            return advice
     command = f" ({retrain})" if retrain else ""
     state = "it is missing" if missing else "it is truncated or damaged (an interrupted copy, download or export?)"
     return (f"{state}: copy it again from where it came from, or retrain the model with the command that wrote "

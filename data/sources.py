@@ -9,18 +9,14 @@ renamed. A file whose checksum does not match is never used, and a failed downlo
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from common.errors import UserError
+from common.io import DownloadError, cached_sha256, download_file, sha256_of  # noqa: F401 (sha256_of: public here too)
 
 logger = logging.getLogger(__name__)
 
@@ -117,17 +113,6 @@ def search_dirs(data_dir: str | os.PathLike | None = None) -> list[Path]:
     return dirs
 
 
-def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20, algorithm: str = "sha256") -> str:
-    digest = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-_verified: dict[tuple[str, int, float, str], str] = {}
-
-
 def _expected(source: Source) -> tuple[str, str] | None:
     """(algorithm, hex digest) recorded for ``source``, or None."""
     if source.sha256:
@@ -135,15 +120,6 @@ def _expected(source: Source) -> tuple[str, str] | None:
     if source.md5:
         return "md5", source.md5
     return None
-
-
-def _digest(path: Path, algorithm: str) -> str:
-    """Checksum of ``path``, computed once per (path, size, mtime) in this process."""
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime, algorithm)
-    if key not in _verified:
-        _verified[key] = sha256_of(path, algorithm=algorithm)
-    return _verified[key]
 
 
 def _how_to_provide(source: Source) -> str:
@@ -164,46 +140,27 @@ def _find_local(source: Source, dirs: Sequence[Path]) -> Path | None:
         for candidate in (folder / source.folder / source.filename, folder / source.filename):
             if candidate.is_file():
                 expected = _expected(source)
-                if expected is not None and _digest(candidate, expected[0]) != expected[1]:
+                if expected is not None and (got := cached_sha256(candidate, expected[0])) != expected[1]:
                     raise DataFileError(
-                        f"checksum mismatch for {candidate} (got {expected[0]} {_digest(candidate, expected[0])}); "
+                        f"checksum mismatch for {candidate} (got {expected[0]} {got}); "
                         f"refusing to use it. Replace it with the upstream file.\n" + _how_to_provide(source))
                 return candidate
     return None
 
 
 def _download(source: Source, target: Path, timeout: float = 30.0) -> None:
-    """Downloads ``source`` to ``target`` atomically; raises DataFileError and leaves nothing on failure."""
-    created = [p for p in (target.parent, *target.parent.parents) if not p.exists()]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.part")
+    """Downloads ``source`` to ``target`` atomically, trying each mirror; raises DataFileError, leaving nothing."""
+    algorithm, checksum = _expected(source) or ("sha256", None)
     errors = []
     for url in source.urls:
+        logger.info("downloading %s from %s", source.key, url)
         try:
-            logger.info("downloading %s from %s", source.key, url)
-            with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
-                total = int(response.headers.get("Content-Length") or 0) or None
-                received = 0
-                with tqdm(total=total, unit="B", unit_scale=True, desc=source.filename, leave=False) as bar:
-                    while block := response.read(1 << 16):
-                        out.write(block)
-                        received += len(block)
-                        bar.update(len(block))
-            if total is not None and received != total:  # urllib returns a short body silently on a cut connection
-                raise DataFileError(f"download from {url} cut short: {received} of {total} bytes")
-            expected = _expected(source)
-            if expected is not None and (got := sha256_of(tmp, algorithm=expected[0])) != expected[1]:
-                raise DataFileError(f"checksum mismatch for the file downloaded from {url} (got {expected[0]} {got})")
-            os.replace(tmp, target)
+            download_file(url, target, checksum, algorithm=algorithm, timeout=timeout, name=source.filename)
             return
-        except (OSError, urllib.error.URLError, DataFileError) as err:  # try the next mirror
+        except DownloadError as err:  # try the next mirror
+            errors.append(f"{url}: {err.reason}")
+        except OSError as err:  # the cache folder cannot be written
             errors.append(f"{url}: {err}")
-        finally:
-            if tmp.exists():
-                tmp.unlink()
-    for folder in created:  # leave no empty cache folders behind either
-        if folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()
     tried = "\n".join(f"    {e}" for e in errors) or "    (no download address)"
     raise DataFileError(f"could not obtain {source.key}; tried:\n{tried}\n" + _how_to_provide(source))
 

@@ -50,7 +50,7 @@ def _inner(folder: str | Path, inner: str) -> Path | None:
     path = PROJECT_ROOT / folder if not Path(folder).is_absolute() else Path(folder)
     if (path / inner).is_dir():
         return path / inner
-    if (path / "config.json").is_file() or (path / "model_config.json").is_file():
+    if any((path / f).is_file() for f in ("model.json", "config.json", "model_config.json")):  # new or legacy
         return path
     return None
 
@@ -114,7 +114,7 @@ def summarise(ds: data.Dataset, result: CLUEResult, test_index: np.ndarray, post
     """``CLUEResult.summary()`` plus the reference table's figures: the VAE reconstruction of x0 alone, how often
     the predicted class changes, and agreement with the true labels."""
     x0 = result.x0
-    recon = vae.regenerate(vae.encode(x0)[0], straight_through=False).numpy()
+    recon = vae.reconstruct(x0)
     clue = CLUE(posterior, vae)
     p0, p1, pr = predictive(posterior, x0), predictive(posterior, result.x), predictive(posterior, recon)
     y = ds.y_test[test_index].astype(int)

@@ -83,7 +83,7 @@ def summarise(ds: data.Dataset, result: CLUEResult, vae, posterior: Posterior) -
     """``CLUEResult.summary()`` plus the figures of the reference table: the VAE reconstruction of x0 alone (its
     uncertainty and L1 distance) and the mean relative reduction."""
     x0 = result.x0
-    recon = vae.regenerate(vae.encode(x0)[0], straight_through=False).numpy()
+    recon = vae.reconstruct(x0)
     recon_u = CLUE(posterior, vae).uncertainty(recon)
     before, after = result.uncertainty_before, result.uncertainty_after
     return {**result.summary(), "dataset": ds.name, "uncertainty_unit": UNITS[ds.task],

@@ -38,7 +38,7 @@ def run_seed(dataset: str, seed: int, bnn_dir: str, vae_dir: str, out_dir: Path)
     with np.load(out_dir / "explanations.npz") as f:
         before, after, x0 = f["uncertainty_before"], f["uncertainty_after"], f["x0"]
     vae = load_vae(Path(vae_dir) / "best")  # the VAE reconstruction alone, for context
-    recon = vae.regenerate(vae.encode(x0)[0], straight_through=False).numpy()
+    recon = vae.reconstruct(x0)
     recon_l1 = float(np.abs(recon - x0).sum(axis=1).mean())
     return {"seed": seed, "n_explained": summary["n_explained"], "uncertainty_before": float(before.mean()),
             "uncertainty_after": float(after.mean()),

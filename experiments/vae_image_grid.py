@@ -28,7 +28,7 @@ def image_grid(vae, ds: data.Dataset, n: int = 12, seed: int = 0):
 
     h, w, _ = ds.image_shape
     x = ds.x_test[np.random.RandomState(seed).choice(len(ds.x_test), n, replace=False)]
-    recon = vae.regenerate(vae.encode(x)[0], straight_through=False).numpy()
+    recon = vae.reconstruct(x)
     samples = vae.regenerate(tf.random.stateless_normal([n, vae.latent_dim], [seed, 1]), False).numpy()
     n_eval = min(1000, len(ds.x_test))
     elbo = float(np.mean(vae.elbo(tf.constant(ds.x_test[:n_eval])).numpy()))

@@ -52,7 +52,7 @@ def test_tabular_notebook_trains_when_weights_are_missing(tmp_path, data_dir, ru
     assert list(results["ours"]) == ["compas"] and results["models"]["compas"].startswith("trained (tiny)")
     assert _finite(results["ours"]["compas"]["uncertainty_before"], results["ours"]["compas"]["uncertainty_after"])
     assert (tmp_path / "weights" / "bnn_compas" / "posterior").is_dir()
-    assert (tmp_path / "weights" / "vae_compas" / "best" / "model_config.json").exists()
+    assert (tmp_path / "weights" / "vae_compas" / "best" / "model.json").exists()
 
 
 def test_mnist_notebook_trains_tiny_models(tmp_path, data_dir, run_notebook):

@@ -15,4 +15,4 @@ def test_notebook_runs_in_smoke_mode(tmp_path, data_dir, run_notebook):
         assert 0.0 <= value <= 1.0
     for name in ("outliers", "inliers", "additive"):
         assert (out / "figures" / f"attention_{name}_mnist_t10k.png").stat().st_size > 1000
-    assert (tmp_path / "weights" / "seed0" / "best" / "model_config.json").exists()
+    assert (tmp_path / "weights" / "seed0" / "best" / "model.json").exists()

@@ -59,11 +59,12 @@ def test_export_round_trip_and_refusals(tmp_path):
     again = load_expvae(tmp_path / "best")
     x = np.random.RandomState(0).uniform(size=(2, 784)).astype(np.float32)
     np.testing.assert_array_equal(again.encode(x)[0].numpy(), small.encode(x)[0].numpy())
-    assert json.loads((tmp_path / "best" / "model_config.json").read_text())["epoch"] == 7
+    meta = json.loads((tmp_path / "best" / "model.json").read_text())
+    assert (meta["format"], meta["kind"], meta["epoch"]) == ("clue-tf/model/v1", "expvae", 7)
     with pytest.raises(FileNotFoundError, match="save_expvae"):
         load_expvae(tmp_path / "nothing")
     (tmp_path / "vae").mkdir()
-    (tmp_path / "vae" / "model_config.json").write_text(json.dumps({"model": {"latent_dim": 4}}))
+    (tmp_path / "vae" / "model_config.json").write_text(json.dumps({"model": {"latent_dim": 4}}))  # a VAE, old layout
     with pytest.raises(ValueError, match="not an ExpVAE"):
         load_expvae(tmp_path / "vae")
 
@@ -78,7 +79,7 @@ def test_config_resolves_to_the_original_settings():
                 {"dataset": "mnist_t10k", "inlier_digit": 10}):
         with pytest.raises(ValueError):
             train.Config(model="expvae", **bad).resolved()
-    with pytest.raises(ValueError, match="unknown model"):
+    with pytest.raises(ValueError, match="unknown --model"):
         train.Config(model="vqvae").resolved()
 
 
@@ -110,5 +111,5 @@ def test_tiny_run_learns_keeps_the_best_checkpoint_and_resumes(tmp_path, data_di
     assert resumed["test/loss"] == pytest.approx(min(losses), rel=1e-5)  # metrics come from the best export
     assert resumed["best/test/elbo"] >= first["best/test/elbo"]
     best = load_expvae(tmp_path / "a" / "best")
-    assert json.loads((tmp_path / "a" / "best" / "model_config.json").read_text())["epoch"] == resumed["best_epoch"]
+    assert json.loads((tmp_path / "a" / "best" / "model.json").read_text())["epoch"] == resumed["best_epoch"]
     assert best.latent_dim == 32

@@ -51,7 +51,7 @@ def test_run_files_are_self_describing(tiny_run):
     assert [int(r["epoch"]) for r in rows] == list(range(6))
     best_row = max(rows, key=lambda r: float(r["test/elbo"]))
     assert int(best_row["epoch"]) == metrics["best_epoch"]
-    model = load_vae(out / "best")  # weights + model_config.json rebuild the model
+    model = load_vae(out / "best")  # weights + model.json rebuild the model
     import data
     x = data.load("digits").x_test
     assert float(np.mean(model.elbo(x).numpy())) == pytest.approx(metrics["test/elbo"], rel=1e-5)

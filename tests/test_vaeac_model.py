@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from VAEAC.model import VAEAC, join_targets, load_model, save_model
+from VAEAC.export import load_model, save_model
+from VAEAC.model import VAEAC, join_targets
 from VAEAC.under import UnderVAEAC
 
 VEC = [1, 3, 1, 2]
@@ -86,9 +89,21 @@ def test_under_vaeac_trains_only_itself_and_regenerates(tmp_path):
     loc, scale = under.u_mask_recognition(x, mask)
     assert loc.shape == (8, 3) and float(tf.reduce_min(scale)) >= 1e-3
     np.testing.assert_allclose(under.u_regenerate(loc).numpy(), base.decode(under.decoder(loc)).numpy(), rtol=1e-6)
-    save_model(under, tmp_path / "under")
+    save_model(under, tmp_path / "under", {"epoch": 2})
+    meta = json.loads((tmp_path / "under" / "model.json").read_text())
+    assert (meta["kind"], meta["config"], meta["epoch"]) == ("under_vaeac", under.get_config(), 2)
     loaded = load_model(tmp_path / "under")
     np.testing.assert_array_equal(loaded.u_regenerate(loc).numpy(), under.u_regenerate(loc).numpy())
+    # Exports written before model.json (model_config.json with the class name as "kind") still load.
+    (tmp_path / "under" / "model.json").unlink()
+    (tmp_path / "under" / "model_config.json").write_text(json.dumps({"kind": "UnderVAEAC", "model": meta["config"]}))
+    np.testing.assert_array_equal(load_model(tmp_path / "under").u_regenerate(loc).numpy(),
+                                  under.u_regenerate(loc).numpy())
+    save_model(base, tmp_path / "base", {"dataset": "toy"})
+    assert json.loads((tmp_path / "base" / "model.json").read_text())["kind"] == "vaeac"
+    assert isinstance(load_model(tmp_path / "base"), VAEAC)
+    with pytest.raises(TypeError, match="VAEAC or an UnderVAEAC"):
+        save_model(tf.keras.Sequential(), tmp_path / "other")
 
 
 def test_join_targets():

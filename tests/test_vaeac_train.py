@@ -14,7 +14,8 @@ import pytest
 from common.config import with_preset
 from common.utils import PROJECT_ROOT, set_seed
 from VAEAC import train
-from VAEAC.model import VAEAC, load_model
+from VAEAC.export import load_model
+from VAEAC.model import VAEAC
 
 
 @pytest.fixture(scope="module")

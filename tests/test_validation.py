@@ -25,7 +25,8 @@ from common.validation import check_inputs, check_tensor_inputs
 from tests.toy_models import IdentityGenerator, MeanInfill, ToyGaussianBNN
 from VAE.expvae import load_expvae
 from VAE.model import load_parity_npz, load_vae
-from VAEAC.model import VAEAC, load_model, save_model
+from VAEAC.export import load_model, save_model
+from VAEAC.model import VAEAC
 from weights import WeightsError, download
 
 X = np.array([[0.1, -0.3, *np.eye(8)[2], 1.0, 0.0],

@@ -7,35 +7,24 @@ Content-Length, sends half of ``data.bin`` and closes the connection).
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
 import json
-import threading
 
 import numpy as np
 import pytest
 
 import weights
+from tests.local_server import QuietHandler, serve
 from weights import WeightsError, download, manifest
 
 PAYLOAD = np.random.default_rng(0).bytes(300_000)
 CONFIG = b'{"toy": true}\n'
 
 
-class _Handler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
+class _Handler(QuietHandler):
     def do_GET(self):
         if self.path.startswith("/truncated/") and self.path.endswith("data.bin"):
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(PAYLOAD)))
-            self.end_headers()
-            self.wfile.write(PAYLOAD[: len(PAYLOAD) // 2])
-            self.wfile.flush()
-            self.close_connection = True
-            return
+            return self.send_cut_short(PAYLOAD[: len(PAYLOAD) // 2], len(PAYLOAD))
         if self.path.startswith("/truncated/"):
             self.path = "/good/" + self.path[len("/truncated/"):]
         super().do_GET()
@@ -49,12 +38,8 @@ def server(tmp_path):
         (www / sub / "toy" / "a").mkdir(parents=True)
         (www / sub / "toy" / "a" / "data.bin").write_bytes(payload)
         (www / sub / "toy" / "a" / "config.json").write_bytes(CONFIG)
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Handler, directory=str(www)))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with serve(www, _Handler) as url:
+        yield url
 
 
 def _file(name: str, content: bytes) -> dict:

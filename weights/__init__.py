@@ -10,9 +10,13 @@ Notebooks load pretrained weights when present and train otherwise::
 
     import weights
     if weights.available("bnn_lsat"):
-        posterior = weights.load_posterior("bnn_lsat")
+        posterior = weights.load_posterior("bnn_lsat")   # or weights.load("bnn_lsat")
     else:
         ...  # BNN.train.main(config), as the entry's command does
+
+This package imports no model code: ``weights.load(name)`` hands the verified folder to the loader that the entry's
+kind registered in ``common.export`` (``BNN.posterior``, ``VAE.model``, ``VAE.expvae`` and ``VAEAC.model`` register
+theirs when imported). Checksums and verified downloads are ``common.io``'s.
 
 ``python -m weights.manifest`` rebuilds the sha256, byte counts and metrics of the manifest from the files, so they
 are never edited by hand.
@@ -20,14 +24,17 @@ are never edited by hand.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from common import export
 from common.errors import UserError
+from common.io import cached_sha256
+from common.io import sha256_of as sha256_of  # re-exported: weights.sha256_of, as it always was
+from common.validation import register_advice
 
 ROOT = Path(__file__).resolve().parent
 MANIFEST = ROOT / "manifest.json"
@@ -59,8 +66,9 @@ class Entry:
 
     Attributes:
       name: the key used by ``weights.path(name)`` and ``python -m weights.download NAME``.
-      kind: ``"bnn_posterior"`` (``BNN.posterior.Posterior.load``), ``"vae"`` (``VAE.model.load_vae``) or
-        ``"expvae"`` (``VAE.expvae.load_expvae``).
+      kind: the kind of its export (``common.export``): ``"bnn_posterior"`` (``BNN.posterior.Posterior.load``),
+        ``"vae"`` (``VAE.model.load_vae``), ``"expvae"`` (``VAE.expvae.load_expvae``), ... ``weights.load`` uses
+        the loader registered for it.
       path: folder relative to ``weights/`` (committed) or ``weights/cache/`` (downloaded).
       committed: whether the files are in git; otherwise they are downloaded into the cache.
       files: every file of the folder, with its sha256 and size.
@@ -115,27 +123,6 @@ def read_manifest(path: str | os.PathLike = MANIFEST) -> Manifest:
     return Manifest(path.resolve().parent, raw.get("base_url"), entries)
 
 
-def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-_digests: dict[tuple[str, int, int], str] = {}
-
-
-def _cached_sha256(path: Path) -> str:
-    """sha256 of ``path``, computed once per (path, size, mtime) in this process."""
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _digests:
-        _digests[key] = sha256_of(path)
-    return _digests[key]
-
-
 def mismatches(name: str, manifest: Manifest | None = None) -> dict[str, str]:
     """Files of ``name`` that are missing or differ from the manifest: file name -> what is wrong."""
     manifest = manifest or read_manifest()
@@ -147,7 +134,7 @@ def mismatches(name: str, manifest: Manifest | None = None) -> dict[str, str]:
             problems[f.file] = f"missing: {local}"
         elif local.stat().st_size != f.bytes:
             problems[f.file] = f"{local} has {local.stat().st_size} bytes, the manifest records {f.bytes}"
-        elif (got := _cached_sha256(local)) != f.sha256:
+        elif (got := cached_sha256(local)) != f.sha256:
             problems[f.file] = f"{local} has sha256 {got}, the manifest records {f.sha256}"
     return problems
 
@@ -219,34 +206,54 @@ def repair_advice(file: str | os.PathLike, manifest: Manifest | None = None) -> 
     return None
 
 
+register_advice(repair_advice)  # damaged-file errors of the model loaders name the manifest's remedy
+
+
+def load(name: str, download: bool = True, manifest: Manifest | None = None, kind: str | None = None,
+         **kwargs: Any) -> Any:
+    """The model ``name``, from its verified folder (see :func:`path`), rebuilt by the loader that its kind
+    registered in ``common.export`` (``kwargs`` go to the loader).
+
+    Args:
+      kind: when given, the kind the entry must have (e.g. ``"vae"``).
+
+    Raises:
+      WeightsError: as :func:`path`; the entry is of another kind than ``kind``; or no loader is registered for its
+        kind (import the component that defines it first, e.g. ``import VAE.model``).
+    """
+    manifest = manifest or read_manifest()
+    got = manifest.entry(name).kind
+    if kind is not None and got != kind:
+        raise WeightsError(f"{name!r} is a {got!r}, not a {kind!r}")
+    folder = path(name, download, manifest)
+    if got not in export.registered():
+        raise WeightsError(f"{name!r} is a {got!r}, for which no loader is registered (registered: "
+                           f"{', '.join(export.registered()) or 'none'}): import the module that defines it first, "
+                           f"or load {folder} yourself")
+    return export.load(got, folder, **kwargs)
+
+
+# The per-kind helpers import their component only because importing it registers its loader (weights itself
+# depends on common/ alone; the component is not used here otherwise).
 def load_posterior(name: str, download: bool = True, manifest: Manifest | None = None, **kwargs: Any):
     """``BNN.posterior.Posterior.load`` of the verified folder of ``name`` (kwargs go to ``load``)."""
-    from BNN.posterior import Posterior
+    import BNN.posterior  # noqa: F401
 
-    _check_kind(name, "bnn_posterior", manifest)
-    return Posterior.load(path(name, download, manifest), **kwargs)
+    return load(name, download, manifest, "bnn_posterior", **kwargs)
 
 
 def load_vae(name: str, download: bool = True, manifest: Manifest | None = None):
     """``VAE.model.load_vae`` of the verified folder of ``name``."""
-    from VAE.model import load_vae as _load_vae
+    import VAE.model  # noqa: F401
 
-    _check_kind(name, "vae", manifest)
-    return _load_vae(path(name, download, manifest))
+    return load(name, download, manifest, "vae")
 
 
 def load_expvae(name: str, download: bool = True, manifest: Manifest | None = None):
     """``VAE.expvae.load_expvae`` of the verified folder of ``name`` (the attention notebook's conv VAEs)."""
-    from VAE.expvae import load_expvae as _load_expvae
+    import VAE.expvae  # noqa: F401
 
-    _check_kind(name, "expvae", manifest)
-    return _load_expvae(path(name, download, manifest))
-
-
-def _check_kind(name: str, kind: str, manifest: Manifest | None) -> None:
-    got = (manifest or read_manifest()).entry(name).kind
-    if got != kind:
-        raise WeightsError(f"{name!r} is a {got!r}, not a {kind!r}")
+    return load(name, download, manifest, "expvae")
 
 
 def names(manifest: Manifest | None = None) -> list[str]:

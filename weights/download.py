@@ -9,39 +9,27 @@ Usage::
 
 Each file's url in the manifest is relative to a base url: ``--base-url``, else ``$CLUE_WEIGHTS_URL``, else the
 manifest's ``base_url``. The base may be ``http(s)://``, ``file://`` or a plain folder path, laid out like
-``weights/`` (``<base>/bnn/mnist/samples.npz``). All missing files of a model are downloaded into a temporary
-folder beside the target, each checked for its byte count and sha256, and moved into place only when every file
-of the model is good: a mismatch, an interrupted transfer or Ctrl-C leaves nothing behind. A local file that
-differs from the manifest is refused, not overwritten, unless ``--force`` is given.
+``weights/`` (``<base>/bnn/mnist/samples.npz``); a base holding ``{flat}`` names each file by its flat name instead
+(``.../download/v1/{flat}`` -> ``.../download/v1/bnn--mnist--samples.npz``), for hosts that keep a flat list of files
+(GitHub release assets, Zenodo records; ``python -m weights.publish --flat``). All missing files of a model are
+downloaded into a temporary folder beside the target, each checked for its byte count and sha256, and moved into
+place only when every file of the model is good: a mismatch, an interrupted transfer or Ctrl-C leaves nothing
+behind. A local file that differs from the manifest is refused, not overwritten, unless ``--force`` is given.
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
 import logging
 import os
 import shutil
 import sys
 import tempfile
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
-from weights import (
-    ENV_URL,
-    MANIFEST,
-    FileEntry,
-    Manifest,
-    WeightsError,
-    git_path,
-    mismatches,
-    read_manifest,
-    sha256_of,
-)
+from common.io import DownloadError, download_file, making_parents
+from weights import ENV_URL, MANIFEST, FileEntry, Manifest, WeightsError, git_path, mismatches, read_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -54,49 +42,37 @@ def base_url(manifest: Manifest, override: str | None = None) -> str | None:
     return base.rstrip("/") if base else None
 
 
+FLAT = "{flat}"  # in a base url: where each file's flat name goes (hosts that keep a flat list of files)
+
+
+def flat_name(url: str) -> str:
+    """A manifest url as one flat file name: ``bnn/mnist/samples.npz`` -> ``bnn--mnist--samples.npz``."""
+    return url.strip("/").replace("/", "--")
+
+
 def file_url(base: str, f: FileEntry) -> str:
-    """The url of one file: its manifest url joined to ``base`` (an absolute url is used as it is)."""
-    return f.url if "://" in f.url else f"{base}/{f.url.lstrip('/')}"
+    """The url of one file: its manifest url joined to ``base``, or its flat name put in place of ``{flat}`` in
+    ``base`` (an absolute url is used as it is)."""
+    if "://" in f.url:
+        return f.url
+    if FLAT in base:
+        return base.replace(FLAT, flat_name(f.url))
+    return f"{base}/{f.url.lstrip('/')}"
 
 
 def fetch_file(url: str, target: Path, expected: FileEntry, timeout: float = 60.0, progress: bool = True) -> None:
-    """Downloads ``url`` to ``target`` and checks its size and sha256; on any failure ``target`` does not exist.
+    """Downloads ``url`` to ``target`` and checks its size and sha256 (``common.io.download_file``); on any failure
+    ``target`` does not exist.
 
     Raises:
       WeightsError: the transfer fails or is cut short, or the bytes do not match ``expected``. The message names
         the file, the url and the expected sha256.
     """
-    def refuse(why: str) -> WeightsError:
-        return WeightsError(f"refusing {expected.file} downloaded from {url}: {why}\n"
-                            f"  expected sha256 {expected.sha256} ({expected.bytes} bytes)")
-
-    announced, received = None, 0
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, open(target, "wb") as out:
-            announced = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=announced or expected.bytes, unit="B", unit_scale=True, desc=expected.file, leave=False,
-                      disable=not progress) as bar:
-                while block := response.read(1 << 16):
-                    out.write(block)
-                    received += len(block)
-                    bar.update(len(block))
-        if announced is not None and received != announced:  # urllib returns a short body without raising
-            raise http.client.IncompleteRead(b"", announced - received)
-    except (OSError, urllib.error.URLError, http.client.HTTPException) as err:
-        target.unlink(missing_ok=True)
-        if isinstance(err, http.client.IncompleteRead):
-            raise refuse(f"transfer cut short: the connection closed after {received} of {announced} bytes") from err
-        raise refuse(f"transfer failed ({type(err).__name__}: {err})") from err
-    except BaseException:
-        target.unlink(missing_ok=True)
-        raise
-    size = target.stat().st_size
-    if size != expected.bytes:
-        target.unlink()
-        raise refuse(f"got {size} bytes (truncated or wrong file)")
-    if (got := sha256_of(target)) != expected.sha256:
-        target.unlink()
-        raise refuse(f"sha256 mismatch: got {got}")
+        download_file(url, target, expected.sha256, size=expected.bytes, timeout=timeout, progress=progress,
+                      name=expected.file)
+    except DownloadError as err:
+        raise WeightsError(str(err)) from err
 
 
 def download(name: str, manifest: Manifest | None = None, base: str | None = None, force: bool = False,
@@ -148,24 +124,18 @@ def download(name: str, manifest: Manifest | None = None, base: str | None = Non
             f"{name} is not hosted yet (the manifest has no base_url). Train it with:\n  {entry.command}\n"
             f"(a retrained model has its own sha256: load it from that run's folder, not through weights/), or set "
             f"{ENV_URL} to an http(s)://, file:// or folder address that mirrors weights/ and holds {entry.path}/.")
-    created = [p for p in (folder, *folder.parents) if not p.exists()]
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".download", dir=folder.parent))
-    try:
-        for f in todo:
-            url = file_url(base, f)
-            logger.info("downloading %s/%s from %s", name, f.file, url)
-            (staging / f.file).parent.mkdir(parents=True, exist_ok=True)  # files may sit in sub-folders
-            fetch_file(url, staging / f.file, f, progress=progress)
-        folder.mkdir(exist_ok=True)
-        for f in todo:
-            (folder / f.file).parent.mkdir(parents=True, exist_ok=True)
-            os.replace(staging / f.file, folder / f.file)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        for p in created:  # innermost first: folders this call created and left empty (i.e. on failure)
-            if p.is_dir() and not any(p.iterdir()):
-                p.rmdir()
+    with making_parents(folder.parent):  # on failure, removes the folders it made
+        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".download", dir=folder.parent))
+        try:
+            for f in todo:
+                url = file_url(base, f)
+                logger.info("downloading %s/%s from %s", name, f.file, url)
+                fetch_file(url, staging / f.file, f, progress=progress)  # files may sit in sub-folders
+            for f in todo:
+                (folder / f.file).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(staging / f.file, folder / f.file)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     if remaining := mismatches(name, manifest):  # cannot happen unless the folder changed under us
         raise WeightsError(f"{name}: still not verified after download: {remaining}")
     return folder

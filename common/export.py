@@ -1,0 +1,215 @@
+"""One export format for every model, and the registry of loaders the components fill.
+
+An exported model is a folder, written atomically by :func:`write_model`, holding its weights file(s) and
+``model.json``::
+
+    {"format": "clue-tf/model/v1",
+     "kind": "vae",                       # "vae" | "expvae" | "vaeac" | "under_vaeac" | "bnn_posterior"
+     "config": {...},                     # the constructor's arguments: they rebuild the model
+     "dataset": "lsat",                   # the data.load name it was trained on, or null
+     "weights": ["model.weights.h5"],     # the weights files beside it
+     "epoch": 33, ...}                    # kind-specific fields (training epoch, run settings, sample count)
+
+:func:`read_model` reads it back, and reads the layouts written before this format too (:data:`LEGACY_FILES`):
+``model_config.json`` of the VAE, ExpVAE and VAEAC exports (``{"model": config, "model_class"?, "kind"?, ...}``)
+and ``config.json`` of the BNN posterior (``{"format": "clue-tf/bnn-posterior/v1", ...}``), as in the committed
+``weights/bnn/*`` and ``weights/vae/*``.
+
+The components register a loader per kind when imported (``register_loader("vae", load_vae)`` in ``VAE.model``);
+:func:`load` looks the kind up, so that code below the components (``weights``) loads models without importing them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from common.errors import UserError
+from common.io import atomic_path
+from common.utils import save_json
+from common.validation import FILE_ERRORS, load_weights_h5, unreadable_file
+
+FORMAT = "clue-tf/model/v1"
+MODEL_FILE = "model.json"
+RESERVED = ("format", "kind", "config", "dataset", "weights")
+KERAS_WEIGHTS = "model.weights.h5"  # the weights file of the Keras models (VAE, ExpVAE, VAEAC, UnderVAEAC)
+
+# Metadata files of the layouts written before FORMAT, by kind (read only).
+LEGACY_BNN_FILE, LEGACY_KERAS_FILE = "config.json", "model_config.json"
+LEGACY_FILES = {"bnn_posterior": LEGACY_BNN_FILE, "vae": LEGACY_KERAS_FILE, "expvae": LEGACY_KERAS_FILE,
+                "vaeac": LEGACY_KERAS_FILE, "under_vaeac": LEGACY_KERAS_FILE}
+LEGACY_BNN_FORMAT = "clue-tf/bnn-posterior/v1"
+_LEGACY_KERAS_KINDS = {"VAEAC": "vaeac", "UnderVAEAC": "under_vaeac"}  # model_config.json "kind" -> kind
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """The metadata of an exported model.
+
+    Attributes:
+      folder: the export folder; path: the metadata file read (``model.json``, or a legacy file).
+      kind, config, dataset, weights: as in ``model.json``.
+      fields: the kind-specific fields (``epoch``, ``train_config``, ``n_samples``, ...).
+    """
+
+    folder: Path
+    path: Path
+    kind: str
+    config: dict[str, Any]
+    dataset: str | None = None
+    weights: tuple[str, ...] = ()
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def legacy(self) -> bool:
+        return self.path.name != MODEL_FILE
+
+
+def write_model(folder: str | os.PathLike, kind: str, config: Mapping[str, Any],
+                weights: Mapping[str, Callable[[Path], None]], dataset: str | None = None, **fields: Any) -> Path:
+    """Writes an export folder atomically (all or nothing, replacing an older export there); returns it.
+
+    Args:
+      folder: the export folder.
+      kind: the model kind (a key of the loader registry).
+      config: the constructor's arguments.
+      weights: file name -> function writing the weights to the path it is given (inside a temporary folder).
+      dataset: the data.load name it was trained on, if known.
+      fields: kind-specific fields of ``model.json`` (JSON-serialisable; NumPy scalars are converted).
+    """
+    if clash := sorted(set(fields) & set(RESERVED)):
+        raise ValueError(f"model.json fields {clash} are reserved; pass dataset= as its own argument")
+    folder = Path(folder)
+    with atomic_path(folder) as tmp:
+        tmp.mkdir()
+        for name, write in weights.items():
+            write(tmp / name)
+        save_json(tmp / MODEL_FILE, {"format": FORMAT, "kind": kind, "config": dict(config), "dataset": dataset,
+                                     "weights": list(weights), **fields})
+    return folder
+
+
+def _article(noun: str) -> str:
+    return f"an {noun}" if noun[:1] in "AEIOU" else f"a {noun}"
+
+
+def _parse(folder: Path, path: Path, raw: Any) -> ModelInfo:
+    """``ModelInfo`` of a parsed metadata file; KeyError / TypeError / AttributeError where it is malformed."""
+    if path.name == MODEL_FILE:
+        rest = {k: v for k, v in raw.items() if k not in RESERVED}
+        return ModelInfo(folder, path, raw["kind"], dict(raw["config"]), _name(raw.get("dataset")),
+                         tuple(raw.get("weights") or ()), rest)
+    if path.name == LEGACY_BNN_FILE:  # the BNN posterior before FORMAT
+        config = {k: raw[k] for k in ("architecture", "likelihood", "input_norm")}
+        return ModelInfo(folder, path, "bnn_posterior", config, None, ("samples.npz",),
+                         {"n_samples": raw.get("n_samples")})
+    # model_config.json: {"model": config, "model_class": "ExpVAE"?, "kind": "VAEAC" | "UnderVAEAC"?, **extra}
+    rest = {k: v for k, v in raw.items() if k not in ("model", "model_class", "kind")}
+    if raw.get("model_class") == "ExpVAE":
+        kind = "expvae"
+    else:
+        kind = _LEGACY_KERAS_KINDS[raw["kind"]] if "kind" in raw else "vae"
+    dataset = rest.pop("dataset", None) or (rest.get("train_config") or {}).get("dataset")
+    return ModelInfo(folder, path, kind, dict(raw["model"]), _name(dataset), (KERAS_WEIGHTS,), rest)
+
+
+def _name(dataset: Any) -> str | None:
+    return dataset if isinstance(dataset, str) and dataset else None
+
+
+def read_model(folder: str | os.PathLike, kinds: Iterable[str], what: str, writer: str,
+               retrain: str | None = None) -> ModelInfo:
+    """The metadata of the export in ``folder``, which must be of one of ``kinds``; legacy layouts are read too.
+
+    Args:
+      folder: the export folder.
+      kinds: the kinds the caller can load.
+      what: the model in messages (``"VAE"``).
+      writer: what writes such exports, for messages (``"VAE.model.save_vae"``).
+      retrain: the command that retrains it, for the advice on a damaged file.
+
+    Raises:
+      FileNotFoundError: no metadata file (neither ``model.json`` nor a legacy one).
+      UserError: it is truncated or malformed, of another format, or describes another kind of model.
+    """
+    folder, kinds = Path(folder), tuple(kinds)
+    candidates = [MODEL_FILE, *dict.fromkeys(LEGACY_FILES[k] for k in kinds if k in LEGACY_FILES)]
+    path = next((folder / name for name in candidates if (folder / name).is_file()), None)
+    if path is None:
+        raise FileNotFoundError(f"{folder / MODEL_FILE} not found: {folder} holds no {what} export (one written by "
+                                f"{writer})")
+    try:
+        raw = json.loads(path.read_text())
+        got = raw.get("format")
+    except (*FILE_ERRORS, AttributeError) as err:
+        raise unreadable_file(path, err, f"the {what} config", retrain) from err
+    expected = {MODEL_FILE: FORMAT, LEGACY_BNN_FILE: LEGACY_BNN_FORMAT}.get(path.name)
+    if got != expected:
+        raise UserError(f"{path}: format {got!r}, expected {expected!r}: not {_article(what)} export written by "
+                        f"{writer}")
+    try:
+        info = _parse(folder, path, raw)
+    except (KeyError, TypeError, AttributeError, ValueError) as err:
+        raise unreadable_file(path, err, f"the {what} config", retrain) from err
+    if info.kind not in kinds:
+        raise UserError(f"{folder} holds a {info.kind!r} export, not {_article(what)} (kinds {', '.join(kinds)})")
+    return info
+
+
+def save_keras_model(model, folder: str | os.PathLike, kind: str, extra: Mapping[str, Any] | None = None) -> Path:
+    """:func:`write_model` for a Keras model: ``model.get_config()`` and ``model.weights.h5``; the ``dataset`` of
+    ``extra`` is the export's dataset, its other entries are kind-specific fields."""
+    extra = dict(extra or {})
+    return write_model(folder, kind, model.get_config(), {KERAS_WEIGHTS: lambda p: model.save_weights(str(p))},
+                       extra.pop("dataset", None), **extra)
+
+
+def load_keras_model(folder: str | os.PathLike, kinds: Iterable[str], build: Callable[[ModelInfo], Any], what: str,
+                     writer: str, retrain: str) -> tuple[Any, ModelInfo]:
+    """Reads the export of a Keras model: :func:`read_model`, ``build(info)``, then its ``model.weights.h5``.
+
+    ``retrain`` is the command that retrains it, with ``{dataset}`` where the dataset goes (``NAME`` when unknown).
+    Raises as :func:`read_model`; a config that does not build, or weights that are damaged or of another
+    configuration, raise ``UserError`` and a missing weights file ``FileNotFoundError``, each naming the file.
+    """
+    folder = Path(folder)
+    info = read_model(folder, kinds, what, writer, retrain.format(dataset="NAME"))
+    retrain = retrain.format(dataset=info.dataset or "NAME")
+    try:
+        model = build(info)
+    except (KeyError, TypeError, ValueError) as err:
+        raise unreadable_file(info.path, err, f"the {what} config", retrain) from err
+    load_weights_h5(model, folder / KERAS_WEIGHTS, f"the {what} weights", retrain)
+    return model, info
+
+
+# ---------------------------------------------------------------------------------------------- loader registry
+Loader = Callable[..., Any]
+_LOADERS: dict[str, Loader] = {}
+
+
+def register_loader(kind: str, loader: Loader) -> Loader:
+    """Makes ``loader(folder, **kwargs)`` the loader of exports of ``kind`` (the components call it at import)."""
+    _LOADERS[kind] = loader
+    return loader
+
+
+def registered() -> list[str]:
+    """The kinds that have a loader, in registration order."""
+    return list(_LOADERS)
+
+
+def load(kind: str, folder: str | os.PathLike, **kwargs: Any) -> Any:
+    """The model of ``kind`` exported in ``folder``, rebuilt by its registered loader (``kwargs`` go to it).
+
+    Raises:
+      UserError: no loader is registered for ``kind`` (its component has not been imported).
+    """
+    if kind not in _LOADERS:
+        raise UserError(f"no loader registered for models of kind {kind!r} (registered: "
+                        f"{', '.join(_LOADERS) or 'none'}); import the module that defines that model first")
+    return _LOADERS[kind](folder, **kwargs)

@@ -1,0 +1,164 @@
+"""Files, safely: checksums, verified downloads and atomic placement, shared by ``data`` and ``weights``.
+
+* :func:`sha256_of` hashes a file in chunks; :func:`cached_sha256` does it once per (path, size, mtime) in a process,
+  so verifying the same large file twice costs nothing.
+* :func:`download_file` streams a url into a temporary file in the target's folder, checks the byte count the server
+  announced, the expected size and the checksum, and only then renames it onto the target. On any failure (a cut
+  connection, a mismatch, Ctrl-C) neither the temporary file nor the folders it created are left behind, and a
+  :class:`DownloadError` names the file, the url, what went wrong and the expected checksum.
+* :func:`atomic_path` yields a temporary path beside a file or folder and renames it into place only when the block
+  succeeds (``os.replace`` is atomic on POSIX); :func:`making_parents` creates missing folders and removes those it
+  created if they end up empty.
+
+Only the standard library and ``tqdm``: ``data`` imports this without TensorFlow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import http.client
+import logging
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from common.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+CHUNK = 1 << 20  # bytes hashed per read
+BLOCK = 1 << 16  # bytes read per network call
+
+
+def sha256_of(path: str | os.PathLike, chunk: int = CHUNK, algorithm: str = "sha256") -> str:
+    """Hex digest of a file (sha256, or another ``hashlib`` algorithm such as ``"md5"``), read in chunks."""
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+_digests: dict[tuple[str, int, int, str], str] = {}
+
+
+def cached_sha256(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    """:func:`sha256_of`, computed once per (path, size, mtime, algorithm) in this process."""
+    path = Path(path)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, algorithm)
+    if key not in _digests:
+        _digests[key] = sha256_of(path, algorithm=algorithm)
+    return _digests[key]
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """Yields a temporary path beside ``path``; renames it onto ``path`` only if the block succeeds.
+
+    Works for files and for folders (the block creates whatever it likes at the yielded path; a folder replaces a
+    folder already at ``path``). On any exception the temporary is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
+    os.close(fd)
+    os.unlink(tmp_name)  # the block decides whether it is a file or a folder
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif tmp.exists():
+            tmp.unlink()
+        raise
+
+
+@contextlib.contextmanager
+def making_parents(folder: str | os.PathLike) -> Iterator[Path]:
+    """Creates ``folder`` and its missing parents; on leaving, removes those of them that it created and that are
+    empty (i.e. after a failure), innermost first."""
+    folder = Path(folder)
+    created = [p for p in (folder, *folder.parents) if not p.exists()]
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        yield folder
+    finally:
+        for p in created:
+            if p.is_dir() and not any(p.iterdir()):
+                p.rmdir()
+
+
+class DownloadError(UserError, RuntimeError):
+    """A download failed, was cut short, or did not match its expected size or checksum; nothing was kept.
+
+    Attributes:
+      file: the file's name; url: where it was fetched from; reason: what went wrong (one line).
+    """
+
+    def __init__(self, file: str, url: str, reason: str, checksum: str | None = None, algorithm: str = "sha256",
+                 size: int | None = None):
+        self.file, self.url, self.reason = file, url, reason
+        expected = f"  expected {algorithm} {checksum or '(not recorded)'}" + (f" ({size} bytes)" if size else "")
+        super().__init__(f"refusing {file} downloaded from {url}: {reason}\n{expected}")
+
+
+def download_file(url: str, target: str | os.PathLike, checksum: str | None = None, *, algorithm: str = "sha256",
+                  size: int | None = None, timeout: float = 60.0, progress: bool = True,
+                  name: str | None = None) -> Path:
+    """Downloads ``url`` to ``target``, verified, atomically; returns ``target``.
+
+    Args:
+      url: ``http(s)://`` or ``file://`` address.
+      target: where the file goes (its folder is created if needed).
+      checksum: expected hex digest of ``algorithm``; None: not checked.
+      algorithm: ``"sha256"`` (or ``"md5"`` where upstream records only that).
+      size: expected byte count; None: not checked (the byte count the server announces is always checked).
+      timeout: seconds per network operation.
+      progress: show a ``tqdm`` bar.
+      name: the file's name in messages and on the bar (default: ``target``'s name).
+
+    Raises:
+      DownloadError: the transfer fails or is cut short, or the bytes do not match ``size`` or ``checksum``. The
+        message names the file, the url and the expected checksum; ``target`` is left as it was.
+    """
+    target = Path(target)
+    name = name or target.name
+
+    def refuse(reason: str) -> DownloadError:
+        return DownloadError(name, url, reason, checksum, algorithm, size)
+
+    announced, received = None, 0
+    with making_parents(target.parent), atomic_path(target, suffix=".part") as tmp:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
+                announced = int(response.headers.get("Content-Length") or 0) or None
+                with tqdm(total=announced or size, unit="B", unit_scale=True, desc=name, leave=False,
+                          disable=not progress) as bar:
+                    while block := response.read(BLOCK):
+                        out.write(block)
+                        received += len(block)
+                        bar.update(len(block))
+            if announced is not None and received != announced:  # urllib returns a short body without raising
+                raise http.client.IncompleteRead(b"", announced - received)
+        except http.client.IncompleteRead as err:
+            raise refuse(f"transfer cut short: the connection closed after {received} of {announced} bytes") from err
+        except (OSError, urllib.error.URLError, http.client.HTTPException) as err:
+            raise refuse(f"transfer failed ({type(err).__name__}: {err})") from err
+        if size is not None and (got_size := tmp.stat().st_size) != size:
+            raise refuse(f"got {got_size} bytes (truncated or wrong file)")
+        if checksum is not None and (got := sha256_of(tmp, algorithm=algorithm)) != checksum:
+            raise refuse(f"{algorithm} mismatch: got {got}")
+    logger.debug("downloaded %s from %s (%d bytes)", name, url, received)
+    return target
