@@ -12,10 +12,16 @@ grad = d(N * mean NLL)/d theta (already norm-clipped, see ``GradientClipper``), 
    (elementwise; the tau update uses the old g and V):
    ``tau <- tau - tau * g^2 / (V + eps) + 1;  r = 1 / (tau + eps);  g <- (1 - r) g + r d;  V <- (1 - r) V + r d^2``.
 4. Preconditioner (inverse mass), every step: ``M^-1 = 1 / (sqrt(V) + eps)``; V stays frozen after burn-in.
-5. Momentum resampling (when ``resample_momentum``): ``v ~ N(0, lr^2 M^-1)``.
+5. Momentum resampling (when ``resample_momentum``): ``v ~ N(0, lr^2 M^-1)``. As v is a half-step velocity of
+   this kick-then-drift scheme, the full kick that follows costs ~10% of the stationary variance when it runs every
+   10 steps, at any lr (the original's schedule; ``BNN/README.md``, "Sampler bias").
 6. The discretised SG-HMC dynamics in their SGD-with-momentum form [3, Sec. 3.3], scale-adapted as in [1, Sec. 4.2]
    (v is the step in parameter space, C the friction):
    ``v <- v - lr^2 M^-1 d - C v + N(0, max(2 lr^2 M^-1 C - lr^4, 1e-16));  theta <- theta + v``.
+   The ``- lr^4`` is SG-HMC's correction for minibatch-gradient noise [3, Sec. 3], estimated as if all of V were
+   that noise: gradient noise of variance B adds ``lr^4 M^-2 B`` to v per step, which is ``lr^4`` for ``B = V``.
+   With exact (full-batch) gradients it removes noise that nothing replaces, and the stationary variances fall short
+   by about ``lr^2 sqrt(V) / (2 C)`` (``BNN/README.md``, "Sampler bias"); ``noise_correction=False`` drops it.
 
 All state lives in ``tf.Variable``s of this ``tf.Module`` (tau, g, V, v, lambda, the clipping buffer, and a
 ``tf.random.Generator``), so a ``tf.train.Checkpoint`` of it resumes the exact chain.
@@ -57,6 +63,8 @@ class SGHMCParams:
       beta0: rate of that Gamma hyper-prior (10).
       grad_std_mul: clipping threshold = mean + grad_std_mul * std of recent gradient norms (30 cat, 20 gauss).
       grad_buffer_len: the threshold is updated once more than this many norms are buffered (1000 cat, 100 gauss).
+      noise_correction: subtract ``lr^4`` from the injected noise variance (the original; step 6 of the module
+        docstring). ``False`` is exact for full-batch gradients, which carry no minibatch noise to correct for.
     """
 
     lr: float = 1e-2
@@ -66,6 +74,7 @@ class SGHMCParams:
     beta0: float = 10.0
     grad_std_mul: float = 30.0
     grad_buffer_len: int = 1000
+    noise_correction: bool = True
 
 
 class GradientClipper(tf.Module):
@@ -241,7 +250,8 @@ class ScaleAdaptedSGHMC(tf.Module):
             m_inv = 1.0 / (tf.sqrt(self.v_hat[i]) + EPS)
             v = self.momentum[i]
             _when(resample_momentum, self._resample_momentum, i, m_inv)
-            noise_var = tf.maximum(2.0 * lr**2 * m_inv * c - lr**4, 1e-16)
+            correction = lr**4 if self.hparams.noise_correction else 0.0
+            noise_var = tf.maximum(2.0 * lr**2 * m_inv * c - correction, 1e-16)
             noise = tf.sqrt(noise_var) * self._normal(theta)
             v.assign(v - lr**2 * m_inv * d - c * v + noise)
             theta.assign_add(v)
