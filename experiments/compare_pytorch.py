@@ -34,7 +34,7 @@ LIKELIHOOD = {"lsat": "gaussian", "compas": "categorical"}
 VARIANTS = {"clue_exact": ("exact", 0.1), "clue_orig": ("orig", 0.1), "clue_exact_lr0.01": ("exact", 0.01),
             "clue_orig_lr0.01": ("orig", 0.01)}
 
-# SCHEMA.md section 9 ("suggested acceptance tolerances for the TF side, float32"), as used by tests/test_*_parity.py.
+# SCHEMA.md section 9 ("suggested acceptance tolerances for the TF side, float32"); tests/test_parity.py states its own.
 TOLERANCES = {
     "forward_atol": 1e-5,  # single forward passes: BNN mu/sigma/probs, VAE loc/scale/dec_out, ELBO terms
     "compas_logits_atol": 1e-4,  # COMPAS logits reach |88.8|

@@ -166,7 +166,8 @@ def test_shipped_manifest_matches_the_committed_files():
     rebuilt, errors = manifest.rebuild(raw, weights.ROOT)
     assert errors == []
     committed = [(new, old) for new, old in zip(rebuilt["models"], raw["models"]) if old["committed"]]
-    assert {old["name"] for _, old in committed} == {"bnn_lsat", "bnn_compas", "vae_lsat", "vae_compas"}
+    assert {old["name"] for _, old in committed} == {f"{kind}_{ds}" for kind in ("bnn", "vae")
+                                                      for ds in ("lsat", "compas", "wine", "credit")}
     for new, old in committed:
         assert new == old, f"{old['name']}: manifest is stale; run `python -m weights.manifest`"
         assert weights.available(old["name"])
@@ -193,7 +194,13 @@ def test_shipped_models_reproduce_their_recorded_test_metrics(data_dir):
     got = evaluate(weights.load_posterior("bnn_compas"), compas.x_test, compas.y_test)
     assert got["accuracy"] == pytest.approx(m.entry("bnn_compas").metrics["test/accuracy"], abs=1e-6)
     assert got["nll"] == pytest.approx(m.entry("bnn_compas").metrics["test/nll"], rel=1e-4)
-    for name, ds in (("vae_lsat", lsat), ("vae_compas", compas)):
+    wine, credit = data.load("wine", data_dir=data_dir), data.load("credit", data_dir=data_dir)
+    got = evaluate(weights.load_posterior("bnn_wine"), wine.x_test, wine.y_test.reshape(-1, 1),
+                   y_std=float(np.ravel(wine.y_std)[0]))
+    assert got["rmse"] == pytest.approx(m.entry("bnn_wine").metrics["test/rmse"], rel=1e-4)
+    got = evaluate(weights.load_posterior("bnn_credit"), credit.x_test, credit.y_test)
+    assert got["accuracy"] == pytest.approx(m.entry("bnn_credit").metrics["test/accuracy"], abs=1e-6)
+    for name, ds in (("vae_lsat", lsat), ("vae_compas", compas), ("vae_wine", wine), ("vae_credit", credit)):
         got = evaluate_vae(weights.load_vae(name), ds.x_test.astype(np.float32))
         assert got["elbo"] == pytest.approx(m.entry(name).metrics["test/elbo"], rel=1e-4), name
     with pytest.raises(WeightsError, match="not a 'vae'"):
