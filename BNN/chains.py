@@ -39,6 +39,7 @@ from BNN.posterior import SampleBuffer
 from BNN.sghmc import ScaleAdaptedSGHMC, SGHMCParams
 from common.distribute import replica_id as _replica_id
 from common.errors import UserError
+from common.utils import philox
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class ChainGroup(tf.Module):
                                          name=name.replace("/", "_")) for name in arch.param_shapes()}
         self.sampler = ScaleAdaptedSGHMC(self.variables_list, hparams,
                                          seed=self.seeds if self.stacked else self.seeds[0])
-        self.data_rngs = [tf.random.Generator.from_seed(s).split(1)[0] for s in self.seeds]
+        self.data_rngs = [philox(s).split(1)[0] for s in self.seeds]
         self.buffer = SampleBuffer(arch, n_saves, n_chains=len(self.seeds) if self.stacked else None)
         self.epoch = tf.Variable(0, dtype=tf.int64, name="epoch")
 

@@ -48,6 +48,8 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
+from common.utils import philox
+
 EPS = 1e-6  # epsilon of the original sampler, used in every division and in the preconditioner
 
 
@@ -196,9 +198,9 @@ class ScaleAdaptedSGHMC(tf.Module):
         self.prior_precision = [tf.Variable(tf.fill(batch, 1.0 / hparams.prior_sigma**2), trainable=False,
                                             name=f"prior_precision_{i}") for i in range(len(self.params))]
         if self.n_chains is None:
-            self.rng = tf.random.Generator.from_seed(seed)
+            self.rng = philox(seed)
         else:
-            self.rngs = [tf.random.Generator.from_seed(int(s)) for s in seed]
+            self.rngs = [philox(int(s)) for s in seed]
         self.clipper = GradientClipper(hparams.grad_std_mul, hparams.grad_buffer_len, self.n_chains)
         self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False, name="iterations")
 

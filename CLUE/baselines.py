@@ -28,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from CLUE.explainer import ADAM_BETAS, ADAM_EPS, input_spec, uncertainties
+from common.utils import philox
 from common.validation import check_inputs
 from data.datasets import MNIST_NORM
 
@@ -131,7 +132,7 @@ def u_fido(bnn, vaeac, x, config: UFIDOConfig | None = None, seed: int = 0) -> U
     x = tf.constant(check_inputs(x, name="x", **input_spec(bnn, vaeac)))
     n, d = x.shape
     l1 = config.l1_weight / d
-    rng = tf.random.Generator.from_seed(seed)
+    rng = philox(seed)
     keep_p = tf.Variable(tf.fill([n, d], config.init_p))
     m = tf.zeros_like(keep_p)
     v = tf.zeros_like(keep_p)

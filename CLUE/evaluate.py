@@ -33,9 +33,11 @@ explains all of them: ``--max-explained none``). ``fast`` and ``tiny``: see ``PR
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -161,6 +163,20 @@ def same_results(saved: dict[str, Any], config: Config) -> bool:
     return strip(saved_settings(saved)) == strip(jsonable(dataclasses.asdict(config)))
 
 
+@contextlib.contextmanager
+def _timed(run_dir: Path, stage: str):
+    """Adds the wall seconds spent in ``stage`` to ``run_dir/timings.json`` (summed over resumes; a reused stage
+    adds about nothing), so that a finished run states what each stage cost on its machine."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        path = run_dir / "timings.json"
+        timings = load_json(path) if path.exists() else {}
+        timings[stage] = round(timings.get(stage, 0.0) + time.perf_counter() - start, 1)
+        save_json(path, timings)
+
+
 def _done(run_dir: Path) -> bool:
     return (run_dir / "metrics.json").exists()
 
@@ -191,11 +207,12 @@ def train_ground_truth(config: Config, run_dir: Path) -> ev.GroundTruth:
     """Stage 1: the VAEAC on the real joint (x, y) and its under-VAEAC (credit masks whole variables, [nb])."""
     out = run_dir / "gt_vaeac"
     if not _done(out):
-        vaeac_train.main(stage_config(
-            config, vaeac_train.Config, {"gt_": "", "under_": "under_"}, dataset=config.dataset, targets=True,
-            mask_per_variable=config.dataset == "credit", under_early_stop=config.gt_early_stop,
-            max_train_rows=config.max_train_rows, seed=config.seed, data_dir=config.data_dir, out=str(out),
-            progress=config.progress))
+        with _timed(run_dir, "gt_vaeac"):
+            vaeac_train.main(stage_config(
+                config, vaeac_train.Config, {"gt_": "", "under_": "under_"}, dataset=config.dataset, targets=True,
+                mask_per_variable=config.dataset == "credit", under_early_stop=config.gt_early_stop,
+                max_train_rows=config.max_train_rows, seed=config.seed, data_dir=config.data_dir, out=str(out),
+                progress=config.progress))
     real = data.load(config.dataset, data_dir=config.data_dir)
     return ev.GroundTruth(load_model(out / "under_best"), real.x_dim, real.task)
 
@@ -220,15 +237,19 @@ def train_art_models(config: Config, run_dir: Path, ds: data.Dataset):
     latent = vaeac_train.LATENT_DIMS[config.dataset]
     common = {"dataset": ds.name, "seed": config.seed, "progress": config.progress}
     if not _done(run_dir / "bnn"):
-        bnn_train.main(stage_config(config, bnn_train.Config, {"bnn_": ""}, {"bnn_epochs": "n_epochs"},
-                                    out=str(run_dir / "bnn"), eval_every=max(1, config.bnn_epochs // 10), **common))
+        with _timed(run_dir, "bnn"):
+            bnn_train.main(stage_config(config, bnn_train.Config, {"bnn_": ""}, {"bnn_epochs": "n_epochs"},
+                                        out=str(run_dir / "bnn"), eval_every=max(1, config.bnn_epochs // 10),
+                                        **common))
     if not _done(run_dir / "vae"):
-        vae_train.main(stage_config(config, vae_train.Config, {"vae_": ""}, latent_dim=latent,
-                                    out=str(run_dir / "vae"), **common))
+        with _timed(run_dir, "vae"):
+            vae_train.main(stage_config(config, vae_train.Config, {"vae_": ""}, latent_dim=latent,
+                                        out=str(run_dir / "vae"), **common))
     if not _done(run_dir / "art_vaeac"):
-        vaeac_train.main(stage_config(config, vaeac_train.Config, {"art_vaeac_": ""}, targets=False,
-                                      latent_dim=latent, early_stop=config.vae_early_stop,
-                                      out=str(run_dir / "art_vaeac"), **common))
+        with _timed(run_dir, "art_vaeac"):
+            vaeac_train.main(stage_config(config, vaeac_train.Config, {"art_vaeac_": ""}, targets=False,
+                                          latent_dim=latent, early_stop=config.vae_early_stop,
+                                          out=str(run_dir / "art_vaeac"), **common))
     return (Posterior.load(run_dir / "bnn" / "posterior"), load_vae(run_dir / "vae" / "best"),
             load_model(run_dir / "art_vaeac" / "best"))
 
@@ -301,9 +322,11 @@ def main(config: Config) -> dict[str, Any]:
     if config.publish_stages:
         stages.publish(config, run_dir, command=" ".join(["python -m CLUE.evaluate", *sys.argv[1:]]))
     budget = ev.EvalBudget(config.n_gt_samples, config.n_px_samples, config.seed)
-    refs, info = explained_sets(config, gt, bnn, ds, budget)
-    points = ev.run_sweeps(gt, bnn, refs, vae, art_vaeac, sweep, budget, progress=config.progress,
-                           journal=run_dir / "sweep_points.jsonl")
+    with _timed(run_dir, "references"):
+        refs, info = explained_sets(config, gt, bnn, ds, budget)
+    with _timed(run_dir, "sweeps"):
+        points = ev.run_sweeps(gt, bnn, refs, vae, art_vaeac, sweep, budget, progress=config.progress,
+                               journal=run_dir / "sweep_points.jsonl")
     table = ev.points_table(points)
     boot = {"per_point": points.per_point, "task": ds.task, "n_boot": config.n_boot, "seed": config.seed}
     table.to_csv(run_dir / "table.csv", index=False)
@@ -313,6 +336,7 @@ def main(config: Config) -> dict[str, Any]:
     results = {"dataset": config.dataset, "results_version": RESULTS_VERSION, "config": dataclasses.asdict(config),
                "references": info,
                "models": {k: load_json(run_dir / k / "metrics.json") for k in ("gt_vaeac", "bnn", "vae", "art_vaeac")},
+               "seconds": load_json(run_dir / "timings.json") if (run_dir / "timings.json").exists() else {},
                "at_equal_distance": ev.compare_at_distance(table, **boot) if len(table) else [],
                "verdicts": ev.verdicts(table, **boot) if len(table) else [],
                "rows": ev.point_intervals(points, points.per_point, ds.task, config.n_boot, config.seed)}

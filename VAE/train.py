@@ -46,7 +46,7 @@ from common.config import option
 from common.errors import UserError
 from common.radam import RAdam
 from common.training import RunState, fit_with_early_stopping, make_train_epoch, optimizer_step, traced
-from common.utils import make_run_dir, save_json, set_seed
+from common.utils import make_run_dir, philox, save_json, set_seed
 from VAE.expvae import ExpVAE, load_expvae, save_expvae
 from VAE.model import ARCHS, VAE, build_vae, load_vae, save_vae
 
@@ -258,7 +258,7 @@ def main(config: Config) -> dict[str, float]:
         optimizer = RAdam(learning_rate=config.lr)
         evaluate_fn, save_fn, load_fn, make_step = evaluate_vae, save_vae, load_vae, make_vae_step
     optimizer.build(model.trainable_variables)
-    generator = tf.random.Generator.from_seed(config.seed)
+    generator = philox(config.seed)
     state = RunState(run_dir, model=model, optimizer=optimizer, generator=generator)
 
     def evaluate() -> dict[str, float]:

@@ -34,7 +34,7 @@ from common.config import option
 from common.errors import UserError
 from common.radam import RAdam, TorchAdam
 from common.training import RunState, fit_with_early_stopping, make_train_epoch, optimizer_step, traced
-from common.utils import make_run_dir, save_json, set_seed
+from common.utils import make_run_dir, philox, save_json, set_seed
 from VAEAC.export import load_model, save_model
 from VAEAC.masks import top_masker
 from VAEAC.model import VAEAC, join_targets
@@ -172,7 +172,7 @@ def train_under(base: VAEAC, config: Config, run_dir, x_train, x_dev, dev_split:
     under = UnderVAEAC(base, config.under_width, config.under_depth)
     optimizer = TorchAdam(learning_rate=config.under_lr)
     optimizer.build(under.trainable_variables)
-    generator = tf.random.Generator.from_seed(config.seed + 1)
+    generator = philox(config.seed, stream=1)
     state = RunState(run_dir / "under", model=under, optimizer=optimizer, generator=generator)
 
     summary = fit_with_early_stopping(
@@ -200,14 +200,14 @@ def main(config: Config) -> dict[str, float]:
     lr = config.lr or (3e-4 if model_cfg["likelihood"] == "gauss" else 1e-4)
     dev_split = "test" if config.dev_fraction <= 0 else "dev"
     draw_mask = masker(config, model_cfg["input_dim_vec"])
-    fixed = tf.random.Generator.from_seed(config.seed + 12345)  # fixed dev/test masks, identical across resumes
+    fixed = philox(config.seed, stream=2)  # fixed dev/test masks, identical across resumes
     test_mask = draw_mask(tf.constant(x_test), fixed).numpy()
     dev_mask = test_mask if dev_split == "test" else draw_mask(tf.constant(x_dev), fixed).numpy()
 
     model = VAEAC(**model_cfg)
     optimizer = RAdam(learning_rate=lr)
     optimizer.build(model.trainable_variables)
-    generator = tf.random.Generator.from_seed(config.seed)
+    generator = philox(config.seed)
     state = RunState(run_dir, model=model, optimizer=optimizer, generator=generator)
 
     summary = fit_with_early_stopping(

@@ -1,0 +1,115 @@
+"""The computational evaluation study: ``CLUE.evaluate`` over datasets x seeds (x faithfulness switches), resumable.
+
+Each run is ``python -m CLUE.evaluate --dataset D --preset P --seed S [switches] --out <runs>/<name>``, where
+``name`` is ``<dataset>_s<seed>`` plus the switch, e.g. ``compas_s1_mnist_norm``. A finished run (its
+``results.json``) is reused; an unfinished one resumes from its trained stages and sweep journal, so the script can be
+stopped and restarted at will. Every finished run's ``results.json`` (small: the per-point scores stay in the run
+folder's ``sweep_points/``) is copied to ``experiments/results/study/<preset>/<name>.json``, and the seeds of each dataset and switch are
+summarised into ``experiments/results/study/<preset>/summary.json`` (:func:`CLUE.evaluation.summarize_seeds`): means
+over seeds at equal L1, their spread, each seed's bootstrap interval, and how many seeds call each method best.
+
+Usage::
+
+    python experiments/evaluation_study.py --datasets wine credit compas lsat --seeds 0 1 2
+    python experiments/evaluation_study.py --datasets compas credit --seeds 0 1 2 --switch mnist_norm
+    python experiments/evaluation_study.py --summarize-only   # rebuild summary.json from the committed runs
+
+``--publish-stages`` publishes each run's trained stages to ``weights/manifest.json`` (see ``CLUE/stages.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from CLUE import evaluate  # noqa: E402
+from CLUE import evaluation as ev  # noqa: E402
+from common.config import with_preset  # noqa: E402
+from common.errors import UserError  # noqa: E402
+from common.utils import PROJECT_ROOT, load_json, save_json, setup_logging  # noqa: E402
+
+logger = logging.getLogger("evaluation_study")
+
+# the faithfulness switches of the study (issue: reported beside the default), as CLUE.evaluate settings
+SWITCHES: dict[str, dict[str, Any]] = {
+    "default": {},
+    "mnist_norm": {"ufido_mnist_norm": True},  # the original U-FIDO's MNIST input normalisation (classification)
+    "top20": {"threshold_quantile": 0.8},  # each run's top 20% of BNN uncertainty instead of the [nb] constants
+    "torch13_grad": {"bnn_gradient": "torch13"},  # the torch-1.3 gradient of the original, same trained stages
+}
+RESULTS = PROJECT_ROOT / "experiments" / "results" / "study"
+
+
+def run_name(dataset: str, seed: int, switch: str) -> str:
+    return f"{dataset}_s{seed}" + ("" if switch == "default" else f"_{switch}")
+
+
+def make_config(dataset: str, seed: int, switch: str, preset: str, runs: Path, publish: bool) -> evaluate.Config:
+    """The run's settings. A switch rescores the default run's trained stages, taken from the weights
+    (``--stages weights``), so the default run must have published them (``--publish-stages``)."""
+    if switch not in SWITCHES:
+        raise UserError(f"unknown switch {switch!r}; choose one of {sorted(SWITCHES)}")
+    stages = {} if switch == "default" else {"stages": "weights"}
+    return with_preset(evaluate.Config, evaluate.PRESETS, preset, dataset=dataset, seed=seed,
+                       out=str(runs / run_name(dataset, seed, switch)), progress=False,
+                       publish_stages=publish and switch == "default", **stages, **SWITCHES[switch])
+
+
+def summarize(preset: str) -> Path:
+    """``summary.json`` of every committed run of ``preset``, grouped by switch."""
+    folder = RESULTS / preset
+    runs = [load_json(p) for p in sorted(folder.glob("*.json")) if p.name != "summary.json"]
+    by_switch: dict[str, list[dict]] = {}
+    for run in runs:
+        by_switch.setdefault(run.get("study_switch", "default"), []).append(run)
+    summary = {"preset": preset,
+               "runs": [{"name": run_name(r["dataset"], r["config"]["seed"], r.get("study_switch", "default")),
+                         "dataset": r["dataset"], "seed": r["config"]["seed"],
+                         "switch": r.get("study_switch", "default"), "seconds": r.get("seconds", {}),
+                         "references": r.get("references", {})} for r in runs],
+               "switches": {name: ev.summarize_seeds(group) for name, group in sorted(by_switch.items())}}
+    path = folder / "summary.json"
+    save_json(path, summary)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python experiments/evaluation_study.py",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datasets", nargs="+", default=["wine", "credit", "compas", "lsat"],
+                        choices=sorted(ev.SETTINGS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--switch", nargs="+", default=["default"], choices=sorted(SWITCHES),
+                        help="faithfulness switches to run beside (or instead of) the default")
+    parser.add_argument("--preset", default="paper", choices=sorted(evaluate.PRESETS))
+    parser.add_argument("--runs", type=Path, default=PROJECT_ROOT / "runs" / "study")
+    parser.add_argument("--publish-stages", action="store_true", help="publish each run's trained stages")
+    parser.add_argument("--summarize-only", action="store_true")
+    args = parser.parse_args(argv)
+    setup_logging()
+    logging.getLogger("absl").setLevel(logging.WARNING)
+    (RESULTS / args.preset).mkdir(parents=True, exist_ok=True)
+    if not args.summarize_only:
+        for dataset in args.datasets:  # seeds inside: a dataset's seeds finish together
+            for seed in args.seeds:
+                for switch in args.switch:
+                    config = make_config(dataset, seed, switch, args.preset, args.runs / args.preset,
+                                         args.publish_stages)
+                    start = time.perf_counter()
+                    results = evaluate.main(config)
+                    results = {**results, "study_switch": switch}
+                    save_json(RESULTS / args.preset / f"{run_name(dataset, seed, switch)}.json", results)
+                    logger.info("%s: done in %.0f s", run_name(dataset, seed, switch), time.perf_counter() - start)
+                    summarize(args.preset)
+    logger.info("wrote %s", summarize(args.preset))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
