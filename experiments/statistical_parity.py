@@ -50,34 +50,12 @@ def run_seed(dataset: str, seed: int, bnn_dir: str, vae_dir: str, out_dir: Path)
             "seconds": summary["seconds"], "recon_l1": recon_l1}
 
 
-def kit_figures(dataset: str) -> dict:
-    """The original's CLUE figures on its own trained models from the parity kit (Wine, Credit: the datasets the
-    reference run did not time), per gradient variant at lr 0.1."""
-    with np.load(KITS / dataset / "io.npz") as io:
-        summary = json.loads(str(io["meta"]))["clue_summary"]
-    out = {}
-    for key, run in (("clue_exact_grad", summary["clue_exact"]), ("clue", summary["clue_orig"])):
-        before, after = run["mean_u_before"], run["mean_u_after"]
-        out[key] = {"uncertainty_before": before, "uncertainty_after": after,
-                    "relative_reduction_of_means": (before - after) / before, "l1_distance": run["mean_L1"],
-                    "source": f"parity kit {dataset}/io.npz meta.clue_summary"}
-    return out
+def original_figures(dataset: str) -> dict:
+    """The original's CLUE figures (:func:`experiments.clues_tabular.original_figures`: the reference run for LSAT
+    and COMPAS, the parity kits' runs on the original's own models for Wine and Credit)."""
+    from experiments.clues_tabular import original_figures as figures
 
-
-def original_figures(reference: dict, dataset: str) -> dict:
-    if dataset not in reference:
-        return kit_figures(dataset)
-    out = {}
-    for key in ("clue_exact_grad", "clue"):
-        run = reference[dataset][key]
-        before, after = run["mean_uncertainty_before_original_x"], run["mean_uncertainty_after_clue"]
-        out[key] = {"uncertainty_before": before, "uncertainty_after": after,
-                    "relative_reduction_of_means": (before - after) / before,
-                    "l1_distance": run["mean_L1_distance_clue_vs_original"],
-                    "recon_l1": run["mean_L1_distance_reconstruction_vs_original"],
-                    "fraction_reduced": run["frac_uncertainty_reduced"], "seconds_per_100_points":
-                    run["wall_s_per_100_points"]}
-    return out
+    return figures(dataset, REFERENCE, KITS)
 
 
 def main(argv=None) -> dict:
@@ -89,7 +67,6 @@ def main(argv=None) -> dict:
     parser.add_argument("--work", default="runs/statistical_parity", help="CLUE.generate output folders")
     parser.add_argument("--out", default=str(OUT))
     args = parser.parse_args(argv)
-    reference = json.loads(REFERENCE.read_text())
     result = {"settings": "10% most uncertain test points, lambda 2, lr 0.1, 50 steps, batch 256, all samples",
               "datasets": {}}
     if Path(args.out).exists():  # datasets not rerun keep their figures
@@ -105,7 +82,7 @@ def main(argv=None) -> dict:
         stats = {k: {"mean": float(np.mean([s[k] for s in seeds])), "std": float(np.std([s[k] for s in seeds]))}
                  for k in keys}
         result["datasets"][dataset] = {"ours_per_seed": seeds, "ours": stats,
-                                       "original": original_figures(reference, dataset)}
+                                       "original": original_figures(dataset)}
         logger.info("%s: %s", dataset, {k: round(v["mean"], 4) for k, v in stats.items()})
     save_json(args.out, result)
     return result

@@ -11,7 +11,13 @@ import math
 
 from common.utils import PROJECT_ROOT
 
-HAVE_REFERENCE = (PROJECT_ROOT.parent / "shared" / "reference" / "pytorch-original.json").exists()
+REFERENCE = PROJECT_ROOT.parent / "shared" / "reference"
+# the original's figures: the reference run for LSAT and COMPAS, the parity kits for Wine and Credit
+HAVE_ORIGINAL = {"lsat": (REFERENCE / "pytorch-original.json").exists(),
+                 "compas": (REFERENCE / "pytorch-original.json").exists(),
+                 "wine": (REFERENCE / "parity" / "wine" / "io.npz").exists(),
+                 "credit": (REFERENCE / "parity" / "credit" / "io.npz").exists()}
+ORIGINAL_N_EXPLAINED = {"lsat": 436, "compas": 62, "wine": 16, "credit": 300}  # 10% of each test split
 
 
 def _execute(run_notebook, name: str, tmp_path, **parameters) -> None:
@@ -26,7 +32,8 @@ def test_tabular_notebook_with_committed_weights(tmp_path, data_dir, run_noteboo
     _execute(run_notebook, "clues_tabular.ipynb", tmp_path)
     results = json.loads((tmp_path / "out" / "results" / "clues_tabular.json").read_text())
     assert results["settings"]["smoke"] is True and results["settings"]["lam"] == 2.0
-    for name in ("lsat", "compas"):
+    assert list(results["ours"]) == ["lsat", "compas", "wine", "credit"]
+    for name in results["ours"]:
         ours = results["ours"][name]
         assert results["models"][name].startswith("weights/")
         assert ours["n_explained"] == 8
@@ -34,8 +41,8 @@ def test_tabular_notebook_with_committed_weights(tmp_path, data_dir, run_noteboo
         # the committed models: CLUE lowers the uncertainty of these most uncertain points, at a positive distance
         assert ours["uncertainty_after"] < ours["uncertainty_before"] and ours["l1_distance"] > 0
         assert 0.0 <= ours["fraction_reduced"] <= 1.0
-        if HAVE_REFERENCE:
-            assert results["original"][name]["clue_exact_grad"]["n_explained"] == {"lsat": 436, "compas": 62}[name]
+        if HAVE_ORIGINAL[name]:
+            assert results["original"][name]["clue_exact_grad"]["n_explained"] == ORIGINAL_N_EXPLAINED[name]
         shown = results["shown_points"][name]
         assert shown and {"feature", "original", "clue", "uncertainty_before", "uncertainty_after"} <= set(shown[0])
     features = {row["feature"] for row in results["shown_points"]["compas"]}
@@ -66,7 +73,7 @@ def test_mnist_notebook_trains_tiny_models(tmp_path, data_dir, run_notebook):
     assert 0.0 < ours["uncertainty_before"] <= math.log(10) + 1e-4 and ours["l1_distance"] > 0
     before = results["shown"]["uncertainty_before"]
     assert len(before) == 4 and before == sorted(before, reverse=True)  # most uncertain first
-    if HAVE_REFERENCE:
+    if HAVE_ORIGINAL["lsat"]:  # the reference run holds MNIST too
         assert results["original"]["clue_exact_grad"]["n_explained"] == 200
     png = tmp_path / "out" / "figures" / "clues_mnist_mnist_t10k.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
