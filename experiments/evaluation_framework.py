@@ -234,3 +234,86 @@ def references_table(results: dict[str, Any]) -> pd.DataFrame:
     """The explained sets: thresholds, how many test points were selected and explained, and their GT values."""
     return pd.DataFrame(results["references"]).T
 
+
+
+# --- the study: several seeds per dataset (experiments/evaluation_study.py) ----------------------------------------
+
+STUDY = PROJECT_ROOT / "experiments" / "results" / "study"
+ROW_METRIC = {"aleatoric": "mean_delta_h", "epistemic": "delta_err"}  # the same metrics, as named in results rows
+
+
+def load_study(preset: str = "paper", switch: str = "default", folder: str | Path | None = None) -> list[dict]:
+    """The committed runs of the study (``experiments/results/study/<preset>/<dataset>_s<seed>[_<switch>].json``)
+    made under ``switch``."""
+    folder = Path(folder) if folder is not None else STUDY / preset
+    runs = [load_json(p) for p in sorted(folder.glob("*.json")) if p.name != "summary.json"]
+    return [r for r in runs if r.get("study_switch", "default") == switch]
+
+
+def seed_bands(runs: list[dict], dataset: str, target: str) -> pd.DataFrame:
+    """Per method and sweep value: the mean over seeds of the mean L1, log p(x) and metric (``ROW_METRIC``), and the
+    metric's lowest and highest seed. Every seed sweeps the same values, so a sweep value is a natural unit to average;
+    the L1 a value reaches differs a little between seeds (its spread is ``l1_min``..``l1_max``)."""
+    rows = [{**row, "seed": run["config"]["seed"]} for run in runs if run["dataset"] == dataset
+            for row in run["rows"] if row["target"] == target]
+    if not rows:
+        return pd.DataFrame()
+    frame = pd.DataFrame(rows)
+    metric = ROW_METRIC[target]
+    grouped = frame.groupby(["method", "param"])
+    table = pd.DataFrame({"n_seeds": grouped["seed"].nunique(), "mean_l1": grouped["mean_l1"].mean(),
+                          "l1_min": grouped["mean_l1"].min(), "l1_max": grouped["mean_l1"].max(),
+                          "mean_log_px": grouped["mean_log_px"].mean(), metric: grouped[metric].mean(),
+                          f"{metric}_min": grouped[metric].min(), f"{metric}_max": grouped[metric].max()})
+    return table.reset_index().sort_values(["method", "mean_l1"], ignore_index=True)
+
+
+def plot_study(runs: list[dict], dataset: str, target: str, path: str | Path) -> Path | None:
+    """The paper's figure over seeds: per method the mean over seeds of the metric against mean L1 (left) and
+    against mean log p_gt(x) (right), with the band from the lowest to the highest seed; log p(X0) dashed.
+    Returns the path, or None when no run explains ``target`` on ``dataset``."""
+    from matplotlib.figure import Figure
+
+    table = seed_bands(runs, dataset, target)
+    if table.empty:
+        return None
+    metric = ROW_METRIC[target]
+    log_px_x0 = np.mean([r["references"][target]["mean_log_px_x0"] for r in runs
+                         if r["dataset"] == dataset and "mean_log_px_x0" in r["references"].get(target, {})])
+    fig = Figure(figsize=(10, 3.8))
+    axes = fig.subplots(1, 2)
+    for method in ev.METHODS:
+        rows = table[table["method"] == method]
+        if rows.empty:
+            continue
+        for ax, x in zip(axes, ("mean_l1", "mean_log_px")):
+            line, = ax.plot(rows[x], rows[metric], "o-", ms=3, label=method)
+            ax.fill_between(rows[x], rows[f"{metric}_min"], rows[f"{metric}_max"], color=line.get_color(),
+                            alpha=0.2, lw=0)
+    top = max(float(table[f"{metric}_max"].max()), 1e-3)  # keep the informative range, as plot_sweeps does
+    for ax in axes:
+        ax.set_ylim(max(float(table[f"{metric}_min"].min()), -1.5 * top) - 0.1 * top, 1.1 * top)
+        ax.set_ylabel(METRIC_LABEL[target])
+        ax.grid(alpha=0.3)
+    axes[0].set_xscale("symlog", linthresh=1e-2)
+    axes[0].set_xlim(left=0.0)
+    axes[0].set_xlabel("mean L1 distance to x0")
+    axes[1].axvline(log_px_x0, color="k", ls="--", lw=1, label="log p(X0)")
+    axes[1].set_xlim(max(float(table["mean_log_px"].min()), log_px_x0 - 15.0) - 0.5,
+                     max(float(table["mean_log_px"].max()), log_px_x0) + 0.5)
+    axes[1].set_xlabel("mean log p_gt(x)")
+    axes[1].legend(fontsize=8)
+    n_seeds = int(table["n_seeds"].max())
+    fig.suptitle(f"{dataset} {target}: mean over {n_seeds} seed{'s' * (n_seeds > 1)}, band = lowest..highest seed")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def study_verdicts(summary: dict, switch: str = "default") -> pd.DataFrame:
+    """Per dataset, target and mean L1: how many seeds call each method best (paired bootstrap interval of its lead
+    excluding zero) or a tie, from ``summary.json`` (:func:`CLUE.evaluation.summarize_seeds`)."""
+    rows = [r for r in summary["switches"].get(switch, []) if r["kind"] == "verdict"]
+    return pd.DataFrame([{"dataset": r["dataset"], "target": r["target"], "mean L1": r["l1"],
+                          "seeds": r["n_seeds"], **r["counts"]} for r in rows]).fillna(0)

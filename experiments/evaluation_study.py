@@ -3,10 +3,11 @@
 Each run is ``python -m CLUE.evaluate --dataset D --preset P --seed S [switches] --out <runs>/<name>``, where
 ``name`` is ``<dataset>_s<seed>`` plus the switch, e.g. ``compas_s1_mnist_norm``. A finished run (its
 ``results.json``) is reused; an unfinished one resumes from its trained stages and sweep journal, so the script can be
-stopped and restarted at will. Every finished run's ``results.json`` (small: the per-point scores stay in the run
-folder's ``sweep_points/``) is copied to ``experiments/results/study/<preset>/<name>.json``, and the seeds of each dataset and switch are
-summarised into ``experiments/results/study/<preset>/summary.json`` (:func:`CLUE.evaluation.summarize_seeds`): means
-over seeds at equal L1, their spread, each seed's bootstrap interval, and how many seeds call each method best.
+stopped and restarted at will. Every finished run's ``results.json`` (small: the per-point
+scores stay in the run folder's ``sweep_points/``) is copied to ``experiments/results/study/<preset>/<name>.json``,
+and the seeds of each dataset and switch are summarised into ``experiments/results/study/<preset>/summary.json``
+(:func:`CLUE.evaluation.summarize_seeds`): means over seeds at equal L1, their spread, each seed's bootstrap
+interval, and how many seeds call each method best.
 
 Usage::
 
@@ -61,9 +62,9 @@ def make_config(dataset: str, seed: int, switch: str, preset: str, runs: Path, p
                        publish_stages=publish and switch == "default", **stages, **SWITCHES[switch])
 
 
-def summarize(preset: str) -> Path:
+def summarize(preset: str, results: Path = RESULTS) -> Path:
     """``summary.json`` of every committed run of ``preset``, grouped by switch."""
-    folder = RESULTS / preset
+    folder = results / preset
     runs = [load_json(p) for p in sorted(folder.glob("*.json")) if p.name != "summary.json"]
     by_switch: dict[str, list[dict]] = {}
     for run in runs:
@@ -89,12 +90,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="faithfulness switches to run beside (or instead of) the default")
     parser.add_argument("--preset", default="paper", choices=sorted(evaluate.PRESETS))
     parser.add_argument("--runs", type=Path, default=PROJECT_ROOT / "runs" / "study")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where the runs' JSON and the summary go")
     parser.add_argument("--publish-stages", action="store_true", help="publish each run's trained stages")
     parser.add_argument("--summarize-only", action="store_true")
     args = parser.parse_args(argv)
     setup_logging()
     logging.getLogger("absl").setLevel(logging.WARNING)
-    (RESULTS / args.preset).mkdir(parents=True, exist_ok=True)
+    (args.results / args.preset).mkdir(parents=True, exist_ok=True)
     if not args.summarize_only:
         for dataset in args.datasets:  # seeds inside: a dataset's seeds finish together
             for seed in args.seeds:
@@ -104,10 +106,10 @@ def main(argv: list[str] | None = None) -> int:
                     start = time.perf_counter()
                     results = evaluate.main(config)
                     results = {**results, "study_switch": switch}
-                    save_json(RESULTS / args.preset / f"{run_name(dataset, seed, switch)}.json", results)
+                    save_json(args.results / args.preset / f"{run_name(dataset, seed, switch)}.json", results)
                     logger.info("%s: done in %.0f s", run_name(dataset, seed, switch), time.perf_counter() - start)
-                    summarize(args.preset)
-    logger.info("wrote %s", summarize(args.preset))
+                    summarize(args.preset, args.results)
+    logger.info("wrote %s", summarize(args.preset, args.results))
     return 0
 
 

@@ -1,0 +1,77 @@
+"""The evaluation study driver (experiments/evaluation_study.py) and its seed bands (evaluation_framework)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from CLUE import evaluate
+from experiments import evaluation_framework as efw
+from experiments import evaluation_study as study
+
+
+def _run(dataset: str, seed: int, offset: float, switch: str = "default") -> dict:
+    """A results.json as CLUE.evaluate writes it, with two sweep values per method and a known metric."""
+    rows = [{"method": m, "target": "aleatoric", "param": p, "n_points": 10, "mean_delta_h": base + p + offset,
+             "delta_err": 0.0, "mean_log_px": -5.0 - p, "mean_l1": 2.0 * p + offset, "seconds": 1.0}
+            for m, base in (("clue", 0.2), ("ufido", 0.1)) for p in (0.5, 1.0)]
+    at = [{"target": "aleatoric", "method": m, "l1": 2.0, "delta_h": v + offset, "delta_err": 0.0, "log_px": -6.0}
+          for m, v in (("clue", 1.2), ("ufido", 1.1))]
+    calls = [{"target": "aleatoric", "l1": 2.0, "verdict": "best" if seed < 2 else "tie", "best": "clue",
+              "runner_up": "ufido", "gap": 0.1, "gap_lo": 0.05, "gap_hi": 0.15}]
+    return {"dataset": dataset, "config": {"seed": seed}, "references": {"aleatoric": {"mean_log_px_x0": -6.0,
+                                                                                       "n_explained": 10}},
+            "rows": rows, "at_equal_distance": at, "verdicts": calls, "seconds": {"sweeps": 3.0},
+            "study_switch": switch}
+
+
+def test_seed_bands_average_each_sweep_value_over_seeds(tmp_path):
+    runs = [_run("wine", s, off) for s, off in ((0, 0.0), (1, 0.3), (2, -0.3))] + [_run("credit", 0, 9.0)]
+    table = efw.seed_bands(runs, "wine", "aleatoric")
+    clue = table[(table["method"] == "clue") & (table["param"] == 1.0)].iloc[0]
+    assert clue["n_seeds"] == 3
+    assert clue["mean_delta_h"] == pytest.approx(1.2) and clue["mean_delta_h_min"] == pytest.approx(0.9)
+    assert clue["mean_delta_h_max"] == pytest.approx(1.5) and clue["mean_l1"] == pytest.approx(2.0)
+    assert efw.seed_bands(runs, "wine", "epistemic").empty  # no run explains that target
+    path = efw.plot_study(runs, "wine", "aleatoric", tmp_path / "wine.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert efw.plot_study(runs, "wine", "epistemic", tmp_path / "none.png") is None
+
+
+def test_study_driver_names_runs_rescoring_switches_from_weights_and_summarises(tmp_path, monkeypatch):
+    seen = []
+
+    def fake_main(config):
+        seen.append(config)
+        switch = "default" if config.threshold_quantile is None else "top20"
+        return _run(config.dataset, config.seed, 0.1 * config.seed, switch)
+
+    monkeypatch.setattr(evaluate, "main", fake_main)
+    assert study.main(["--datasets", "wine", "--seeds", "0", "1", "2", "--switch", "default", "top20",
+                       "--preset", "tiny", "--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "out"),
+                       "--publish-stages"]) == 0
+    names = sorted(p.name for p in (tmp_path / "out" / "tiny").iterdir())
+    assert names == ["summary.json", "wine_s0.json", "wine_s0_top20.json", "wine_s1.json", "wine_s1_top20.json",
+                     "wine_s2.json", "wine_s2_top20.json"]
+    defaults = [c for c in seen if c.threshold_quantile is None]
+    switched = [c for c in seen if c.threshold_quantile == 0.8]
+    assert all(c.stages == "train" and c.publish_stages for c in defaults)
+    assert all(c.stages == "weights" and not c.publish_stages for c in switched)  # same trained stages
+    assert [c.out for c in switched] == [str(tmp_path / "runs" / "tiny" / f"wine_s{s}_top20") for s in (0, 1, 2)]
+    summary = json.loads((tmp_path / "out" / "tiny" / "summary.json").read_text())
+    assert set(summary["switches"]) == {"default", "top20"} and len(summary["runs"]) == 6
+    verdict = next(r for r in summary["switches"]["default"] if r["kind"] == "verdict")
+    assert verdict["counts"] == {"clue": 2, "tie": 1}
+    clue = next(r for r in summary["switches"]["default"] if r["kind"] == "method" and r["method"] == "clue")
+    assert clue["n_seeds"] == 3 and clue["delta_h"] == pytest.approx(np.mean([1.2, 1.3, 1.4]))
+    table = efw.study_verdicts(summary)
+    assert table.iloc[0]["clue"] == 2 and table.iloc[0]["tie"] == 1
+    assert len(efw.load_study("tiny", "top20", tmp_path / "out" / "tiny")) == 3
+
+
+def test_unknown_switch_is_a_clear_error(tmp_path):
+    from common.errors import UserError
+
+    with pytest.raises(UserError, match="unknown switch"):
+        study.make_config("wine", 0, "bf16", "tiny", tmp_path, False)
