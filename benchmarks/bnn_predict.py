@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import statistics
 import time
 from pathlib import Path
@@ -34,7 +33,7 @@ import tensorflow as tf
 
 from BNN.model import Architecture, init_params
 from BNN.posterior import Posterior
-from common.utils import machine_info, save_json, setup_logging
+from common.utils import machine_info, setup_logging, write_benchmark
 
 logger = logging.getLogger("benchmarks.bnn_predict")
 
@@ -166,10 +165,7 @@ def main(argv=None) -> dict:
     if not args.quick:
         result["sghmc_lsat"] = bench_sghmc_lsat(repeats)
         logger.info("%s", result["sghmc_lsat"])
-    result["machine"]["load_average_end"] = os.getloadavg()
-    save_json(args.out, result)
-    logger.info("wrote %s", args.out)
-    return result
+    return write_benchmark(args.out, result)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import os
 from pathlib import Path
 
 import tensorflow as tf
@@ -88,7 +87,7 @@ def main(argv=None) -> dict:
     if args.logical_cpus:
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * args.logical_cpus)
-    from common.utils import machine_info, save_json
+    from common.utils import machine_info, write_benchmark
 
     suffix = "" if args.strategy == "default" else f"_{args.strategy}"
     out = Path(args.out) if args.out else RESULTS / f"chains_speed{suffix}.json"
@@ -101,10 +100,7 @@ def main(argv=None) -> dict:
         "strategy": args.strategy, "repeats": args.repeats,
         "datasets": {name: bench_dataset(name, args.strategy, args.chains, args.repeats) for name in args.datasets},
     }
-    result["machine"]["load_average_end"] = os.getloadavg()
-    save_json(out, result)
-    logger.info("wrote %s", out)
-    return result
+    return write_benchmark(out, result)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from BNN.model import Architecture, init_params
 from BNN.posterior import Posterior
 from CLUE.compat import OriginalGradientMLP
 from CLUE.explainer import CLUE, CLUEConfig, CLUEWeights
-from common.utils import PROJECT_ROOT, machine_info, save_json, setup_logging
+from common.utils import PROJECT_ROOT, machine_info, setup_logging, write_benchmark
 from VAE.model import VAE, load_parity_npz
 
 logger = logging.getLogger("benchmarks.clue_speed")
@@ -111,8 +111,7 @@ def main(argv=None) -> dict:
               "compas": bench_tabular("compas", "categorical", args.repeats, tabular_ref)}
     if not args.skip_mnist:
         result["mnist_sized"] = bench_mnist_sized(args.repeats, mnist_ref)
-    save_json(args.out, result)
-    return result
+    return write_benchmark(args.out, result)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ import data
 from BNN.model import Architecture, init_params
 from BNN.posterior import Posterior
 from CLUE.evaluation import Sweep, explain
-from common.utils import machine_info, save_json, setup_logging
+from common.utils import machine_info, setup_logging, write_benchmark
 from VAE.model import VAE
 from VAEAC.model import VAEAC
 
@@ -117,9 +117,7 @@ def main(argv=None) -> dict:
         logger.info("%s: %.2f s, %.1f GFLOP, %.1f GFLOP/s = %.2f of the matmul's %.1f", method, seconds,
                     flops[method] / 1e9, gflops, gflops / ref, ref)
     result["matmul_gflops_2048"] = statistics.median(rates)
-    save_json(args.out, result)
-    logger.info("wrote %s", args.out)
-    return result
+    return write_benchmark(args.out, result)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ import tensorflow as tf
 import data
 from common.radam import RAdam, TorchAdam
 from common.training import make_train_epoch
-from common.utils import PROJECT_ROOT, machine_info, save_json, set_seed, setup_logging
+from common.utils import PROJECT_ROOT, machine_info, set_seed, setup_logging, write_benchmark
 from VAE import train as vae_train
 from VAE.model import build_vae
 from VAEAC import train as vaeac_train
@@ -137,8 +137,7 @@ def main(argv=None) -> dict:
               "under_lsat": bench(vaeac_builder("lsat", under=True), args.rounds)}
     if not args.skip_mnist:
         result["vae_mnist_conv"] = bench(vae_builder("mnist_t10k", max_rows=2048), args.rounds)
-    save_json(args.out, result)
-    return result
+    return write_benchmark(args.out, result)
 
 
 if __name__ == "__main__":

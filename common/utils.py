@@ -295,3 +295,12 @@ def machine_info(**extra: Any) -> dict[str, Any]:
             "platform": platform.platform(), "tensorflow": tf.__version__,
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "load_average_start": list(os.getloadavg()),
             **extra}
+
+
+def write_benchmark(path: str | os.PathLike, result: dict[str, Any]) -> dict[str, Any]:
+    """Writes a benchmark's ``result`` (whose ``machine`` came from :func:`machine_info`) to ``path`` as JSON, with
+    the load average at the end beside the one at the start, and logs where it went; returns ``result``."""
+    result.setdefault("machine", {})["load_average_end"] = list(os.getloadavg())
+    save_json(path, result)
+    logger.info("wrote %s", path)
+    return result

@@ -1,5 +1,5 @@
 """common.utils: the benchmarks' machine record."""
-
+import json
 from pathlib import Path
 
 import pytest
@@ -18,3 +18,12 @@ def test_machine_info_records_the_cpu_features_timings_depend_on():
     flags = next(line for line in cpuinfo.read_text().splitlines() if line.startswith("flags")).split()
     assert info["simd"] == [f for f in SIMD_FLAGS if f in flags]
     assert info["cpu_model"]
+
+
+def test_write_benchmark_records_the_end_load_and_writes_atomically(tmp_path):
+    from common.utils import write_benchmark
+
+    result = write_benchmark(tmp_path / "b.json", {"machine": {"load_average_start": [0.0, 0.0, 0.0]}, "x": 1.5})
+    saved = json.loads((tmp_path / "b.json").read_text())
+    assert saved == result and saved["x"] == 1.5 and len(saved["machine"]["load_average_end"]) == 3
+    assert not list(tmp_path.glob("*.tmp*"))
