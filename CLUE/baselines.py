@@ -112,6 +112,55 @@ def _blend_and_score(bnn, vaeac, x, replace, config: UFIDOConfig):
     return aleatoric, epistemic, blended
 
 
+class _MaskStep:
+    """U-FIDO's objective and mask gradient for one problem shape, traced once and reused by later calls.
+
+    A sweep calls :func:`u_fido` once per L1 weight on the same points; tracing the in-filling VAEAC, the BNN and the
+    gradient loop takes tens of seconds, more than the 30 iterations on a small explained set, so the traced
+    function is kept per (BNN, VAEAC, shape, temperature, normalisation) with the L1 weight and the target weights as
+    tensor arguments. Its variables (mask, inputs, Gumbel generator) are reset by every call.
+    """
+
+    def __init__(self, bnn, vaeac, n: int, d: int, temperature: float, mnist_norm_quirk: bool):
+        self.keep_p = tf.Variable(tf.zeros([n, d]), name="keep_p")
+        self.x = tf.Variable(tf.zeros([n, d]), trainable=False, name="x")
+        self.rng = philox(0)
+        static = UFIDOConfig(temperature=temperature, mnist_norm_quirk=mnist_norm_quirk)
+
+        @tf.function
+        def loss_and_grad(n_samples, l1, a, e):
+            keep_p, x = self.keep_p, self.x.read_value()
+            grad = tf.zeros_like(keep_p)
+            loss = ale_sum = epi_sum = tf.constant(0.0)
+            for _ in tf.range(n_samples):
+                with tf.GradientTape() as tape:
+                    replace = 1.0 - _gumbel_sigmoid_keep(keep_p, self.rng.uniform([n, d]), temperature)
+                    aleatoric, epistemic, _ = _blend_and_score(bnn, vaeac, x, replace, static)
+                    obj = tf.reduce_sum(a * aleatoric + e * epistemic
+                                        + l1 * tf.reduce_sum(replace, axis=1)) / tf.cast(n_samples, tf.float32)
+                grad += tape.gradient(obj, keep_p)
+                loss += obj
+                ale_sum += tf.reduce_mean(aleatoric)
+                epi_sum += tf.reduce_mean(epistemic)
+            k = tf.cast(n_samples, tf.float32)
+            return loss / n, ale_sum / k, epi_sum / k, grad
+
+        self.loss_and_grad = loss_and_grad
+
+
+_STEPS: dict[tuple, _MaskStep] = {}  # the last few problems' traced steps (each holds its models alive)
+_MAX_STEPS = 4
+
+
+def _mask_step(bnn, vaeac, n: int, d: int, config: UFIDOConfig) -> _MaskStep:
+    key = (id(bnn), id(vaeac), n, d, config.temperature, config.mnist_norm_quirk)
+    if key not in _STEPS:
+        while len(_STEPS) >= _MAX_STEPS:
+            _STEPS.pop(next(iter(_STEPS)))
+        _STEPS[key] = _MaskStep(bnn, vaeac, n, d, config.temperature, config.mnist_norm_quirk)
+    return _STEPS[key]
+
+
 def u_fido(bnn, vaeac, x, config: UFIDOConfig | None = None, seed: int = 0) -> UFIDOResult:
     """Learns U-FIDO masks for every row of ``x`` (one batch; spec 6.1 ``train_mask``).
 
@@ -131,40 +180,26 @@ def u_fido(bnn, vaeac, x, config: UFIDOConfig | None = None, seed: int = 0) -> U
     config = config or UFIDOConfig()
     x = tf.constant(check_inputs(x, name="x", **input_spec(bnn, vaeac)))
     n, d = x.shape
-    l1 = config.l1_weight / d
-    rng = philox(seed)
-    keep_p = tf.Variable(tf.fill([n, d], config.init_p))
+    step = _mask_step(bnn, vaeac, n, d, config)
+    keep_p = step.keep_p
+    keep_p.assign(tf.fill([n, d], config.init_p))
+    step.x.assign(x)
+    step.rng.reset(philox(seed).state)
+    weights = [tf.constant(w, tf.float32) for w in (config.l1_weight / d, config.aleatoric, config.epistemic)]
     m = tf.zeros_like(keep_p)
     v = tf.zeros_like(keep_p)
-
-    @tf.function(reduce_retracing=True)
-    def loss_and_grad(n_samples):
-        grad = tf.zeros_like(keep_p)
-        loss = ale_sum = epi_sum = tf.constant(0.0)
-        for _ in tf.range(n_samples):
-            with tf.GradientTape() as tape:
-                replace = 1.0 - _gumbel_sigmoid_keep(keep_p, rng.uniform([n, d]), config.temperature)
-                aleatoric, epistemic, _ = _blend_and_score(bnn, vaeac, x, replace, config)
-                obj = tf.reduce_sum(config.aleatoric * aleatoric + config.epistemic * epistemic
-                                    + l1 * tf.reduce_sum(replace, axis=1)) / tf.cast(n_samples, tf.float32)
-            grad += tape.gradient(obj, keep_p)
-            loss += obj
-            ale_sum += tf.reduce_mean(aleatoric)
-            epi_sum += tf.reduce_mean(epistemic)
-        k = tf.cast(n_samples, tf.float32)
-        return loss / n, ale_sum / k, epi_sum / k, grad
 
     losses, ales, epis = [], [], []
     b1, b2 = ADAM_BETAS
     for it in range(config.n_iterations):
         n_samples = config.mask_samples if it < config.late_from else config.late_mask_samples
-        loss, ale, epi, grad = loss_and_grad(tf.constant(n_samples))
+        loss, ale, epi, grad = step.loss_and_grad(tf.constant(n_samples), *weights)
         lr = config.lr * config.gamma ** (it // config.decay_period)  # StepLR(decay_period, gamma)
         m = b1 * m + (1 - b1) * grad
         v = b2 * v + (1 - b2) * tf.square(grad)
         t = it + 1
-        step = (lr / (1 - b1**t)) * m / (tf.sqrt(v) / np.sqrt(1 - b2**t) + ADAM_EPS)
-        keep_p.assign(tf.clip_by_value(keep_p - step, 0.0, 1.0))
+        step_size = (lr / (1 - b1**t)) * m / (tf.sqrt(v) / np.sqrt(1 - b2**t) + ADAM_EPS)
+        keep_p.assign(tf.clip_by_value(keep_p - step_size, 0.0, 1.0))
         losses.append(float(loss))
         ales.append(float(ale))
         epis.append(float(epi))

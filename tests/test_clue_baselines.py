@@ -38,6 +38,24 @@ def test_ufido_l1_weight_controls_the_mask_size(points):
     assert sizes[1] == 0.0  # a huge penalty masks nothing
 
 
+def test_ufido_reuses_its_traced_step_and_resets_it_between_calls(points):
+    """A sweep calls u_fido once per L1 weight: the traced step is kept, and every call starts afresh."""
+    from CLUE import baselines
+
+    bnn, infill = ToyGaussianBNN(6), MeanInfill(np.zeros(6))
+    configs = [UFIDOConfig(l1_weight=w, epistemic=0.5, n_iterations=6) for w in (1e-3, 0.3)]
+    first = u_fido(bnn, infill, points, configs[0], seed=3)
+    step = baselines._mask_step(bnn, infill, *points.shape, configs[0])
+    u_fido(bnn, infill, points, configs[1], seed=4)  # another L1 weight and seed, same trace
+    again = u_fido(bnn, infill, points, configs[0], seed=3)
+    assert baselines._mask_step(bnn, infill, *points.shape, configs[1]) is step
+    assert step.loss_and_grad.experimental_get_tracing_count() == 1
+    np.testing.assert_array_equal(again.mask_probs, first.mask_probs)
+    np.testing.assert_array_equal(again.loss, first.loss)
+    other_seed = u_fido(bnn, infill, points, configs[0], seed=5)
+    assert not np.array_equal(other_seed.loss, first.loss)
+
+
 def test_ufido_lowers_uncertainty_when_infill_is_certain(points):
     """If in-filling with a point the BNN is sure about is cheap, U-FIDO learns to mask."""
     bnn = ToyCategoricalBNN(6)
