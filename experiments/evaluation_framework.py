@@ -317,3 +317,31 @@ def study_verdicts(summary: dict, switch: str = "default") -> pd.DataFrame:
     rows = [r for r in summary["switches"].get(switch, []) if r["kind"] == "verdict"]
     return pd.DataFrame([{"dataset": r["dataset"], "target": r["target"], "mean L1": r["l1"],
                           "seeds": r["n_seeds"], **r["counts"]} for r in rows]).fillna(0)
+
+
+def study_table(summary: dict, switch: str = "default") -> pd.DataFrame:
+    """Per dataset, target, mean L1 and method: the metric at equal L1 averaged over seeds, its lowest and highest
+    seed, and how many seeds reach that distance within the method's sweep."""
+    rows = []
+    for r in summary["switches"].get(switch, []):
+        if r["kind"] != "method":
+            continue
+        key = "delta_h" if r["target"] == "aleatoric" else "delta_err"
+        rows.append({"dataset": r["dataset"], "target": r["target"], "mean L1": r["l1"], "method": r["method"],
+                     "seeds": r["n_seeds"], key: r[key], "lowest seed": r[f"{key}_min"],
+                     "highest seed": r[f"{key}_max"], "log_px": r.get("log_px")})
+    return pd.DataFrame(rows)
+
+
+def study_runs_table(summary: dict) -> pd.DataFrame:
+    """One row per committed run: its switch, the points selected and explained per target, and the wall minutes
+    of each stage on this project's 2-core CPU (shared with other work while it ran)."""
+    rows = []
+    for run in summary["runs"]:
+        row = {"run": run["name"], "switch": run["switch"]}
+        for target, info in run["references"].items():
+            row[f"{target} selected"] = f"{info['n_selected']} / {info['n_test']}"
+            row[f"{target} explained"] = info.get("n_explained", 0)
+        row.update({f"{stage} min": round(s / 60, 1) for stage, s in run["seconds"].items()})
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("run")

@@ -20,8 +20,8 @@ def _run(dataset: str, seed: int, offset: float, switch: str = "default") -> dic
           for m, v in (("clue", 1.2), ("ufido", 1.1))]
     calls = [{"target": "aleatoric", "l1": 2.0, "verdict": "best" if seed < 2 else "tie", "best": "clue",
               "runner_up": "ufido", "gap": 0.1, "gap_lo": 0.05, "gap_hi": 0.15}]
-    return {"dataset": dataset, "config": {"seed": seed}, "references": {"aleatoric": {"mean_log_px_x0": -6.0,
-                                                                                       "n_explained": 10}},
+    references = {"aleatoric": {"mean_log_px_x0": -6.0, "n_explained": 10, "n_selected": 12, "n_test": 40}}
+    return {"dataset": dataset, "config": {"seed": seed}, "references": references,
             "rows": rows, "at_equal_distance": at, "verdicts": calls, "seconds": {"sweeps": 3.0},
             "study_switch": switch}
 
@@ -68,6 +68,12 @@ def test_study_driver_names_runs_rescoring_switches_from_weights_and_summarises(
     table = efw.study_verdicts(summary)
     assert table.iloc[0]["clue"] == 2 and table.iloc[0]["tie"] == 1
     assert len(efw.load_study("tiny", "top20", tmp_path / "out" / "tiny")) == 3
+    means = efw.study_table(summary)
+    clue_row = means[means["method"] == "clue"].iloc[0]
+    assert clue_row["seeds"] == 3 and clue_row["delta_h"] == pytest.approx(1.3)
+    assert (clue_row["lowest seed"], clue_row["highest seed"]) == pytest.approx((1.2, 1.4))
+    runs = efw.study_runs_table(summary)
+    assert runs.loc["wine_s1_top20", "aleatoric selected"] == "12 / 40" and runs.loc["wine_s0", "sweeps min"] == 0.1
 
 
 def test_unknown_switch_is_a_clear_error(tmp_path):
