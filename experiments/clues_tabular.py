@@ -9,7 +9,6 @@ training standard deviations when the change shows at that resolution, a categor
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,15 +20,14 @@ import data
 import weights
 from BNN import train as bnn_train
 from BNN.posterior import Posterior
-from CLUE import generate
+from CLUE import generate, parity
 from CLUE.explainer import CLUE, CLUEConfig, CLUEResult, CLUEWeights
 from common.config import with_preset
 from common.utils import PROJECT_ROOT
 from VAE import train as vae_train
 from VAE.model import load_vae
 
-REFERENCE = PROJECT_ROOT.parent / "shared" / "reference" / "pytorch-original.json"
-KITS = PROJECT_ROOT.parent / "shared" / "reference" / "parity"
+REFERENCE_DIR = PROJECT_ROOT.parent / "shared" / "reference"
 # the reference run's caps (shared/reference/README.md, section 2); Wine and Credit as its kits' models
 VAE_EPOCH_CAP = {"lsat": 150, "compas": 200, "wine": 150, "credit": 150}
 UNITS = {"regression": "std (normalised y)", "classification": "entropy (nats)"}
@@ -140,49 +138,28 @@ def changes_records(ds: data.Dataset, result: CLUEResult, test_index: np.ndarray
              "original": _plain(row["original"]), "clue": _plain(row["clue"])} for row in records]
 
 
-def _kit_figures(dataset: str, kit: Path) -> dict[str, dict[str, float]]:
-    """The original's CLUE figures on its own trained models from a parity kit's ``io.npz`` (Wine, Credit: the
-    datasets the reference run did not time): its 10% most uncertain test points, lr 0.1, per gradient variant."""
-    with np.load(kit / "io.npz") as io:
-        summary = json.loads(str(io["meta"]))["clue_summary"]
-        idx, x0 = io["clue/idx"], io["clue/x0"]
-        before = io["clue/u0_total_Sm1"]
-        recon_l1 = float(np.abs(io["vae/regen"][idx] - x0).sum(axis=1).mean())
-        after = {key: io[f"{key}/u_after_total_Sm1"] for key in ("clue_exact", "clue_orig")}
-    out = {}
-    for ours, key in (("clue_exact_grad", "clue_exact"), ("clue", "clue_orig")):
-        run = summary[key]
-        b, a = run["mean_u_before"], run["mean_u_after"]
-        out[ours] = {"n_explained": len(idx), "uncertainty_before": b, "uncertainty_after": a,
-                     "relative_reduction_of_means": (b - a) / b, "l1_distance": run["mean_L1"],
-                     "fraction_reduced": float((after[key] < before).mean()),
-                     "uncertainty_recon": run["mean_u_rec0"], "recon_l1": recon_l1,
-                     "seconds_per_100_points": 100 * run["wall_s"] / len(idx),
-                     "source": f"parity kit {dataset}/io.npz meta.clue_summary"}
-    return out
-
-
-def original_figures(dataset: str, path: Path = REFERENCE, kits: Path = KITS) -> dict[str, dict[str, float]] | None:
+def original_figures(dataset: str, reference_dir: Path = REFERENCE_DIR) -> dict[str, dict[str, float]] | None:
     """The PyTorch original's CLUE figures for ``dataset`` (exact and torch-1.3 gradients, lr 0.1), or None.
 
-    LSAT and COMPAS: the reference run (``pytorch-original.json``); Wine and Credit, which it did not run: the parity
-    kits' CLUE runs on the original's own models with the same settings.
+    :func:`CLUE.parity.original_figures`: the original's own reference run where it states them (LSAT, COMPAS), else
+    computed from the parity kit's arrays (Wine, Credit: its CLUE runs on the original's models, same settings).
     """
-    reference = json.loads(path.read_text()).get(dataset) if path.exists() else None
-    if reference is None:
-        return _kit_figures(dataset, kits / dataset) if (kits / dataset / "io.npz").exists() else None
+    kits = reference_dir / "parity"
+    kit = parity.load_kit(kits, dataset) if (kits / dataset / "io.npz").exists() else None
+    if kit is None and dataset not in parity.STATED_SOURCES:
+        return None
+    figures = parity.original_figures(reference_dir, dataset, kit)
+    value = lambda key: figures.get(key, (None, None))[0]  # noqa: E731
     out = {}
-    for key in ("clue_exact_grad", "clue"):
-        run = reference[key]
-        before, after = run["mean_uncertainty_before_original_x"], run["mean_uncertainty_after_clue"]
-        out[key] = {"n_explained": run["n_explained"], "uncertainty_before": before, "uncertainty_after": after,
-                    "relative_reduction_of_means": (before - after) / before,
-                    "l1_distance": run["mean_L1_distance_clue_vs_original"],
-                    "fraction_reduced": run["frac_uncertainty_reduced"],
-                    "uncertainty_recon": run["mean_uncertainty_before_vae_reconstruction"],
-                    "recon_l1": run["mean_L1_distance_reconstruction_vs_original"],
-                    "seconds_per_100_points": run["wall_s_per_100_points"],
-                    "source": "shared/reference/pytorch-original.json"}
+    for ours, prefix in (("clue_exact_grad", "clue_exact"), ("clue", "clue_orig")):
+        out[ours] = {"n_explained": len(kit.io["clue/idx"]) if kit is not None else None,
+                     "uncertainty_before": value("mean_uncertainty_before"),
+                     "uncertainty_after": value(f"{prefix}/mean_uncertainty_after"),
+                     "relative_reduction_of_means": value(f"{prefix}/relative_reduction"),
+                     "l1_distance": value(f"{prefix}/mean_l1"), "fraction_reduced": value(f"{prefix}/fraction_reduced"),
+                     "uncertainty_recon": value("mean_uncertainty_vae_reconstruction"), "recon_l1": value("recon_l1"),
+                     "seconds_per_100_points": value(f"{prefix}/seconds_per_100_points"),
+                     "source": figures.get(f"{prefix}/mean_uncertainty_after", (None, None))[1]}
     return out
 
 

@@ -30,7 +30,6 @@ from VAE.model import load_vae
 logger = logging.getLogger("experiments.statistical_parity")
 
 REFERENCE = PROJECT_ROOT.parent / "shared" / "reference" / "pytorch-original.json"
-KITS = PROJECT_ROOT.parent / "shared" / "reference" / "parity"
 OUT = PROJECT_ROOT / "experiments" / "results" / "clue_statistical_parity.json"
 
 
@@ -55,7 +54,7 @@ def original_figures(dataset: str) -> dict:
     and COMPAS, the parity kits' runs on the original's own models for Wine and Credit)."""
     from experiments.clues_tabular import original_figures as figures
 
-    return figures(dataset, REFERENCE, KITS)
+    return figures(dataset, REFERENCE.parent)
 
 
 def main(argv=None) -> dict:
