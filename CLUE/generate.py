@@ -9,7 +9,10 @@ total uncertainty, explains the top ``--n-explain`` points (or ``--fraction`` of
 * tabular data: ``changes.csv``, every feature CLUE changed, in original units rounded to each column's
   resolution in the raw data (counts and scores as integers, categories by name), and ``changes.png``, the changed
   features of the most uncertain points with their uncertainty before and after;
-* images: ``clues.png``, a grid of original, CLUE and difference with the predictions before and after.
+* images: ``clues.png``, a grid of original, CLUE and difference with the predictions before and after;
+* with ``--diverse K`` (``--delta D``, ``--delta-norm``, ``--diversity-weight``, ``--diverse-init``): ``diverse.npz``,
+  the :class:`CLUE.diverse.DiverseResult` of K δ-CLUEs per explained point, and its means under ``"diverse"`` in
+  ``summary.json``.
 
 In Python, :func:`explain_most_uncertain` does the ranking and the CLUE run on any inputs::
 
@@ -40,6 +43,7 @@ import pandas as pd
 
 import data
 from BNN.posterior import Posterior
+from CLUE.diverse import DeltaCLUE, DiverseConfig, check_options
 from CLUE.explainer import CLUE, CLUEConfig, CLUEResult, CLUEWeights, uncertainties
 from common import tabular
 from common.config import option
@@ -49,7 +53,6 @@ from common.utils import atomic_path, make_run_dir, save_json, set_seed
 from VAE.model import load_vae
 
 logger = logging.getLogger(__name__)
-
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,11 @@ class Config:
     strategy: str = option("default", "default | mirrored: shard each batch over the replicas (GPUs or logical CPUs)")
     progress: bool = option(True, "show a progress bar over batches")
     n_figure: int = option(6, "tabular data: points drawn in changes.png, most uncertain first (0: no figure)")
+    diverse: int = option(0, "δ-CLUE: also K explanations per point in a latent ball, in diverse.npz (0: none)")
+    delta: float | None = option(None, "δ-CLUE: radius of the ball around the encoder mean (none: unconstrained)")
+    delta_norm: str = option("l2", "δ-CLUE: the ball's norm, l2 | linf")
+    diversity_weight: float = option(0.0, "δ-CLUE: weight of the set's mean pairwise distance (subtracted)")
+    diverse_init: str = option("uniform", "δ-CLUE: starts inside the ball, uniform | normal | center")
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -330,6 +338,7 @@ def main(config: Config) -> dict[str, float]:
     check_counts(config.n_explain, config.fraction)  # before anything is loaded
     if config.n_figure < 0:
         raise UserError(f"--n-figure must be >= 0 (0: no changes.png), got {config.n_figure}")
+    check_options(config.diverse or 1, config.delta, config.delta_norm, config.diversity_weight, config.diverse_init)
     set_seed(config.seed)
     ds = data.load(config.dataset, data_dir=config.data_dir, seed=config.seed)
     posterior, vae = load_models(config)
@@ -349,6 +358,12 @@ def main(config: Config) -> dict[str, float]:
                "uncertainty_unit": "nats" if ds.task == "classification" else "std (normalised y)",
                "mean_stop_step": float(result.stop_step[result.stop_step > 0].mean()) if np.any(result.stop_step)
                else 0.0, "n_test": int(len(ds.x_test))}
+    if config.diverse:  # δ-CLUE sets of the same points (CLUE.diverse)
+        sets = DeltaCLUE(posterior, vae, DiverseConfig(clue_config, config.diverse, config.delta, config.delta_norm,
+                                                       config.diversity_weight, init=config.diverse_init,
+                                                       seed=config.seed)).explain(result.x0, progress=config.progress)
+        sets.save(run_dir / "diverse.npz", test_index=test_index)
+        summary["diverse"] = sets.summary()
     if ds.is_image:
         plot_image_grid(run_dir / "clues.png", ds, result, posterior)
         summary["figure"] = "clues.png"

@@ -21,7 +21,7 @@ outputs = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(outputs)
 PUBLISHED, UNPUBLISHED, output_dirs, output_root = (outputs.PUBLISHED, outputs.UNPUBLISHED, outputs.output_dirs,
                                                     outputs.output_root)
-NOTEBOOKS = ("clues_mnist", "clues_tabular", "compare_pytorch", "evaluation_framework", "train_models",
+NOTEBOOKS = ("beyond_bnn", "clues_mnist", "clues_tabular", "compare_pytorch", "evaluation_framework", "train_models",
              "vae_attention")
 TRACKED_OUTPUTS = (EXPERIMENTS / "figures", EXPERIMENTS / "results")
 
