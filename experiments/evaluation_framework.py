@@ -62,15 +62,22 @@ def _shown(path: str | Path) -> str:
     return str(path.relative_to(PROJECT_ROOT)) if path.is_relative_to(PROJECT_ROOT) else str(path)
 
 
-def run_or_load(config: evaluate.Config) -> tuple[dict[str, Any], str]:
-    """``(results, how)``: the finished run's ``results.json`` if its config and metric definitions match, else
-    ``CLUE.evaluate.main`` (which reuses the run's trained stages)."""
+def run_or_load(config: evaluate.Config, committed: str | Path | None = None) -> tuple[dict[str, Any], str]:
+    """``(results, how)``: the finished run's ``results.json`` if its config and metric definitions match; else the
+    committed results file ``committed`` if it holds a run with this config (whatever its metric version, which
+    ``how`` then names: those runs are not rescored); else ``CLUE.evaluate.main`` (which reuses trained stages)."""
     path = Path(config.out) / "results.json"
+    wanted = _comparable(dataclasses.asdict(config))
     if path.exists():
         saved = load_json(path)
-        if (_comparable(evaluate.saved_settings(saved["config"])) == _comparable(dataclasses.asdict(config))
-                and evaluate.results_are_current(saved)):
+        if _comparable(evaluate.saved_settings(saved["config"])) == wanted and evaluate.results_are_current(saved):
             return with_comparison(saved), f"loaded {_shown(path)}"
+    if committed is not None and Path(committed).exists():
+        saved = load_json(committed)
+        if _comparable(evaluate.saved_settings(saved["config"])) == wanted:
+            version = saved.get("results_version", 1)
+            note = "" if evaluate.results_are_current(saved) else f", metric version {version}: no intervals"
+            return with_comparison(saved), f"committed {_shown(committed)}{note}"
     return with_comparison(evaluate.main(config)), f"ran CLUE.evaluate into {_shown(config.out)}"
 
 

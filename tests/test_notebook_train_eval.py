@@ -61,3 +61,7 @@ def test_evaluation_framework_notebook_smoke(tmp_path, data_dir, run_notebook):
     assert (smoke_dir / "figures" / "evaluation_tiny_compas_aleatoric.png").stat().st_size > 10_000
     text = "".join("".join(o.get("text", "")) for c in nb["cells"] for o in c.get("outputs", []))
     assert "compas: CLUE" in text  # the plain per-dataset statement was printed
+    study = PROJECT_ROOT / "experiments" / "results" / "study" / "paper" / "summary.json"
+    if study.exists():  # section 4 plots the committed study, whichever datasets the parameters name
+        studied = {r["dataset"] for r in json.loads(study.read_text())["runs"]}
+        assert {p.name.split("_")[2] for p in (smoke_dir / "figures").glob("study_paper_*.png")} == studied
