@@ -36,7 +36,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,9 +48,9 @@ from BNN import train as bnn_train
 from BNN.posterior import Posterior
 from CLUE import evaluation as ev
 from CLUE import stages
-from common.config import option
+from common.config import command_line, option
 from common.errors import UserError
-from common.utils import jsonable, load_json, make_run_dir, save_json, save_npz, set_seed
+from common.utils import PROJECT_ROOT, jsonable, load_json, make_run_dir, save_json, save_npz, set_seed
 from VAE import train as vae_train
 from VAE.model import load_vae
 from VAEAC import train as vaeac_train
@@ -297,6 +296,16 @@ def explained_sets(config: Config, gt: ev.GroundTruth, bnn, ds: data.Dataset,
     return refs, info
 
 
+def publish_command(config: Config) -> str:
+    """The command that trains the stages of ``config`` (recorded in the manifest): its settings as flags, the run
+    folder relative to the project root where it lies inside it."""
+    out = Path(config.out).resolve()
+    if out.is_relative_to(PROJECT_ROOT):
+        config = dataclasses.replace(config, out=str(out.relative_to(PROJECT_ROOT)))
+    return command_line("python -m CLUE.evaluate", config, skip=("progress", "stages", "publish_stages")) \
+        + " --publish-stages true"
+
+
 def main(config: Config) -> dict[str, Any]:
     """Runs every stage; returns ``{"references": ..., "rows": [...]}`` (also in ``results.json``)."""
     if config.dataset not in ev.SETTINGS:
@@ -320,7 +329,7 @@ def main(config: Config) -> dict[str, Any]:
     ds = artificial_dataset(config, run_dir, gt)
     bnn, vae, art_vaeac = train_art_models(config, run_dir, ds)
     if config.publish_stages:
-        stages.publish(config, run_dir, command=" ".join(["python -m CLUE.evaluate", *sys.argv[1:]]))
+        stages.publish(config, run_dir, command=publish_command(config))
     budget = ev.EvalBudget(config.n_gt_samples, config.n_px_samples, config.seed)
     with _timed(run_dir, "references"):
         refs, info = explained_sets(config, gt, bnn, ds, budget)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shlex
 import textwrap
 import typing
 from collections.abc import Mapping, Sequence
@@ -127,3 +128,23 @@ def with_preset(config_cls: type[T], presets: Mapping[str, Mapping[str, Any]], p
     if preset not in presets:
         raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(sorted(presets))}")
     return config_cls(**{**presets[preset], **overrides})
+
+
+def _flag_value(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return ",".join(_flag_value(v) for v in value)
+    return shlex.quote(str(value))
+
+
+def command_line(prog: str, config: Any, skip: Sequence[str] = ()) -> str:
+    """The command that asks for ``config``: ``prog`` with one ``--field-name value`` per field that differs from the
+    dataclass default (in field order; ``skip`` names fields to leave out), as :func:`build_parser` parses it."""
+    defaults = config.__class__()
+    flags = [f"--{f.name.replace('_', '-')} {_flag_value(getattr(config, f.name))}"
+             for f in dataclasses.fields(config)
+             if f.name not in skip and getattr(config, f.name) != getattr(defaults, f.name)]
+    return " ".join([prog, *flags])

@@ -293,3 +293,21 @@ def test_help_texts_may_hold_percent_signs_and_presets_are_described():
     assert parse_config(_Percent, {"half": {"share": 0.5}}, ["--preset", "half"]).share == 0.5
     with pytest.raises(UserError, match="unknown preset 'x'"):
         with_preset(_Percent, {"half": {}}, "x")
+
+
+def test_command_line_round_trips_through_the_parser():
+    """The command recorded for published stages parses back into the same settings."""
+    import dataclasses
+    import shlex
+
+    from CLUE import evaluate
+    from common.config import command_line, parse_config, with_preset
+
+    config = with_preset(evaluate.Config, evaluate.PRESETS, "tiny", dataset="credit", seed=2, out="runs/x y",
+                         threshold_quantile=0.8, ufido_mnist_norm=True, gt_lr=None)
+    command = command_line("python -m CLUE.evaluate", config)
+    assert command.startswith("python -m CLUE.evaluate --dataset credit --seed 2 --out 'runs/x y'")
+    assert "--ufido-mnist-norm true" in command and "--max-explained 24" in command
+    parsed = parse_config(evaluate.Config, evaluate.PRESETS, shlex.split(command)[3:])
+    assert dataclasses.asdict(parsed) == dataclasses.asdict(config)
+    assert command_line("python -m CLUE.evaluate", evaluate.Config()) == "python -m CLUE.evaluate"
