@@ -88,8 +88,9 @@ class CLUEResult:
       z: float32 ``[n, L]`` their latent codes.
       x0: float32 ``[n, D]`` the inputs explained.
       z_init: float32 ``[n, L]`` where the search started.
-      uncertainty, aleatoric, epistemic, distance, cost: float32 ``[T, n]`` per-step values at the step's z (the
-        distance is weighted, the cost is the whole objective).
+      uncertainty, aleatoric, epistemic, distance_term, cost: float32 ``[T, n]`` per-step values at the step's z
+        (``distance_term`` is the objective's weighted distance, lambda / D times L1 for the paper's weights; the
+        cost is the whole objective; the unweighted L1 of the result is :attr:`l1_distance`).
       stop_step: int64 ``[n]`` step at which the stopping rule first held (0: never).
       freeze_index: int64 ``[n]`` step whose values the result holds: ``stop_step - n_early_stop + 1`` for rows
         that stopped, ``T`` (after the last update) for the others.
@@ -106,7 +107,7 @@ class CLUEResult:
     uncertainty: np.ndarray
     aleatoric: np.ndarray
     epistemic: np.ndarray
-    distance: np.ndarray
+    distance_term: np.ndarray
     cost: np.ndarray
     stop_step: np.ndarray
     freeze_index: np.ndarray

@@ -178,7 +178,7 @@ class DiverseResult:
     Attributes:
       x: float32 ``[n, K, D]`` explanations; z: ``[n, K, L]`` their codes; x0 ``[n, D]``; z0 ``[n, L]`` the centres.
       uncertainty: ``[n, K]`` total uncertainty of each explanation; uncertainty_before: ``[n]`` of x0.
-      distance: ``[n, K]`` L1 distance of each explanation to x0 (unweighted).
+      l1_distance: ``[n, K]`` L1 distance of each explanation to x0 (unweighted, as ``CLUEResult.l1_distance``).
       latent_distance: ``[n, K]`` ``||z - z0||`` in the ball's norm (<= delta).
       diversity_x, diversity_z: ``[n]`` mean pairwise L2 distance of the set's inputs / codes.
       cost: ``[T, n]`` the set objective per step (frozen after each point's early stop).
@@ -194,7 +194,7 @@ class DiverseResult:
     z0: np.ndarray
     uncertainty: np.ndarray
     uncertainty_before: np.ndarray
-    distance: np.ndarray
+    l1_distance: np.ndarray
     latent_distance: np.ndarray
     diversity_x: np.ndarray
     diversity_z: np.ndarray
@@ -235,7 +235,7 @@ class DiverseResult:
                "uncertainty_after": float(self.uncertainty.mean()),
                "uncertainty_best": float(self.uncertainty[rows, self.best].mean()),
                "fraction_reduced": float(np.mean(self.uncertainty < self.uncertainty_before[:, None])),
-               "l1_distance": float(self.distance.mean()), "diversity_x": float(self.diversity_x.mean()),
+               "l1_distance": float(self.l1_distance.mean()), "diversity_x": float(self.diversity_x.mean()),
                "diversity_z": float(self.diversity_z.mean()),
                "max_latent_distance": float(self.latent_distance.max()), "seconds": float(self.seconds)}
         if self.predicted_class is not None:
@@ -322,7 +322,7 @@ class DeltaCLUE:
         classes = preds_after.ndim == 2
         return DiverseResult(
             x=x, z=z, x0=x0, z0=z0, uncertainty=u_after.reshape(n, k), uncertainty_before=u_before,
-            distance=np.abs(x - x0[:, None]).sum(-1), latent_distance=ball_distance(z, z0[:, None], cfg.norm),
+            l1_distance=np.abs(x - x0[:, None]).sum(-1), latent_distance=ball_distance(z, z0[:, None], cfg.norm),
             diversity_x=_pairwise_numpy(x), diversity_z=_pairwise_numpy(z), cost=out["cost"],
             stop_step=out["stop_step"], freeze_index=out["freeze_index"],
             predicted_class=preds_after.argmax(-1).reshape(n, k) if classes else None,

@@ -143,8 +143,8 @@ class CLUE:
         """Per-example terms of J(z) (spec 5.3) at ``z [B, L]``.
 
         Returns:
-          dict of ``[B]`` tensors ``cost``, ``uncertainty``, ``aleatoric``, ``epistemic``, ``distance`` (weighted)
-          and ``x [B, D]``, the regenerated input (blended with ``x0`` outside ``cond_mask``).
+          dict of ``[B]`` tensors ``cost``, ``uncertainty``, ``aleatoric``, ``epistemic``, ``distance_term`` (the
+          weighted distance) and ``x [B, D]``, the regenerated input (blended with ``x0`` outside ``cond_mask``).
         """
         w = self.config.weights
         x = self.generator.regenerate(z, straight_through=straight_through)
@@ -165,7 +165,7 @@ class CLUE:
         if w.prediction_similarity and desired_preds is not None:
             cost += w.prediction_similarity * _prediction_distance(preds, desired_preds)
         return {"cost": cost, "uncertainty": total, "aleatoric": aleatoric, "epistemic": epistemic,
-                "distance": dist, "x": x}
+                "distance_term": dist, "x": x}
 
     def _step_impl(self, z, m, v, t, x0, z_init, cond_mask, desired):
         """One Adam step on every row: returns the new (z, m, v), the terms at the old z, and dJ/dz."""
@@ -285,7 +285,7 @@ class CLUE:
         """
         cfg = self.config
         n, T, n_stop = len(x0), cfg.max_steps, cfg.n_early_stop
-        names = ("uncertainty", "aleatoric", "epistemic", "distance", "cost")
+        names = ("uncertainty", "aleatoric", "epistemic", "distance_term", "cost")
         raw = {k: np.zeros((T, n), np.float32) for k in names}
         x_hist = np.zeros((T + 1, n, x0.shape[1]), np.float32)  # only the steps a row may freeze at are read back
         z_hist = np.zeros((T + 1, n, z_init.shape[1]), np.float32)

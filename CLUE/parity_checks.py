@@ -219,7 +219,7 @@ def check_clue_teacher_forced(kit: Kit, report: Report, prefix: str) -> None:
         terms, grad = step(tf.constant(io[f"{prefix}/z_traj"][k]))
         report.forward("CLUE", f"{prefix}: step {k} x", terms["x"].numpy(), io[f"{prefix}/x_traj_raw"][k])
         for ours, key in (("uncertainty", "uncertainty_raw"), ("aleatoric", "aleatoric_raw"),
-                          ("epistemic", "epistemic_raw"), ("distance", "dist_raw"), ("cost", "cost_raw")):
+                          ("epistemic", "epistemic_raw"), ("distance_term", "dist_raw"), ("cost", "cost_raw")):
             report.forward("CLUE", f"{prefix}: step {k} {key}", terms[ours].numpy(), io[f"{prefix}/{key}"][k])
         row_err = np.abs(grad.numpy() - io[f"{prefix}/grad_z_raw"][k]).max(axis=1)
         grad_rows_off += int(np.sum(row_err >= TOL["grad_atol"]))

@@ -134,7 +134,7 @@ def set_records(ds: data.Dataset, sets: DiverseResult, test_rows: np.ndarray, po
                             "uncertainty": round(float(sets.uncertainty[i, j]), 4),
                             "class_x0": None if sets.original_class is None else int(sets.original_class[i]),
                             "class": None if sets.predicted_class is None else int(sets.predicted_class[i, j]),
-                            "l1": round(float(sets.distance[i, j]), 3),
+                            "l1": round(float(sets.l1_distance[i, j]), 3),
                             "latent_dist": round(float(sets.latent_distance[i, j]), 3),
                             "changes": "; ".join(f"{r.feature}: {r.original} -> {r.clue}"
                                                  for r in changed.itertuples()) or "(none)"})
@@ -157,7 +157,7 @@ def plot(results: dict[str, CLUEResult], sets: dict[float, DiverseResult], unit:
     ax.legend(fontsize=8)
     ax = axes[1]
     for (w, s), marker in zip(sets.items(), ("o", "^", "s", "x")):
-        ax.scatter(s.distance.ravel(), s.uncertainty.ravel(), s=10, alpha=0.5, marker=marker,
+        ax.scatter(s.l1_distance.ravel(), s.uncertainty.ravel(), s=10, alpha=0.5, marker=marker,
                    label=f"w_div = {w:g}: diversity {s.diversity_x.mean():.2f}")
     ax.set(xlabel="L1(δ-CLUE, x0)", ylabel=f"uncertainty, {unit}",
            title=f"δ-CLUE sets, K = {next(iter(sets.values())).x.shape[1]}")

@@ -120,7 +120,8 @@ def _fake_result(x0: np.ndarray, x: np.ndarray) -> CLUEResult:
     n, t = len(x0), 3
     steps = np.zeros((t, n), np.float32)
     return CLUEResult(x=x, z=x, x0=x0, z_init=x0, uncertainty=steps, aleatoric=steps, epistemic=steps,
-                      distance=steps, cost=steps, stop_step=np.zeros(n, np.int64), freeze_index=np.full(n, t, np.int64),
+                      distance_term=steps, cost=steps, stop_step=np.zeros(n, np.int64),
+                      freeze_index=np.full(n, t, np.int64),
                       uncertainty_before=np.linspace(0.69, 0.6, n, dtype=np.float32),
                       uncertainty_after=np.linspace(0.3, 0.2, n, dtype=np.float32))
 
