@@ -352,3 +352,24 @@ def study_runs_table(summary: dict) -> pd.DataFrame:
         row.update({f"{stage} min": round(s / 60, 1) for stage, s in run["seconds"].items()})
         rows.append(row)
     return pd.DataFrame(rows).set_index("run")
+
+
+def study_overview(summary: dict, dataset: str, switch: str = "default") -> pd.DataFrame:
+    """Per target and mean L1 on ``dataset``: each method's metric averaged over seeds (blank where its sweep does not
+    reach) and the seeds' calls (``clue 2, tie 1``): the table the README quotes."""
+    means = study_table(summary, switch)
+    if means.empty:
+        return pd.DataFrame()
+    means = means[means["dataset"] == dataset]
+    calls = study_verdicts(summary, switch)
+    rows = []
+    for (target, l1), group in means.groupby(["target", "mean L1"]):
+        key = METRIC[target]
+        row = {"target": target, "mean L1": l1, **{m: group.loc[group["method"] == m, key].mean()
+                                                   for m in ("clue", *BASELINES)}}
+        call = calls[(calls["dataset"] == dataset) & (calls["target"] == target) & (calls["mean L1"] == l1)]
+        counts = {c: int(call.iloc[0][c]) for c in call.columns if c not in ("dataset", "target", "mean L1", "seeds")
+                  and len(call) and call.iloc[0][c] > 0}
+        row["seeds' calls"] = ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
+        rows.append(row)
+    return pd.DataFrame(rows).set_index(["target", "mean L1"]).round(3)

@@ -72,6 +72,9 @@ def test_study_driver_names_runs_rescoring_switches_from_weights_and_summarises(
     clue_row = means[means["method"] == "clue"].iloc[0]
     assert clue_row["seeds"] == 3 and clue_row["delta_h"] == pytest.approx(1.3)
     assert (clue_row["lowest seed"], clue_row["highest seed"]) == pytest.approx((1.2, 1.4))
+    overview = efw.study_overview(summary, "wine")
+    assert overview.loc[("aleatoric", 2.0), "clue"] == pytest.approx(1.3)
+    assert overview.loc[("aleatoric", 2.0), "seeds' calls"] == "clue 2, tie 1"
     runs = efw.study_runs_table(summary)
     assert runs.loc["wine_s1_top20", "aleatoric selected"] == "12 / 40" and runs.loc["wine_s0", "sweeps min"] == 0.1
 
