@@ -39,8 +39,8 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from CLUE.config import ADAM_BETAS, ADAM_EPS, CLUEConfig
-from CLUE.explainer import CLUE, freeze, input_spec, uncertainties
+from CLUE.config import CLUEConfig
+from CLUE.explainer import CLUE, adam_step, freeze, input_spec, uncertainties
 from common.errors import UserError
 from common.utils import save_npz
 from common.validation import check_inputs
@@ -277,13 +277,7 @@ class DeltaCLUE:
                 v_set = terms["x"] if cfg.diversity_space == "x" else z
                 set_cost -= cfg.diversity_weight * pairwise_diversity(tf.reshape(v_set, [-1, k, v_set.shape[-1]]))
             total = tf.reduce_sum(set_cost)
-        grad = tape.gradient(total, z)
-        b1, b2 = ADAM_BETAS  # torch.optim.Adam, as CLUE._step_impl
-        m = m + (1.0 - b1) * (grad - m)
-        v = b2 * v + (1.0 - b2) * tf.square(grad)
-        step = tf.cast(t, tf.float32)
-        denom = tf.sqrt(v) / tf.sqrt(1.0 - b2 ** step) + ADAM_EPS
-        z_new = z - (cfg.clue.lr / (1.0 - b1 ** step)) * m / denom
+        z_new, m, v = adam_step(z, m, v, tape.gradient(total, z), t, cfg.clue.lr)  # CLUE's optimiser, then the ball
         return project(z_new, z0, cfg.radius, cfg.norm), m, v, set_cost, terms
 
     def explain(self, x0, z_init=None, cond_mask=None, desired_preds=None, progress: bool = False) -> DiverseResult:

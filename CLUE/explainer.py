@@ -174,13 +174,7 @@ class CLUE:
             terms = self.objective(z, x0, z_init, cond_mask, desired)
             total = tf.reduce_sum(terms["cost"])  # each row's gradient is that of its own cost
         grad = tape.gradient(total, z)
-        # torch.optim.Adam (spec 5.2 of the parity kit): eps is added after bias-correcting sqrt(v).
-        b1, b2 = ADAM_BETAS
-        m = m + (1.0 - b1) * (grad - m)
-        v = b2 * v + (1.0 - b2) * tf.square(grad)
-        step = tf.cast(t, tf.float32)
-        denom = tf.sqrt(v) / tf.sqrt(1.0 - b2 ** step) + ADAM_EPS
-        z_new = z - (self.config.lr / (1.0 - b1 ** step)) * m / denom
+        z_new, m, v = adam_step(z, m, v, grad, t, self.config.lr)
         return z_new, m, v, terms, grad
 
     # ---------------------------------------------------------------------------------------------- explain
@@ -354,6 +348,17 @@ class CLUE:
         return [tf.nest.pack_sequence_as(per_replica, [r[i] for r in results])[:4] for i in range(len(shards))]
 
 _ROW_FIRST = ("x_final", "z_final", "stop_step", "freeze_index")
+
+
+def adam_step(z, m, v, grad, t, lr: float):
+    """One torch.optim.Adam update of ``z`` at step ``t`` (1-based): the new ``(z, m, v)``. As in torch (spec 5.2 of
+    the parity kit), eps is added after bias-correcting sqrt(v)."""
+    b1, b2 = ADAM_BETAS
+    m = m + (1.0 - b1) * (grad - m)
+    v = b2 * v + (1.0 - b2) * tf.square(grad)
+    step = tf.cast(t, tf.float32)
+    denom = tf.sqrt(v) / tf.sqrt(1.0 - b2 ** step) + ADAM_EPS
+    return z - (lr / (1.0 - b1 ** step)) * m / denom, m, v
 
 
 def _prediction_distance(preds: tf.Tensor, desired: tf.Tensor) -> tf.Tensor:
