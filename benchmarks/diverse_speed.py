@@ -15,14 +15,14 @@ settings: lambda 2, lr 0.1, at most 50 steps, early stopping, batch 256 points).
 
 ``--mnist``: the issue's MNIST workload, K = 10 on the 200 most uncertain ``mnist_t10k`` test images with the MNIST
 BNN and conv VAE (lambda 4, lr 0.1, 35 steps, batch 128 points), plus a figure of the K δ-CLUEs of the most
-uncertain image (``benchmarks/results/diverse_mnist.png``). It needs trained MNIST weights, which are not committed:
-``--bnn`` (a ``BNN.train --preset mnist`` run or posterior folder; default the ``bnn_mnist`` weights entry when
-present) and ``--vae`` (a ``VAE.train --dataset mnist_t10k`` run or its ``best/`` folder).
+uncertain image (``benchmarks/results/diverse_mnist.png``). It needs the MNIST weights: ``--bnn`` (a ``BNN.train
+--preset mnist`` run or posterior folder; default the ``bnn_mnist`` weights entry, 192 MB, not committed) and ``--vae``
+(a ``VAE.train --dataset mnist_t10k`` run or its ``best/`` folder; default the committed ``vae_mnist`` entry).
 
 Usage::
 
     OMP_WAIT_POLICY=PASSIVE TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 python benchmarks/diverse_speed.py
-    python benchmarks/diverse_speed.py --mnist --bnn runs/bnn_mnist --vae runs/vae_mnist_t10k
+    python benchmarks/diverse_speed.py --mnist --bnn runs/bnn_paper/mnist_t10k_s0
 """
 
 from __future__ import annotations
@@ -111,12 +111,13 @@ def mnist(args) -> dict:
     if args.bnn is None and not weights.available("bnn_mnist"):
         raise SystemExit("--mnist needs the MNIST BNN: pass --bnn RUN (python -m BNN.train --preset mnist ...) or "
                          "fetch the bnn_mnist weights (python -m weights.download bnn_mnist)")
-    if args.vae is None:
-        raise SystemExit("--mnist needs the MNIST VAE: pass --vae RUN (python -m VAE.train --dataset mnist_t10k ...)")
+    if args.vae is None and not weights.available("vae_mnist"):
+        raise SystemExit("--mnist needs the MNIST VAE: pass --vae RUN (python -m VAE.train --dataset mnist_t10k ...) "
+                         "or restore the committed vae_mnist weights (git checkout weights/vae/mnist)")
     inner = lambda folder, name: Path(folder) / name if (Path(folder) / name).is_dir() else Path(folder)  # noqa: E731
     posterior = weights.load_posterior("bnn_mnist") if args.bnn is None else Posterior.load(inner(args.bnn,
                                                                                                     "posterior"))
-    vae = load_vae(inner(args.vae, "best"))
+    vae = weights.load_vae("vae_mnist") if args.vae is None else load_vae(inner(args.vae, "best"))
     ds = data.load("mnist_t10k")
     rows = generate.select_uncertain(posterior, ds.x_test, args.n_points)
     config = CLUEConfig(CLUEWeights.paper(4.0, ds.x_dim), lr=0.1, max_steps=35, batch_size=128)
@@ -153,9 +154,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--k", type=int, default=10, help="δ-CLUE explanations per point")
     parser.add_argument("--delta", type=float, default=1.0, help="radius of the L2 latent ball")
     parser.add_argument("--diversity-weight", type=float, default=1.0, help="weight of the diversity term")
-    parser.add_argument("--mnist", action="store_true", help="the MNIST workload (needs --bnn and --vae)")
-    parser.add_argument("--bnn", default=None, help="--mnist: BNN.train run or posterior folder")
-    parser.add_argument("--vae", default=None, help="--mnist: VAE.train run or best/ folder")
+    parser.add_argument("--mnist", action="store_true", help="the MNIST workload (BNN and conv VAE)")
+    parser.add_argument("--bnn", default=None, help="--mnist: BNN.train run or posterior folder (default: bnn_mnist)")
+    parser.add_argument("--vae", default=None, help="--mnist: VAE.train run or best/ folder (default: vae_mnist)")
     parser.add_argument("--out", default=None, help="JSON output path (default results/diverse_speed[_mnist].json)")
     args = parser.parse_args(argv)
     result = {"machine": machine_info(), "repeats": args.repeats,

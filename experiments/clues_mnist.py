@@ -66,8 +66,9 @@ def load_models(dataset: str, bnn_dir: str, vae_dir: str, weights_dir: str | Pat
 
     ``smoke``: tiny models (``BNN.train`` / ``VAE.train`` ``tiny`` presets) trained into ``weights_dir``, whatever
     exists elsewhere. Otherwise the BNN is the pretrained ``bnn_mnist`` (when present and trained on ``dataset``),
-    else the run in ``bnn_dir``, else trained into ``weights_dir/bnn`` with ``--preset mnist``; the VAE is the run in
-    ``vae_dir``, else trained into ``weights_dir/vae`` with ``--preset paper --max-epochs 15`` (the reference's cap).
+    else the run in ``bnn_dir``, else trained into ``weights_dir/bnn`` with ``--preset mnist``; the VAE likewise is the
+    committed ``vae_mnist``, else the run in ``vae_dir``, else trained into ``weights_dir/vae`` with ``--preset paper
+    --max-epochs 15`` (the reference's cap).
     """
     weights_dir = Path(weights_dir)
     sources = {}
@@ -84,7 +85,10 @@ def load_models(dataset: str, bnn_dir: str, vae_dir: str, weights_dir: str | Pat
                                    dataset=dataset, seed=seed, out=str(out), progress=False))
         posterior, sources["bnn"] = Posterior.load(out / "posterior"), f"trained: {out}"
     vae_path = None if smoke else _inner(vae_dir, "best")
-    if vae_path is not None:
+    if not smoke and weights.available("vae_mnist", manifest) and \
+            manifest.entry("vae_mnist").info.get("dataset") == dataset:
+        vae, sources["vae"] = weights.load_vae("vae_mnist", manifest=manifest), "weights: vae_mnist"
+    elif vae_path is not None:
         vae, sources["vae"] = load_vae(vae_path), _shown(vae_path)
     else:
         out = weights_dir / "vae"

@@ -167,7 +167,8 @@ def test_shipped_manifest_matches_the_committed_files():
     assert errors == []
     committed = [(new, old) for new, old in zip(rebuilt["models"], raw["models"]) if old["committed"]]
     models = {old["name"] for _, old in committed if old.get("kind") != "evaluation_stages"}
-    assert models == {f"{kind}_{ds}" for kind in ("bnn", "vae") for ds in ("lsat", "compas", "wine", "credit")}
+    assert models == {f"{kind}_{ds}" for kind in ("bnn", "vae") for ds in ("lsat", "compas", "wine", "credit")} | \
+        {"vae_mnist"}  # the MNIST BNN (192 MB) is listed for hosting, not committed
     for new, old in committed:
         assert new == old, f"{old['name']}: manifest is stale; run `python -m weights.manifest`"
         assert weights.available(old["name"])
@@ -203,6 +204,9 @@ def test_shipped_models_reproduce_their_recorded_test_metrics(data_dir):
     for name, ds in (("vae_lsat", lsat), ("vae_compas", compas), ("vae_wine", wine), ("vae_credit", credit)):
         got = evaluate_vae(weights.load_vae(name), ds.x_test.astype(np.float32))
         assert got["elbo"] == pytest.approx(m.entry(name).metrics["test/elbo"], rel=1e-4), name
+    mnist = data.load("mnist_t10k", data_dir=data_dir)
+    got = evaluate_vae(weights.load_vae("vae_mnist"), mnist.x_test.astype(np.float32))
+    assert got["elbo"] == pytest.approx(m.entry("vae_mnist").metrics["test/elbo"], rel=1e-4)
     with pytest.raises(WeightsError, match="not a 'vae'"):
         weights.load_vae("bnn_lsat")
 
