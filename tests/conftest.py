@@ -12,6 +12,14 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SHARED = PROJECT_ROOT.parent / "shared"
 
 
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (``make test`` runs ``-n 2 --dist loadgroup``) the notebook runs share one worker: two of
+    them execute the same notebook into the same ``runs/notebooks/`` folder, and one checks that folder's files."""
+    for item in items:
+        if "run_notebook" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("notebooks"))
+
+
 def _data_dir() -> Path | None:
     env = os.environ.get("CLUE_DATA_DIR")
     if env and Path(env).is_dir():
