@@ -14,29 +14,11 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from pathlib import Path
 
-import tensorflow as tf
-
-from common.utils import machine_info, setup_logging, write_benchmark
+from common.utils import machine_info, matmul_gflops, setup_logging, write_benchmark
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def matmul_gflops(n: int, dtype: tf.DType, repeats: int) -> float:
-    """GFLOP/s of an ``n x n x n`` matmul in ``dtype`` (2 FLOPs per multiply-add), median of ``repeats``."""
-    a = tf.cast(tf.random.normal([n, n], seed=1), dtype)
-    b = tf.cast(tf.random.normal([n, n], seed=2), dtype)
-    mm = tf.function(lambda: tf.reduce_sum(tf.cast(tf.matmul(a, b), tf.float32)))
-    float(mm())  # warm-up: traces and picks the kernel
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        float(mm())
-        times.append(time.perf_counter() - start)
-    return 2 * n**3 / statistics.median(times) / 1e9
 
 
 def main(argv=None) -> dict:
@@ -48,7 +30,7 @@ def main(argv=None) -> dict:
     result = {"machine": machine_info(), "repeats": args.repeats, "command": "python benchmarks/bf16_matmul.py",
               "sizes": {}}
     for n in args.sizes:
-        f32, bf16 = (matmul_gflops(n, dtype, args.repeats) for dtype in (tf.float32, tf.bfloat16))
+        f32, bf16 = (matmul_gflops(n, args.repeats, dtype) for dtype in ("float32", "bfloat16"))
         result["sizes"][str(n)] = {"float32_gflops": f32, "bfloat16_gflops": bf16, "bfloat16_speedup": bf16 / f32}
     return write_benchmark(args.out, result)
 

@@ -26,13 +26,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 
 import data
 from BNN.model import Architecture, init_params
 from BNN.posterior import Posterior
 from CLUE.evaluation import Sweep, explain
-from common.utils import machine_info, setup_logging, write_benchmark
+from common.utils import machine_info, matmul_gflops, setup_logging, write_benchmark
 from VAE.model import VAE
 from VAEAC.model import VAEAC
 
@@ -45,19 +44,6 @@ def dense_macs(weights) -> int:
     """Multiply-adds per input row of the dense layers among ``weights`` (every rank-2 kernel; a rank-3 stack of S
     kernels counts S times)."""
     return int(sum(np.prod(w.shape) for w in weights if len(w.shape) >= 2))
-
-
-def matmul_gflops(repeats: int, n: int = 2048) -> float:
-    a = tf.random.normal([n, n])
-    b = tf.random.normal([n, n])
-    mm = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
-    mm()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        float(mm())
-        times.append(time.perf_counter() - start)
-    return 2 * n**3 / statistics.median(times) / 1e9
 
 
 def build_models(n_samples: int = 100):
@@ -105,7 +91,7 @@ def main(argv=None) -> dict:
         run()  # warm-up: traces
         times, matmul = [], []
         for _ in range(args.repeats):  # the reference rate interleaved with the method, under the same load
-            matmul.append(matmul_gflops(3))
+            matmul.append(matmul_gflops(2048, 3))
             start = time.perf_counter()
             run()
             times.append(time.perf_counter() - start)
