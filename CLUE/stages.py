@@ -11,7 +11,9 @@ then finds them finished. ``python -m CLUE.evaluate ... --publish-stages true`` 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
 import logging
@@ -78,45 +80,57 @@ def publish(config, run_dir: str | os.PathLike, command: str, committed: bool | 
         raise UserError(f"{run_dir} lacks trained stages ({', '.join(missing)}): finish the run before publishing")
     manifest_path = Path(root) / "manifest.json" if root is not None else MANIFEST
     root = manifest_path.parent
-    raw = json.loads(manifest_path.read_text())
-    name = entry_name(config)
-    files = [p for s in STAGE_PATHS for p in ((run_dir / s).rglob("*") if (run_dir / s).is_dir() else [run_dir / s])
-             if p.is_file()]
-    if committed is None:
-        present = sum(f["bytes"] for m in raw["models"] if m["committed"] and m["name"] != name for f in m["files"])
-        total = sum(p.stat().st_size for p in files)
-        committed = max(p.stat().st_size for p in files) < MAX_FILE_BYTES and present + total < MAX_COMMITTED_BYTES
-    rel = f"eval/{name}"
-    dest = root / rel if committed else root / "cache" / rel
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=dest.parent))
-    try:
-        for p in files:
-            target = staging / p.relative_to(run_dir)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(p, target)
-        save_json(staging / "stage_config.json", stage_config(config))
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(staging, dest)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    metrics = {stage: load_json(run_dir / stage / "metrics.json") for stage in ("gt_vaeac", "bnn", "vae", "art_vaeac")}
-    entry = {"name": name, "kind": KIND, "dataset": config.dataset,
-             "description": f"trained stages of a CLUE.evaluate run on {config.dataset}, seed {config.seed}: "
-                            "ground-truth VAEAC + under-VAEAC, artificial data, BNN, CLUE VAE, in-filling VAEAC",
-             "path": rel, "committed": bool(committed), "command": command, "seed": int(config.seed),
-             "stage_config": stage_config(config), "files": [],
-             "metrics": {f"{stage}/{k}": v for stage, m in metrics.items() for k, v in m.items()
-                         if isinstance(v, (int, float)) and k.startswith("test/")}}
-    raw["models"] = [m for m in raw["models"] if m["name"] != name] + [entry]
-    new, errors = rebuild(raw, root)
-    if errors:
-        raise UserError("publishing the stages breaks the weights' limits: " + "; ".join(errors))
-    new["models"][-1]["metrics"] = entry["metrics"]  # rebuild reads a top-level metrics.json, which stages lack
-    save_json(manifest_path, new)
-    logger.info("published the stages of %s as %s (%s)", run_dir, name, "committed" if committed else "cache")
+    with manifest_lock(manifest_path):  # runs publishing at once must not lose each other's entries
+        raw = json.loads(manifest_path.read_text())
+        name = entry_name(config)
+        files = [p for s in STAGE_PATHS for p in ((run_dir / s).rglob("*") if (run_dir / s).is_dir() else [run_dir / s])
+                 if p.is_file()]
+        if committed is None:
+            present = sum(f["bytes"] for m in raw["models"] if m["committed"] and m["name"] != name for f in m["files"])
+            total = sum(p.stat().st_size for p in files)
+            committed = max(p.stat().st_size for p in files) < MAX_FILE_BYTES and present + total < MAX_COMMITTED_BYTES
+        rel = f"eval/{name}"
+        dest = root / rel if committed else root / "cache" / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=dest.parent))
+        try:
+            for p in files:
+                target = staging / p.relative_to(run_dir)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(p, target)
+            save_json(staging / "stage_config.json", stage_config(config))
+            if dest.exists():
+                shutil.rmtree(dest)
+            os.replace(staging, dest)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        metrics = {stage: load_json(run_dir / stage / "metrics.json") for stage in ("gt_vaeac", "bnn", "vae", "art_vaeac")}
+        entry = {"name": name, "kind": KIND, "dataset": config.dataset,
+                 "description": f"trained stages of a CLUE.evaluate run on {config.dataset}, seed {config.seed}: "
+                                "ground-truth VAEAC + under-VAEAC, artificial data, BNN, CLUE VAE, in-filling VAEAC",
+                 "path": rel, "committed": bool(committed), "command": command, "seed": int(config.seed),
+                 "stage_config": stage_config(config), "files": [],
+                 "metrics": {f"{stage}/{k}": v for stage, m in metrics.items() for k, v in m.items()
+                             if isinstance(v, (int, float)) and k.startswith("test/")}}
+        raw["models"] = [m for m in raw["models"] if m["name"] != name] + [entry]
+        new, errors = rebuild(raw, root)
+        if errors:
+            raise UserError("publishing the stages breaks the weights' limits: " + "; ".join(errors))
+        new["models"][-1]["metrics"] = entry["metrics"]  # rebuild reads a top-level metrics.json, which stages lack
+        save_json(manifest_path, new)
+        logger.info("published the stages of %s as %s (%s)", run_dir, name, "committed" if committed else "cache")
     return name
+
+
+@contextlib.contextmanager
+def manifest_lock(manifest_path: Path):
+    """An exclusive lock (``.manifest.lock`` beside the manifest) around a read-modify-write of the manifest."""
+    with open(Path(manifest_path).parent / ".manifest.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def fetch(config, run_dir: str | os.PathLike, manifest=None) -> str:
