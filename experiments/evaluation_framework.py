@@ -342,7 +342,8 @@ def study_table(summary: dict, switch: str = "default") -> pd.DataFrame:
 
 def study_runs_table(summary: dict) -> pd.DataFrame:
     """One row per committed run: its switch, the points selected and explained per target, and the wall minutes
-    of each stage on this project's 2-core CPU (shared with other work while it ran)."""
+    of each stage on this project's 2-core CPU (shared with other work while it ran), and their total in hours (a
+    stage stopped by a kill and resumed counts only the resumed part)."""
     rows = []
     for run in summary["runs"]:
         row = {"run": run["name"], "switch": run["switch"]}
@@ -350,6 +351,7 @@ def study_runs_table(summary: dict) -> pd.DataFrame:
             row[f"{target} selected"] = f"{info['n_selected']} / {info['n_test']}"
             row[f"{target} explained"] = info.get("n_explained", 0)
         row.update({f"{stage} min": round(s / 60, 1) for stage, s in run["seconds"].items()})
+        row["total h"] = round(sum(run["seconds"].values()) / 3600, 2)
         rows.append(row)
     return pd.DataFrame(rows).set_index("run")
 

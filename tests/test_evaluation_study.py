@@ -22,7 +22,7 @@ def _run(dataset: str, seed: int, offset: float, switch: str = "default") -> dic
               "runner_up": "ufido", "gap": 0.1, "gap_lo": 0.05, "gap_hi": 0.15}]
     references = {"aleatoric": {"mean_log_px_x0": -6.0, "n_explained": 10, "n_selected": 12, "n_test": 40}}
     return {"dataset": dataset, "config": {"seed": seed}, "references": references,
-            "rows": rows, "at_equal_distance": at, "verdicts": calls, "seconds": {"sweeps": 3.0},
+            "rows": rows, "at_equal_distance": at, "verdicts": calls, "seconds": {"gt_vaeac": 5400.0, "sweeps": 3.0},
             "study_switch": switch}
 
 
@@ -77,6 +77,7 @@ def test_study_driver_names_runs_rescoring_switches_from_weights_and_summarises(
     assert overview.loc[("aleatoric", 2.0), "seeds' calls"] == "clue 2, tie 1"
     runs = efw.study_runs_table(summary)
     assert runs.loc["wine_s1_top20", "aleatoric selected"] == "12 / 40" and runs.loc["wine_s0", "sweeps min"] == 0.1
+    assert runs.loc["wine_s0", "total h"] == pytest.approx(1.5)
 
 
 def test_unknown_switch_is_a_clear_error(tmp_path):
