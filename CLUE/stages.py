@@ -11,9 +11,7 @@ then finds them finished. ``python -m CLUE.evaluate ... --publish-stages true`` 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import json
 import logging
@@ -73,18 +71,18 @@ def publish(config, run_dir: str | os.PathLike, command: str, committed: bool | 
       the manifest name of the stages.
     """
     from weights import MANIFEST
-    from weights.manifest import MAX_COMMITTED_BYTES, MAX_FILE_BYTES, rebuild
+    from weights.manifest import MAX_COMMITTED_BYTES, MAX_FILE_BYTES, lock, rebuild
 
     run_dir = Path(run_dir)
     if missing := missing_stages(run_dir):
         raise UserError(f"{run_dir} lacks trained stages ({', '.join(missing)}): finish the run before publishing")
     manifest_path = Path(root) / "manifest.json" if root is not None else MANIFEST
     root = manifest_path.parent
-    with manifest_lock(manifest_path):  # runs publishing at once must not lose each other's entries
+    with lock(manifest_path):  # runs publishing at once must not lose each other's entries
         raw = json.loads(manifest_path.read_text())
         name = entry_name(config)
-        files = [p for s in STAGE_PATHS for p in ((run_dir / s).rglob("*") if (run_dir / s).is_dir() else [run_dir / s])
-                 if p.is_file()]
+        files = [p for s in STAGE_PATHS
+                 for p in ((run_dir / s).rglob("*") if (run_dir / s).is_dir() else [run_dir / s]) if p.is_file()]
         if committed is None:
             present = sum(f["bytes"] for m in raw["models"] if m["committed"] and m["name"] != name for f in m["files"])
             total = sum(p.stat().st_size for p in files)
@@ -104,7 +102,8 @@ def publish(config, run_dir: str | os.PathLike, command: str, committed: bool | 
             os.replace(staging, dest)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        metrics = {stage: load_json(run_dir / stage / "metrics.json") for stage in ("gt_vaeac", "bnn", "vae", "art_vaeac")}
+        metrics = {stage: load_json(run_dir / stage / "metrics.json")
+                   for stage in ("gt_vaeac", "bnn", "vae", "art_vaeac")}
         entry = {"name": name, "kind": KIND, "dataset": config.dataset,
                  "description": f"trained stages of a CLUE.evaluate run on {config.dataset}, seed {config.seed}: "
                                 "ground-truth VAEAC + under-VAEAC, artificial data, BNN, CLUE VAE, in-filling VAEAC",
@@ -120,17 +119,6 @@ def publish(config, run_dir: str | os.PathLike, command: str, committed: bool | 
         save_json(manifest_path, new)
         logger.info("published the stages of %s as %s (%s)", run_dir, name, "committed" if committed else "cache")
     return name
-
-
-@contextlib.contextmanager
-def manifest_lock(manifest_path: Path):
-    """An exclusive lock (``.manifest.lock`` beside the manifest) around a read-modify-write of the manifest."""
-    with open(Path(manifest_path).parent / ".manifest.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def fetch(config, run_dir: str | os.PathLike, manifest=None) -> str:

@@ -159,3 +159,26 @@ def test_existing_out_named_models_and_out_inside_weights(toy_root, tmp_path):
     with pytest.raises(WeightsError, match="inside the weights folder"):
         publish.publish(toy_root.parent / "upload", manifest_path=toy_root)
     assert not (tmp_path / "pub2").exists() and not (toy_root.parent / "upload").exists()
+
+
+def test_manifest_writers_take_turns_on_the_lock(tmp_path):
+    """Two writers of the manifest at once (study runs publishing stages, ``python -m weights.manifest``) take turns
+    on ``weights.manifest.lock`` instead of losing each other's entry."""
+    import threading
+
+    from weights.manifest import lock
+
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text("{}")
+    entered = threading.Event()
+
+    def other_writer():
+        with lock(manifest):
+            entered.set()
+
+    with lock(manifest):
+        thread = threading.Thread(target=other_writer)
+        thread.start()
+        assert not entered.wait(0.5), "a second holder got the manifest lock while the first held it"
+    thread.join(5)
+    assert entered.is_set()

@@ -18,6 +18,8 @@ place (``weights/<path>`` or ``weights/cache/<path>``), and run ``python -m weig
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import logging
 import sys
@@ -42,6 +44,18 @@ def describe_folder(folder: Path, rel_path: str) -> list[dict[str, Any]]:
              and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
     return [{"file": p.relative_to(folder).as_posix(), "sha256": sha256_of(p), "bytes": p.stat().st_size,
              "url": f"{rel_path}/{p.relative_to(folder).as_posix()}"} for p in files]
+
+
+@contextlib.contextmanager
+def lock(manifest_path: str | Path):
+    """An exclusive lock (``.manifest.lock`` beside the manifest) around a read-modify-write of the manifest, so
+    that writers running at once (two study runs publishing their stages) do not lose each other's entries."""
+    with open(Path(manifest_path).parent / ".manifest.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def rebuild(raw: dict[str, Any], root: Path) -> tuple[dict[str, Any], list[str]]:
@@ -98,6 +112,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--manifest", default=str(MANIFEST), help="manifest file (default: weights/manifest.json)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     path = Path(args.manifest)
+    with lock(path):
+        return _check_or_write(path, args)
+
+
+def _check_or_write(path: Path, args: argparse.Namespace) -> int:
     try:
         raw = json.loads(path.read_text())
     except OSError as err:
