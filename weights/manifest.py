@@ -50,7 +50,11 @@ def describe_folder(folder: Path, rel_path: str) -> list[dict[str, Any]]:
 def lock(manifest_path: str | Path):
     """An exclusive lock (``.manifest.lock`` beside the manifest) around a read-modify-write of the manifest, so
     that writers running at once (two study runs publishing their stages) do not lose each other's entries."""
-    with open(Path(manifest_path).parent / ".manifest.lock", "w") as handle:
+    folder = Path(manifest_path).parent
+    if not folder.is_dir():  # no manifest there to guard: reading it reports the missing file clearly
+        yield
+        return
+    with open(folder / ".manifest.lock", "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
