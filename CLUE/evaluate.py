@@ -109,7 +109,9 @@ class Config:
                                         "stale-weight gradient, as its runs had; DEVIATIONS.md)")
     stages: str = option("train", "train: train the stages missing from --out; weights: take them from "
                                   "weights/manifest.json (sha256-checked), where a run with these settings published "
-                                  "them")
+                                  "them; rebuild: as weights, but where their files are neither here nor hosted, "
+                                  "retrain them (single-threaded TensorFlow) and use them only if every file matches "
+                                  "its published sha256")
     publish_stages: bool = option(False, "after training, publish the trained stages into weights/ and its manifest "
                                          "(CLUE.stages)")
     progress: bool = option(True, "show progress bars")
@@ -148,7 +150,7 @@ def results_are_current(results: dict[str, Any]) -> bool:
 
 # where the stages come from, and whether they are published: the results are the same either way
 NOT_RESULT_SETTINGS = ("stages", "publish_stages")
-STAGE_SOURCES = ("train", "weights")
+STAGE_SOURCES = ("train", "weights", "rebuild")
 
 
 def saved_settings(saved: dict[str, Any]) -> dict[str, Any]:
@@ -253,6 +255,21 @@ def train_art_models(config: Config, run_dir: Path, ds: data.Dataset):
             load_model(run_dir / "art_vaeac" / "best"))
 
 
+def _train_stages(config: Config, run_dir: Path):
+    gt = train_ground_truth(config, run_dir)
+    ds = artificial_dataset(config, run_dir, gt)
+    return (gt, ds, *train_art_models(config, run_dir, ds))
+
+
+def train_stages(config: Config) -> Path:
+    """Stages 1-3 only, in ``config.out`` (seeded as :func:`main` seeds them): what ``CLUE.stages.rebuild`` runs in
+    a fresh process. Returns the run folder."""
+    set_seed(config.seed)
+    run_dir = make_run_dir(config.out, dataclasses.asdict(config), kind="CLUE.evaluate")
+    _train_stages(config, run_dir)
+    return run_dir
+
+
 def make_sweep(config: Config) -> ev.Sweep:
     return ev.Sweep.paper(
         config.n_clue, config.n_ufido, config.n_sensitivity,
@@ -323,11 +340,11 @@ def main(config: Config) -> dict[str, Any]:
             logger.info("%s holds a finished run with these settings: reusing it", config.out)
             return finished
     run_dir = make_run_dir(config.out, dataclasses.asdict(config), kind="CLUE.evaluate")
-    if config.stages == "weights":
+    if config.stages == "rebuild" and stages.needs_rebuild(config):
+        stages.rebuild(config)  # retrained apart and installed in the weights only if they match bit for bit
+    if config.stages in ("weights", "rebuild"):
         stages.fetch(config, run_dir)
-    gt = train_ground_truth(config, run_dir)
-    ds = artificial_dataset(config, run_dir, gt)
-    bnn, vae, art_vaeac = train_art_models(config, run_dir, ds)
+    gt, ds, bnn, vae, art_vaeac = _train_stages(config, run_dir)
     if config.publish_stages:
         stages.publish(config, run_dir, command=publish_command(config))
     budget = ev.EvalBudget(config.n_gt_samples, config.n_px_samples, config.seed)

@@ -7,6 +7,15 @@ it in ``weights/manifest.json`` as an ``evaluation_stages`` entry whose ``stage_
 stages depend on; :func:`fetch` finds the entry matching a run's settings, verifies every file's sha256 (downloading
 it where it is hosted rather than committed) and places the stages into the run folder, where ``CLUE.evaluate``
 then finds them finished. ``python -m CLUE.evaluate ... --publish-stages true`` and ``--stages weights`` call them.
+
+Stages that are neither committed nor hosted can be rebuilt. Training is seeded, and a fresh single-threaded
+process (``TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1``) retrains them bit for bit, where more threads can
+change the last bit of a sum and with it every later step. The published copies leave out what no retraining can
+repeat: wall-clock seconds in ``metrics.json`` and the absolute run folder in a ``model.json`` (made relative to the
+project). ``--stages rebuild`` takes the published stages where their files are available; otherwise :func:`rebuild`
+retrains them in such a process, in the run folder of the entry's command, and :func:`install` checks every
+retrained file against the manifest's sha256 and only on a full match places them where ``--stages weights`` looks
+(``weights/cache/``), so that the sweeps that follow run on exactly the published models.
 """
 
 from __future__ import annotations
@@ -17,12 +26,14 @@ import json
 import logging
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from common.errors import UserError
-from common.utils import load_json, save_json
+from common.utils import PROJECT_ROOT, load_json, save_json
 
 logger = logging.getLogger(__name__)
 
@@ -81,8 +92,7 @@ def publish(config, run_dir: str | os.PathLike, command: str, committed: bool | 
     with lock(manifest_path):  # runs publishing at once must not lose each other's entries
         raw = json.loads(manifest_path.read_text())
         name = entry_name(config)
-        files = [p for s in STAGE_PATHS
-                 for p in ((run_dir / s).rglob("*") if (run_dir / s).is_dir() else [run_dir / s]) if p.is_file()]
+        files = _stage_files(run_dir)
         if committed is None:
             present = sum(f["bytes"] for m in raw["models"] if m["committed"] and m["name"] != name for f in m["files"])
             total = sum(p.stat().st_size for p in files)
@@ -92,11 +102,7 @@ def publish(config, run_dir: str | os.PathLike, command: str, committed: bool | 
         dest.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=dest.parent))
         try:
-            for p in files:
-                target = staging / p.relative_to(run_dir)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(p, target)
-            save_json(staging / "stage_config.json", stage_config(config))
+            _stage_copy(run_dir, files, staging, config)
             if dest.exists():
                 shutil.rmtree(dest)
             os.replace(staging, dest)
@@ -130,16 +136,7 @@ def fetch(config, run_dir: str | os.PathLike, manifest=None) -> str:
     import weights
 
     manifest = manifest or weights.read_manifest(weights.MANIFEST)
-    wanted = stage_config(config)
-    found = [e for e in manifest.entries.values() if e.kind == KIND and e.info.get("stage_config") == wanted]
-    if not found:
-        others = [e for e in manifest.entries.values() if e.kind == KIND and e.info.get("dataset") == config.dataset]
-        detail = "; ".join(f"{e.name}: " + ", ".join(f"{k}={v!r}" for k, v in e.info["stage_config"].items()
-                                                    if wanted.get(k) != v) for e in others)
-        raise UserError(f"no published evaluation stages match these settings ({config.dataset}, seed {config.seed})"
-                        + (f"; published for {config.dataset}, with other settings: {detail}" if others else "")
-                        + ". Train them with --stages train (and publish them with --publish-stages true)")
-    name = found[0].name
+    name = published(config, manifest).name
     folder = weights.path(name, manifest=manifest)
     run_dir = Path(run_dir)
     for stage in missing_stages(run_dir):  # each copied beside its place, then renamed: never half there
@@ -154,3 +151,160 @@ def fetch(config, run_dir: str | os.PathLike, manifest=None) -> str:
         os.replace(partial, target)
     logger.info("took the trained stages of %s from the weights (%s)", run_dir, name)
     return name
+
+
+def published(config, manifest=None):
+    """The manifest entry (``weights.Entry``) of the published stages matching ``config``'s stage settings.
+
+    Raises:
+      UserError: none matches; the message names what is published for the dataset and how it differs.
+    """
+    import weights
+
+    manifest = manifest or weights.read_manifest(weights.MANIFEST)
+    wanted = stage_config(config)
+    found = [e for e in manifest.entries.values() if e.kind == KIND and e.info.get("stage_config") == wanted]
+    if not found:
+        others = [e for e in manifest.entries.values() if e.kind == KIND and e.info.get("dataset") == config.dataset]
+        detail = "; ".join(f"{e.name}: " + ", ".join(f"{k}={v!r}" for k, v in e.info["stage_config"].items()
+                                                    if wanted.get(k) != v) for e in others)
+        raise UserError(f"no published evaluation stages match these settings ({config.dataset}, seed {config.seed})"
+                        + (f"; published for {config.dataset}, with other settings: {detail}" if others else "")
+                        + ". Train them with --stages train (and publish them with --publish-stages true)")
+    return found[0]
+
+
+
+def _portable(path: Path) -> None:
+    """Rewrites a stage's JSON record without what no retraining repeats: the wall-clock seconds of a
+    ``metrics.json``, and the absolute run folder in a ``model.json``'s training settings (relative to the project
+    when inside it)."""
+    record = load_json(path)
+    if path.name == "metrics.json":
+        record = {k: v for k, v in record.items() if not k.split("/")[-1].startswith("seconds")}
+    elif isinstance(record.get("train_config"), dict):
+        train = dict(record["train_config"])
+        for key in ("out", "data_dir"):
+            if isinstance(train.get(key), str) and Path(train[key]).is_absolute() \
+                    and Path(train[key]).resolve().is_relative_to(PROJECT_ROOT):
+                train[key] = Path(train[key]).resolve().relative_to(PROJECT_ROOT).as_posix()
+        record["train_config"] = train
+    save_json(path, record)
+
+
+def _stage_copy(run_dir: Path, files: list[Path], staging: Path, config) -> None:
+    """Copies the stage ``files`` of ``run_dir`` into ``staging`` as they are published (JSON records made portable,
+    ``stage_config.json`` added)."""
+    for p in files:
+        target = staging / p.relative_to(run_dir)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(p, target)
+        if target.suffix == ".json":
+            _portable(target)
+    save_json(staging / "stage_config.json", stage_config(config))
+
+
+def _stage_files(run_dir: Path) -> list[Path]:
+    return [p for s in STAGE_PATHS
+            for p in ((run_dir / s).rglob("*") if (run_dir / s).is_dir() else [run_dir / s]) if p.is_file()]
+
+
+def needs_rebuild(config, manifest=None) -> bool:
+    """Whether ``--stages rebuild`` must retrain the published stages matching ``config``: their files are missing
+    here and no base url hosts them. (A local copy that differs is no reason: :func:`fetch` refuses it.)
+
+    Raises:
+      UserError: no published stages match ``config``.
+    """
+    import weights
+    from weights.download import base_url
+
+    manifest = manifest or weights.read_manifest(weights.MANIFEST)
+    problems = weights.mismatches(published(config, manifest).name, manifest)
+    return bool(problems) and base_url(manifest) is None and all(v.startswith("missing") for v in problems.values())
+
+
+def training_folder(entry) -> Path:
+    """The run folder where the entry's command trained its stages (``--out``, relative to the project root)."""
+    words = entry.command.split()
+    if "--out" not in words or words.index("--out") + 1 >= len(words):
+        raise UserError(f"{entry.name}: its command names no --out folder to rebuild in: {entry.command}")
+    out = Path(words[words.index("--out") + 1])
+    return out if out.is_absolute() else PROJECT_ROOT / out
+
+
+def rebuild(config, manifest=None) -> str:
+    """Retrains the published stages matching ``config`` in a fresh single-threaded process (the environment of
+    :data:`SINGLE_THREAD_ENV`), in the run folder of their entry's command (stages found finished there are reused),
+    then installs them (:func:`install`). Returns the entry's name.
+
+    Raises:
+      UserError: no entry matches, the training fails, or a retrained file differs from the published one.
+    """
+    import weights
+
+    manifest = manifest or weights.read_manifest(weights.MANIFEST)
+    entry = published(config, manifest)
+    out = training_folder(entry)
+    settings = {**dataclasses.asdict(config), "out": str(out), "stages": "train", "publish_stages": False}
+    logger.info("%s is neither here nor hosted: retraining it in %s (one thread), to be checked against its "
+                "sha256s", entry.name, out)
+    done = subprocess.run([sys.executable, "-m", "CLUE.stages", json.dumps(settings)], cwd=PROJECT_ROOT,
+                          env={**os.environ, **SINGLE_THREAD_ENV})
+    if done.returncode:
+        raise UserError(f"retraining the stages of {entry.name} in {out} failed (exit {done.returncode}); "
+                        "its log is above")
+    return install(config, out, manifest)
+
+
+def install(config, run_dir: str | os.PathLike, manifest=None) -> str:
+    """Checks the stages trained in ``run_dir`` against the published entry matching ``config``, file by file
+    (sha256 of the copies :func:`publish` would make), and on a full match places them where the weights are looked
+    up (the cache, for an entry not committed), so that ``--stages weights`` runs take them from there.
+
+    Raises:
+      UserError: a stage is missing, or a retrained file differs from the published one; nothing is placed then,
+        and the message names the files.
+    """
+    import weights
+    from common.io import sha256_of
+
+    manifest = manifest or weights.read_manifest(weights.MANIFEST)
+    entry = published(config, manifest)
+    run_dir = Path(run_dir)
+    if missing := missing_stages(run_dir):
+        raise UserError(f"{run_dir} lacks trained stages ({', '.join(missing)}): finish the run before installing")
+    folder = manifest.local_dir(entry.name)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".rebuild", dir=folder.parent))
+    try:
+        _stage_copy(run_dir, _stage_files(run_dir), staging, config)
+        differ = [f"{f.file}: not retrained" if not (staging / f.file).is_file() else
+                  f"{f.file}: sha256 {got[:12]}, published {f.sha256[:12]}"
+                  for f in entry.files
+                  if not (staging / f.file).is_file() or (got := sha256_of(staging / f.file)) != f.sha256]
+        if differ:
+            raise UserError(
+                f"the stages trained in {run_dir} differ from the published {entry.name}:\n  " + "\n  ".join(differ)
+                + "\nSweeps on them would not be on the published models, so nothing was installed. Score them as a "
+                "run of their own (--stages train), or retrain them single-threaded on the code of the published run.")
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    logger.info("rebuilt %s bit for bit (%d files match their sha256s); installed in %s", entry.name,
+                len(entry.files), folder)
+    return entry.name
+
+
+SINGLE_THREAD_ENV = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
+
+
+if __name__ == "__main__":  # the process rebuild() starts: trains the stages of a CLUE.evaluate config (JSON)
+    from CLUE import evaluate
+
+    if len(sys.argv) != 2:
+        raise SystemExit("usage: python -m CLUE.stages '<CLUE.evaluate settings as JSON>' (what rebuild() starts; "
+                         "to rebuild stages yourself, run python -m CLUE.evaluate ... --stages rebuild)")
+    evaluate.train_stages(evaluate.Config(**json.loads(sys.argv[1])))

@@ -52,11 +52,12 @@ def run_name(dataset: str, seed: int, switch: str) -> str:
 
 
 def make_config(dataset: str, seed: int, switch: str, preset: str, runs: Path, publish: bool) -> evaluate.Config:
-    """The run's settings. A switch rescores the default run's trained stages, taken from the weights
-    (``--stages weights``), so the default run must have published them (``--publish-stages``)."""
+    """The run's settings. A switch rescores the default run's trained stages, taken from the weights, so the
+    default run must have published them (``--publish-stages``); where their files are neither here nor hosted,
+    they are retrained and used only if they match the published sha256s (``--stages rebuild``, single-threaded)."""
     if switch not in SWITCHES:
         raise UserError(f"unknown switch {switch!r}; choose one of {sorted(SWITCHES)}")
-    stages = {} if switch == "default" else {"stages": "weights"}
+    stages = {} if switch == "default" else {"stages": "rebuild"}
     return with_preset(evaluate.Config, evaluate.PRESETS, preset, dataset=dataset, seed=seed,
                        out=str(runs / run_name(dataset, seed, switch)), progress=False,
                        publish_stages=publish and switch == "default", **stages, **SWITCHES[switch])

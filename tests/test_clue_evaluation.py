@@ -6,6 +6,8 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
+import shutil
 from types import SimpleNamespace
 
 import numpy as np
@@ -214,19 +216,43 @@ def test_evaluate_tiny_end_to_end(tmp_path, data_dir):
     assert info["fraction_selected"] == pytest.approx(info["n_selected"] / info["n_test"])
 
 
-def test_published_stages_rescore_to_the_same_results(tmp_path, data_dir, monkeypatch):
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, data_dir):
+    """A finished tiny LSAT evaluation run: (config, its folder, its results)."""
+    from CLUE import evaluate
+    from common.config import with_preset
+
+    first = tmp_path_factory.mktemp("tiny_run") / "first"
+    config = with_preset(evaluate.Config, evaluate.PRESETS, "tiny", dataset="lsat", out=str(first),
+                         data_dir=str(data_dir), n_clue=1, n_ufido=1, n_sensitivity=1)
+    return config, first, evaluate.main(config)
+
+
+def _empty_weights(root):
+    import weights
+
+    root.mkdir()
+    (root / "manifest.json").write_text(json.dumps({**json.loads(weights.MANIFEST.read_text()), "models": []}))
+    return root
+
+
+def _rows(results):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in results["rows"]]
+
+
+def _models(results):
+    """The stages' metrics without wall-clock seconds, which published copies leave out."""
+    return {m: {k: v for k, v in metrics.items() if not k.split("/")[-1].startswith("seconds")}
+            for m, metrics in results["models"].items()}
+
+
+def test_published_stages_rescore_to_the_same_results(tiny_run, tmp_path, monkeypatch):
     """The trained stages go into a weights folder with sha256s; a new run folder fed from it scores the same."""
     import weights
     from CLUE import evaluate, stages
-    from common.config import with_preset
 
-    first = tmp_path / "first"
-    config = with_preset(evaluate.Config, evaluate.PRESETS, "tiny", dataset="lsat", out=str(first),
-                         data_dir=str(data_dir), n_clue=1, n_ufido=1, n_sensitivity=1)
-    results = evaluate.main(config)
-    root = tmp_path / "weights"
-    root.mkdir()
-    (root / "manifest.json").write_text(json.dumps({**json.loads(weights.MANIFEST.read_text()), "models": []}))
+    config, first, results = tiny_run
+    root = _empty_weights(tmp_path / "weights")
     name = stages.publish(config, first, "python -m CLUE.evaluate --preset tiny", committed=True, root=root)
     manifest = weights.read_manifest(root / "manifest.json")
     assert manifest.entry(name).kind == stages.KIND and not weights.mismatches(name, manifest)
@@ -234,13 +260,62 @@ def test_published_stages_rescore_to_the_same_results(tmp_path, data_dir, monkey
     second = tmp_path / "second"
     again = evaluate.main(dataclasses.replace(config, out=str(second), stages="weights"))
     assert not stages.missing_stages(second)
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
-    assert strip(again["rows"]) == strip(results["rows"]) and again["models"] == results["models"]
+    assert _rows(again) == _rows(results) and _models(again) == _models(results)
+    assert "seconds_per_epoch" in results["models"]["bnn"]  # the training run's own record keeps them
     with pytest.raises(ValueError, match="no published evaluation stages match"):
         stages.fetch(dataclasses.replace(config, bnn_epochs=5), tmp_path / "third", manifest=manifest)
     (root / manifest.entry(name).path / "bnn" / "posterior" / "samples.npz").write_bytes(b"damaged")
     with pytest.raises(ValueError, match="sha256|differ"):
         stages.fetch(config, tmp_path / "fourth", manifest=weights.read_manifest(root / "manifest.json"))
+
+
+def test_stages_neither_here_nor_hosted_are_rebuilt_and_used_only_if_every_sha256_matches(tmp_path, data_dir,
+                                                                                            monkeypatch):
+    """A run publishes its stages (not committed, not hosted) and its folder is lost; --stages rebuild retrains them
+    in a fresh single-threaded process, finds every file equal to the published sha256s, installs them and scores
+    the run the published stages scored. A retrained file that differs is never installed."""
+    import subprocess
+    import sys
+
+    import weights
+    from CLUE import evaluate, stages
+    from common.config import with_preset
+
+    root = _empty_weights(tmp_path / "weights")
+    first = tmp_path / "first"
+    config = with_preset(evaluate.Config, evaluate.PRESETS, "tiny", dataset="wine", out=str(first),
+                         data_dir=str(data_dir), n_clue=1, n_ufido=1, n_sensitivity=1)
+    publishing = (  # the published run: its own process, one thread, as the study runs its seeds
+        "import json, sys\n"
+        "from CLUE import evaluate, stages\n"
+        "config = evaluate.Config(**json.loads(sys.argv[1]))\n"
+        "evaluate.main(config)\n"
+        "stages.publish(config, config.out, evaluate.publish_command(config), committed=False, root=sys.argv[2])\n")
+    subprocess.run([sys.executable, "-c", publishing, json.dumps(dataclasses.asdict(config)), str(root)], check=True,
+                   env={**os.environ, **stages.SINGLE_THREAD_ENV}, cwd=stages.PROJECT_ROOT)
+    results = json.loads((first / "results.json").read_text())
+    manifest = weights.read_manifest(root / "manifest.json")
+    (name,) = manifest.entries
+    assert not manifest.entry(name).committed and str(first) in manifest.entry(name).command
+    shutil.rmtree(manifest.local_dir(name))  # a fresh checkout: listed in the manifest, files nowhere
+    shutil.rmtree(first)
+    monkeypatch.setattr(weights, "MANIFEST", root / "manifest.json")
+    monkeypatch.delenv(weights.ENV_URL, raising=False)
+    assert stages.needs_rebuild(config)
+
+    again = evaluate.main(dataclasses.replace(config, out=str(tmp_path / "second"), stages="rebuild"))
+    assert weights.available(name, manifest) and not stages.needs_rebuild(config)  # installed, sha256-verified
+    assert _rows(again) == _rows(results) and _models(again) == _models(results)  # the published run's scores
+
+    raw = json.loads((root / "manifest.json").read_text())
+    entry = next(m for m in raw["models"] if m["name"] == name)
+    next(f for f in entry["files"] if f["file"] == "vae/best/model.weights.h5")["sha256"] = "0" * 64
+    other = _empty_weights(tmp_path / "other")
+    (other / "manifest.json").write_text(json.dumps(raw))
+    with pytest.raises(ValueError, match=r"differ from the published(.|\n)*vae/best/model.weights.h5: sha256"):
+        stages.install(config, first, manifest=weights.read_manifest(other / "manifest.json"))
+    assert not (other / "cache" / entry["path"]).exists()
+    assert not list((other / "cache" / "eval").glob(".*"))  # no staging folder left behind
 
 
 def test_compare_at_distance_interpolates_within_each_sweep():

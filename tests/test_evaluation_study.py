@@ -57,7 +57,7 @@ def test_study_driver_names_runs_rescoring_switches_from_weights_and_summarises(
     defaults = [c for c in seen if c.threshold_quantile is None]
     switched = [c for c in seen if c.threshold_quantile == 0.8]
     assert all(c.stages == "train" and c.publish_stages for c in defaults)
-    assert all(c.stages == "weights" and not c.publish_stages for c in switched)  # same trained stages
+    assert all(c.stages == "rebuild" and not c.publish_stages for c in switched)  # same trained stages
     assert [c.out for c in switched] == [str(tmp_path / "runs" / "tiny" / f"wine_s{s}_top20") for s in (0, 1, 2)]
     summary = json.loads((tmp_path / "out" / "tiny" / "summary.json").read_text())
     assert set(summary["switches"]) == {"default", "top20"} and len(summary["runs"]) == 6
