@@ -13,6 +13,7 @@ Usage::
 
     python experiments/evaluation_study.py --datasets wine credit compas lsat --seeds 0 1 2
     python experiments/evaluation_study.py --datasets compas credit --seeds 0 1 2 --switch mnist_norm
+    python experiments/evaluation_study.py --datasets lsat --seeds 0 --max-explained 500   # a seed in one session
     python experiments/evaluation_study.py --summarize-only   # rebuild summary.json from the committed runs
 
 ``--publish-stages`` publishes each run's trained stages to ``weights/manifest.json`` (see ``CLUE/stages.py``).
@@ -51,7 +52,8 @@ def run_name(dataset: str, seed: int, switch: str) -> str:
     return f"{dataset}_s{seed}" + ("" if switch == "default" else f"_{switch}")
 
 
-def make_config(dataset: str, seed: int, switch: str, preset: str, runs: Path, publish: bool) -> evaluate.Config:
+def make_config(dataset: str, seed: int, switch: str, preset: str, runs: Path, publish: bool,
+                **overrides: Any) -> evaluate.Config:
     """The run's settings. A switch rescores the default run's trained stages, taken from the weights, so the
     default run must have published them (``--publish-stages``); where their files are neither here nor hosted,
     they are retrained and used only if they match the published sha256s (``--stages rebuild``, single-threaded)."""
@@ -60,7 +62,7 @@ def make_config(dataset: str, seed: int, switch: str, preset: str, runs: Path, p
     stages = {} if switch == "default" else {"stages": "rebuild"}
     return with_preset(evaluate.Config, evaluate.PRESETS, preset, dataset=dataset, seed=seed,
                        out=str(runs / run_name(dataset, seed, switch)), progress=False,
-                       publish_stages=publish and switch == "default", **stages, **SWITCHES[switch])
+                       publish_stages=publish and switch == "default", **stages, **SWITCHES[switch], **overrides)
 
 
 def summarize(preset: str, results: Path = RESULTS) -> Path:
@@ -81,6 +83,15 @@ def summarize(preset: str, results: Path = RESULTS) -> Path:
     return path
 
 
+def _count(value: str) -> int | None:
+    """``--max-explained``: a positive number, or ``none`` (every selected point)."""
+    if value == "none":
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number of points or 'none', got {value!r}")
+    return int(value)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python experiments/evaluation_study.py",
                                      description=__doc__.split("\n\n")[0])
@@ -93,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=Path, default=PROJECT_ROOT / "runs" / "study")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where the runs' JSON and the summary go")
     parser.add_argument("--publish-stages", action="store_true", help="publish each run's trained stages")
+    parser.add_argument("--max-explained", type=_count, default=argparse.SUPPRESS, metavar="N|none",
+                        help="explain a seeded subset of at most N selected points per target (none: all); default: "
+                             "the preset's (1000 for paper). Give a switch the value its default run had: the same "
+                             "points are explained then")
     parser.add_argument("--summarize-only", action="store_true")
     args = parser.parse_args(argv)
     setup_logging()
@@ -102,8 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         for dataset in args.datasets:  # seeds inside: a dataset's seeds finish together
             for seed in args.seeds:
                 for switch in args.switch:
+                    overrides = {k: getattr(args, k) for k in ("max_explained",) if hasattr(args, k)}
                     config = make_config(dataset, seed, switch, args.preset, args.runs / args.preset,
-                                         args.publish_stages)
+                                         args.publish_stages, **overrides)
                     start = time.perf_counter()
                     results = evaluate.main(config)
                     results = {**results, "study_switch": switch}

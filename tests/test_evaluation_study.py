@@ -80,6 +80,17 @@ def test_study_driver_names_runs_rescoring_switches_from_weights_and_summarises(
     assert runs.loc["wine_s0", "total h"] == pytest.approx(1.5)
 
 
+def test_study_passes_max_explained_to_every_run_and_keeps_the_preset_otherwise(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(evaluate, "main", lambda config: seen.append(config) or _run(config.dataset, config.seed,
+                                                                                      0.1, "default"))
+    common = ["--datasets", "wine", "--seeds", "0", "--preset", "paper", "--runs", str(tmp_path / "runs"),
+              "--results", str(tmp_path / "out")]
+    assert study.main(common) == 0 and seen[-1].max_explained == 1000
+    assert study.main([*common, "--max-explained", "500"]) == 0 and seen[-1].max_explained == 500
+    assert study.main([*common, "--max-explained", "none"]) == 0 and seen[-1].max_explained is None
+
+
 def test_unknown_switch_is_a_clear_error(tmp_path):
     from common.errors import UserError
 
