@@ -17,6 +17,9 @@ Usage::
     python experiments/evaluation_study.py --summarize-only   # rebuild summary.json from the committed runs
 
 ``--publish-stages`` publishes each run's trained stages to ``weights/manifest.json`` (see ``CLUE/stages.py``).
+
+A run that stops on a :class:`common.errors.UserError` (say, a switch whose stages do not rebuild to their published
+sha256s) does not stop the others: the study goes on, then names every failed run and exits with status 2.
 """
 
 from __future__ import annotations
@@ -113,22 +116,34 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     logging.getLogger("absl").setLevel(logging.WARNING)
     (args.results / args.preset).mkdir(parents=True, exist_ok=True)
+    failed: dict[str, str] = {}
     if not args.summarize_only:
         for dataset in args.datasets:  # seeds inside: a dataset's seeds finish together
             for seed in args.seeds:
                 for switch in args.switch:
+                    name = run_name(dataset, seed, switch)
                     overrides = {k: getattr(args, k) for k in ("max_explained",) if hasattr(args, k)}
                     config = make_config(dataset, seed, switch, args.preset, args.runs / args.preset,
                                          args.publish_stages, **overrides)
                     start = time.perf_counter()
-                    results = evaluate.main(config)
+                    try:
+                        results = evaluate.main(config)
+                    except UserError as err:  # e.g. stages that cannot be rebuilt: the other runs still go on
+                        logger.error("%s failed after %.0f s: %s", name, time.perf_counter() - start, err)
+                        failed[name] = str(err).splitlines()[0]
+                        continue
                     results = {**results, "study_switch": switch}
-                    save_json(args.results / args.preset / f"{run_name(dataset, seed, switch)}.json", results)
-                    logger.info("%s: done in %.0f s", run_name(dataset, seed, switch), time.perf_counter() - start)
+                    save_json(args.results / args.preset / f"{name}.json", results)
+                    logger.info("%s: done in %.0f s", name, time.perf_counter() - start)
                     summarize(args.preset, args.results)
     logger.info("wrote %s", summarize(args.preset, args.results))
+    if failed:
+        raise UserError(f"{len(failed)} run(s) failed, the others finished:\n"
+                        + "\n".join(f"  {name}: {why}" for name, why in failed.items()))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    import common.cli
+
+    common.cli.run(main, resumable=True)

@@ -96,3 +96,21 @@ def test_unknown_switch_is_a_clear_error(tmp_path):
 
     with pytest.raises(UserError, match="unknown switch"):
         study.make_config("wine", 0, "bf16", "tiny", tmp_path, False)
+
+
+def test_a_failed_run_does_not_stop_the_others_and_is_named_at_the_end(tmp_path, monkeypatch):
+    from common.errors import UserError
+
+    def fake_main(config):
+        if config.seed == 1 and config.threshold_quantile is not None:
+            raise UserError("the stages trained in x differ from the published eval_wine_s1\n  a.npz: sha256 ...")
+        return _run(config.dataset, config.seed, 0.0, "default" if config.threshold_quantile is None else "top20")
+
+    monkeypatch.setattr(evaluate, "main", fake_main)
+    with pytest.raises(UserError, match=r"1 run\(s\) failed[\s\S]*wine_s1_top20: the stages trained in x differ"):
+        study.main(["--datasets", "wine", "--seeds", "0", "1", "2", "--switch", "top20", "--preset", "tiny",
+                    "--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "out")])
+    names = sorted(p.name for p in (tmp_path / "out" / "tiny").iterdir())
+    assert names == ["summary.json", "wine_s0_top20.json", "wine_s2_top20.json"]  # seed 2 ran after the failure
+    summary = json.loads((tmp_path / "out" / "tiny" / "summary.json").read_text())
+    assert [r["name"] for r in summary["runs"]] == ["wine_s0_top20", "wine_s2_top20"]
