@@ -209,6 +209,7 @@ def train_ground_truth(config: Config, run_dir: Path) -> ev.GroundTruth:
     out = run_dir / "gt_vaeac"
     if not _done(out):
         with _timed(run_dir, "gt_vaeac"):
+            stages.note_training(run_dir, "gt_vaeac")
             vaeac_train.main(stage_config(
                 config, vaeac_train.Config, {"gt_": "", "under_": "under_"}, dataset=config.dataset, targets=True,
                 mask_per_variable=config.dataset == "credit", under_early_stop=config.gt_early_stop,
@@ -227,6 +228,7 @@ def artificial_dataset(config: Config, run_dir: Path, gt: ev.GroundTruth) -> dat
         saved = np.load(path)
         ds = dataclasses.replace(ds, **{k: saved[k] for k in ("x_train", "y_train", "x_test", "y_test")})
     else:
+        stages.note_training(run_dir, "artificial")  # drawn by the ground truth's TensorFlow sampling
         save_npz(path, x_train=ds.x_train, y_train=ds.y_train, x_test=ds.x_test, y_test=ds.y_test)
     data.register(ds, overwrite=True)
     return ds
@@ -239,15 +241,18 @@ def train_art_models(config: Config, run_dir: Path, ds: data.Dataset):
     common = {"dataset": ds.name, "seed": config.seed, "progress": config.progress}
     if not _done(run_dir / "bnn"):
         with _timed(run_dir, "bnn"):
+            stages.note_training(run_dir, "bnn")
             bnn_train.main(stage_config(config, bnn_train.Config, {"bnn_": ""}, {"bnn_epochs": "n_epochs"},
                                         out=str(run_dir / "bnn"), eval_every=max(1, config.bnn_epochs // 10),
                                         **common))
     if not _done(run_dir / "vae"):
         with _timed(run_dir, "vae"):
+            stages.note_training(run_dir, "vae")
             vae_train.main(stage_config(config, vae_train.Config, {"vae_": ""}, latent_dim=latent,
                                         out=str(run_dir / "vae"), **common))
     if not _done(run_dir / "art_vaeac"):
         with _timed(run_dir, "art_vaeac"):
+            stages.note_training(run_dir, "art_vaeac")
             vaeac_train.main(stage_config(config, vaeac_train.Config, {"art_vaeac_": ""}, targets=False,
                                           latent_dim=latent, early_stop=config.vae_early_stop,
                                           out=str(run_dir / "art_vaeac"), **common))

@@ -16,6 +16,12 @@ project). ``--stages rebuild`` takes the published stages where their files are 
 retrains them in such a process, in the run folder of the entry's command, and :func:`install` checks every
 retrained file against the manifest's sha256 and only on a full match places them where ``--stages weights`` looks
 (``weights/cache/``), so that the sweeps that follow run on exactly the published models.
+
+Whether that can work is known before an hour of retraining: each time a stage starts (or resumes) training, the run
+records TensorFlow's thread counts in ``stage_threads.json`` (:func:`note_training`), and :func:`publish` marks the
+entry ``"rebuildable": false`` when any stage trained with more than one intra-op thread, where :func:`rebuild`
+then stops at once with what to do instead. (A run resumed from its checkpoints under the same thread count is the
+uninterrupted run, byte for byte: ``tests/test_vaeac_train.py``.)
 """
 
 from __future__ import annotations
@@ -46,6 +52,9 @@ STAGE_PATHS = ("gt_vaeac/under_best", "gt_vaeac/metrics.json", "artificial.npz",
 STAGE_PREFIXES = ("gt_", "under_", "bnn_", "vae_", "art_vaeac_")
 STAGE_FIELDS = ("dataset", "seed", "max_train_rows")
 NOT_STAGE_FIELDS = ("bnn_gradient",)  # explains with the BNN's gradient: the trained BNN is the same
+# what trains (or draws) each stage, in order; each start of its training is recorded in THREADS_FILE
+TRAINED_STAGES = ("gt_vaeac", "artificial", "bnn", "vae", "art_vaeac")
+THREADS_FILE = "stage_threads.json"
 
 
 def stage_config(config) -> dict[str, Any]:
@@ -59,6 +68,41 @@ def entry_name(config) -> str:
     """``eval_<dataset>_s<seed>_<digest>``: the manifest name of the stages of ``config``."""
     digest = hashlib.sha256(json.dumps(stage_config(config), sort_keys=True).encode()).hexdigest()[:8]
     return f"eval_{config.dataset}_s{config.seed}_{digest}"
+
+
+def tf_threads() -> dict[str, int]:
+    """TensorFlow's intra-op and inter-op thread counts in this process: ``TF_NUM_INTRAOP_THREADS`` /
+    ``TF_NUM_INTEROP_THREADS`` where set, else the configured value, else TensorFlow's default of one per core."""
+    import tensorflow as tf
+
+    def count(env: str, configured: int) -> int:
+        value = os.environ.get(env, "").strip()
+        return int(value) if value.isdigit() and int(value) > 0 else configured or os.cpu_count() or 1
+
+    return {"intra_op": count("TF_NUM_INTRAOP_THREADS", tf.config.threading.get_intra_op_parallelism_threads()),
+            "inter_op": count("TF_NUM_INTEROP_THREADS", tf.config.threading.get_inter_op_parallelism_threads())}
+
+
+def note_training(run_dir: str | os.PathLike, stage: str) -> None:
+    """Records in ``run_dir/stage_threads.json`` that ``stage`` starts (or resumes) training in this process, with
+    its :func:`tf_threads`: one record per start, so a stage resumed under other settings shows both."""
+    if stage not in TRAINED_STAGES:
+        raise ValueError(f"unknown stage {stage!r}; one of {TRAINED_STAGES}")
+    path = Path(run_dir) / THREADS_FILE
+    record = load_json(path) if path.exists() else {}
+    record.setdefault(stage, []).append(tf_threads())
+    save_json(path, record)
+
+
+def rebuildable(run_dir: str | os.PathLike) -> bool | None:
+    """Whether a single-threaded retrain can repeat the stages of ``run_dir``: True when every stage recorded its
+    training and each start had one intra-op thread, False when any start had more, None when a stage has no
+    record (trained before the record existed, or taken from the weights)."""
+    path = Path(run_dir) / THREADS_FILE
+    record = load_json(path) if path.exists() else {}
+    if any(t["intra_op"] != 1 for starts in record.values() for t in starts):
+        return False
+    return True if all(record.get(stage) for stage in TRAINED_STAGES) else None
 
 
 def missing_stages(run_dir: str | os.PathLike) -> list[str]:
@@ -115,6 +159,7 @@ def publish(config, run_dir: str | os.PathLike, command: str, committed: bool | 
                                 "ground-truth VAEAC + under-VAEAC, artificial data, BNN, CLUE VAE, in-filling VAEAC",
                  "path": rel, "committed": bool(committed), "command": command, "seed": int(config.seed),
                  "stage_config": stage_config(config), "files": [],
+                 **({} if (single := rebuildable(run_dir)) is None else {"rebuildable": single}),
                  "metrics": {f"{stage}/{k}": v for stage, m in metrics.items() for k, v in m.items()
                              if isinstance(v, (int, float)) and k.startswith("test/")}}
         raw["models"] = [m for m in raw["models"] if m["name"] != name] + [entry]
@@ -124,6 +169,10 @@ def publish(config, run_dir: str | os.PathLike, command: str, committed: bool | 
         new["models"][-1]["metrics"] = entry["metrics"]  # rebuild reads a top-level metrics.json, which stages lack
         save_json(manifest_path, new)
         logger.info("published the stages of %s as %s (%s)", run_dir, name, "committed" if committed else "cache")
+        if single is False and not committed:
+            logger.warning("%s: a stage trained with more than one TensorFlow thread (%s), so --stages rebuild cannot "
+                           "repeat it; host its files (weights/download.py) or they are lost with this folder",
+                           name, run_dir / THREADS_FILE)
     return name
 
 
@@ -245,6 +294,10 @@ def rebuild(config, manifest=None) -> str:
 
     manifest = manifest or weights.read_manifest(weights.MANIFEST)
     entry = published(config, manifest)
+    if entry.info.get("rebuildable") is False:
+        raise UserError(f"{entry.name} was trained with more than one TensorFlow thread, so a single-threaded "
+                        "retrain cannot repeat its sha256s; host its files (CLUE_WEIGHTS_URL), or score a run on "
+                        "stages of its own (--stages train)")
     out = training_folder(entry)
     settings = {**dataclasses.asdict(config), "out": str(out), "stages": "train", "publish_stages": False}
     logger.info("%s is neither here nor hosted: retraining it in %s (one thread), to be checked against its "

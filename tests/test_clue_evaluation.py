@@ -297,6 +297,7 @@ def test_stages_neither_here_nor_hosted_are_rebuilt_and_used_only_if_every_sha25
     manifest = weights.read_manifest(root / "manifest.json")
     (name,) = manifest.entries
     assert not manifest.entry(name).committed and str(first) in manifest.entry(name).command
+    assert manifest.entry(name).info["rebuildable"] is True  # every stage recorded one thread
     shutil.rmtree(manifest.local_dir(name))  # a fresh checkout: listed in the manifest, files nowhere
     shutil.rmtree(first)
     monkeypatch.setattr(weights, "MANIFEST", root / "manifest.json")
@@ -316,6 +317,54 @@ def test_stages_neither_here_nor_hosted_are_rebuilt_and_used_only_if_every_sha25
         stages.install(config, first, manifest=weights.read_manifest(other / "manifest.json"))
     assert not (other / "cache" / entry["path"]).exists()
     assert not list((other / "cache" / "eval").glob(".*"))  # no staging folder left behind
+
+
+def test_stage_thread_records_say_whether_a_single_threaded_retrain_can_repeat_the_stages(tmp_path, monkeypatch):
+    from CLUE import stages
+
+    monkeypatch.setenv("TF_NUM_INTRAOP_THREADS", "1")
+    monkeypatch.setenv("TF_NUM_INTEROP_THREADS", "1")
+    assert stages.tf_threads() == {"intra_op": 1, "inter_op": 1}
+    assert stages.rebuildable(tmp_path) is None  # nothing recorded: a run from before the record
+    for stage in stages.TRAINED_STAGES[:-1]:
+        stages.note_training(tmp_path, stage)
+    assert stages.rebuildable(tmp_path) is None  # the in-filling VAEAC is not recorded yet
+    stages.note_training(tmp_path, "art_vaeac")
+    assert stages.rebuildable(tmp_path) is True
+    monkeypatch.setenv("TF_NUM_INTRAOP_THREADS", "2")
+    stages.note_training(tmp_path, "bnn")  # the BNN resumed in a two-thread process
+    assert stages.rebuildable(tmp_path) is False
+    record = json.loads((tmp_path / stages.THREADS_FILE).read_text())
+    assert [t["intra_op"] for t in record["bnn"]] == [1, 2] and record["gt_vaeac"] == [{"intra_op": 1, "inter_op": 1}]
+    with pytest.raises(ValueError, match="unknown stage"):
+        stages.note_training(tmp_path, "sweeps")
+
+
+def test_rebuild_refuses_at_once_stages_trained_with_several_threads(tiny_run, tmp_path, monkeypatch):
+    """An entry published from a multi-threaded run is marked so, and --stages rebuild says what to do instead of
+    retraining for an hour and then finding every sha256 different."""
+    import subprocess
+
+    import weights
+    from CLUE import stages
+
+    config, first, _ = tiny_run
+    root = _empty_weights(tmp_path / "weights")
+    thread_record = first / stages.THREADS_FILE
+    saved = thread_record.read_text()
+    record = json.loads(saved)
+    record["vae"].append({"intra_op": 2, "inter_op": 2})
+    thread_record.write_text(json.dumps(record))
+    try:
+        name = stages.publish(config, first, "python -m CLUE.evaluate --preset tiny --out x", committed=False,
+                              root=root)
+    finally:
+        thread_record.write_text(saved)
+    manifest = weights.read_manifest(root / "manifest.json")
+    assert manifest.entry(name).info["rebuildable"] is False
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("rebuild started a retrain"))
+    with pytest.raises(ValueError, match="more than one TensorFlow thread"):
+        stages.rebuild(config, manifest)
 
 
 def test_compare_at_distance_interpolates_within_each_sweep():
