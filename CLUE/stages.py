@@ -17,11 +17,14 @@ retrains them in such a process, in the run folder of the entry's command, and :
 retrained file against the manifest's sha256 and only on a full match places them where ``--stages weights`` looks
 (``weights/cache/``), so that the sweeps that follow run on exactly the published models.
 
-Whether that can work is known before an hour of retraining: each time a stage starts (or resumes) training, the run
-records TensorFlow's thread counts in ``stage_threads.json`` (:func:`note_training`), and :func:`publish` marks the
-entry ``"rebuildable": false`` when any stage trained with more than one intra-op thread, where :func:`rebuild`
-then stops at once with what to do instead. (A run resumed from its checkpoints under the same thread count is the
-uninterrupted run, byte for byte: ``tests/test_vaeac_train.py``.)
+Bit for bit holds on one kind of CPU only: TensorFlow (oneDNN) picks other kernels for other instruction sets, and
+stages trained on an AVX2 machine come out different on an AVX-512 / AMX one (COMPAS seeds 0 and 1, measured). So
+each time a stage starts (or resumes) training, the run records TensorFlow's thread counts and the CPU (model and
+instruction sets, :func:`cpu_signature`) in ``stage_threads.json`` (:func:`note_training`); :func:`publish` copies
+the CPUs into the entry (``trained_on``) and marks it ``"rebuildable": false`` when any stage trained with more than
+one intra-op thread, and :func:`rebuild` stops at once, saying what to do instead, for such an entry or one trained
+on another instruction set than this machine's. (A run resumed from its checkpoints on the same machine and thread
+count is the uninterrupted run, byte for byte: ``tests/test_vaeac_train.py``.)
 """
 
 from __future__ import annotations
@@ -83,15 +86,48 @@ def tf_threads() -> dict[str, int]:
             "inter_op": count("TF_NUM_INTEROP_THREADS", tf.config.threading.get_inter_op_parallelism_threads())}
 
 
+# the instruction sets that change which kernels TensorFlow (oneDNN, Eigen) runs on an x86 CPU
+SIMD_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni", "amx_tile", "amx_bf16")
+
+
+def cpu_signature() -> dict[str, Any]:
+    """This machine's CPU: ``model`` (``/proc/cpuinfo``'s model name, else ``platform.processor()``) and ``simd``,
+    the :data:`SIMD_FLAGS` it has (empty where ``/proc/cpuinfo`` is not readable)."""
+    import platform
+
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+            if flags and model:
+                break
+    except OSError:
+        pass
+    return {"model": model, "simd": [f for f in SIMD_FLAGS if f in flags]}
+
+
 def note_training(run_dir: str | os.PathLike, stage: str) -> None:
     """Records in ``run_dir/stage_threads.json`` that ``stage`` starts (or resumes) training in this process, with
-    its :func:`tf_threads`: one record per start, so a stage resumed under other settings shows both."""
+    its :func:`tf_threads` and :func:`cpu_signature`: one record per start, so a stage resumed under other settings
+    or on another machine shows both."""
     if stage not in TRAINED_STAGES:
         raise ValueError(f"unknown stage {stage!r}; one of {TRAINED_STAGES}")
     path = Path(run_dir) / THREADS_FILE
     record = load_json(path) if path.exists() else {}
-    record.setdefault(stage, []).append(tf_threads())
+    record.setdefault(stage, []).append({**tf_threads(), "cpu": cpu_signature()})
     save_json(path, record)
+
+
+def trained_on(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """The distinct CPUs (:func:`cpu_signature`) that the stages of ``run_dir`` recorded training on."""
+    path = Path(run_dir) / THREADS_FILE
+    record = load_json(path) if path.exists() else {}
+    cpus = [t["cpu"] for starts in record.values() for t in starts if "cpu" in t]
+    return [c for i, c in enumerate(cpus) if c not in cpus[:i]]
 
 
 def rebuildable(run_dir: str | os.PathLike) -> bool | None:
@@ -160,6 +196,7 @@ def publish(config, run_dir: str | os.PathLike, command: str, committed: bool | 
                  "path": rel, "committed": bool(committed), "command": command, "seed": int(config.seed),
                  "stage_config": stage_config(config), "files": [],
                  **({} if (single := rebuildable(run_dir)) is None else {"rebuildable": single}),
+                 **({"trained_on": cpus} if (cpus := trained_on(run_dir)) else {}),
                  "metrics": {f"{stage}/{k}": v for stage, m in metrics.items() for k, v in m.items()
                              if isinstance(v, (int, float)) and k.startswith("test/")}}
         raw["models"] = [m for m in raw["models"] if m["name"] != name] + [entry]
@@ -298,6 +335,14 @@ def rebuild(config, manifest=None) -> str:
         raise UserError(f"{entry.name} was trained with more than one TensorFlow thread, so a single-threaded "
                         "retrain cannot repeat its sha256s; host its files (CLUE_WEIGHTS_URL), or score a run on "
                         "stages of its own (--stages train)")
+    here = cpu_signature()
+    if (other := [c for c in entry.info.get("trained_on", []) if c.get("simd") != here["simd"]]):
+        def describe(cpu):
+            return f"{cpu.get('model')} ({', '.join(cpu.get('simd') or ['no SIMD flags read'])})"
+        raise UserError(f"{entry.name} was trained on {describe(other[0])}; this machine is {describe(here)}. "
+                        "TensorFlow runs other kernels for other instruction sets, so a retrain here cannot repeat "
+                        "its sha256s: rebuild it on such a CPU, host its files (CLUE_WEIGHTS_URL), or score a run "
+                        "on stages of its own (--stages train)")
     out = training_folder(entry)
     settings = {**dataclasses.asdict(config), "out": str(out), "stages": "train", "publish_stages": False}
     logger.info("%s is neither here nor hosted: retraining it in %s (one thread), to be checked against its "

@@ -335,7 +335,9 @@ def test_stage_thread_records_say_whether_a_single_threaded_retrain_can_repeat_t
     stages.note_training(tmp_path, "bnn")  # the BNN resumed in a two-thread process
     assert stages.rebuildable(tmp_path) is False
     record = json.loads((tmp_path / stages.THREADS_FILE).read_text())
-    assert [t["intra_op"] for t in record["bnn"]] == [1, 2] and record["gt_vaeac"] == [{"intra_op": 1, "inter_op": 1}]
+    assert [t["intra_op"] for t in record["bnn"]] == [1, 2]
+    assert record["gt_vaeac"] == [{"intra_op": 1, "inter_op": 1, "cpu": stages.cpu_signature()}]
+    assert stages.trained_on(tmp_path) == [stages.cpu_signature()]  # one machine, listed once
     with pytest.raises(ValueError, match="unknown stage"):
         stages.note_training(tmp_path, "sweeps")
 
@@ -362,9 +364,18 @@ def test_rebuild_refuses_at_once_stages_trained_with_several_threads(tiny_run, t
         thread_record.write_text(saved)
     manifest = weights.read_manifest(root / "manifest.json")
     assert manifest.entry(name).info["rebuildable"] is False
+    assert manifest.entry(name).info["trained_on"] == [stages.cpu_signature()]
     monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("rebuild started a retrain"))
     with pytest.raises(ValueError, match="more than one TensorFlow thread"):
         stages.rebuild(config, manifest)
+
+    # one thread, but another CPU: TensorFlow's kernels differ, so the retrain is refused as well
+    raw = json.loads((root / "manifest.json").read_text())
+    raw["models"][0].update(rebuildable=True, trained_on=[{"model": "AMD EPYC", "simd": ["avx", "avx2", "fma"]}])
+    monkeypatch.setattr(stages, "cpu_signature", lambda: {"model": "Intel Xeon", "simd": ["avx2", "avx512f"]})
+    (root / "manifest.json").write_text(json.dumps(raw))
+    with pytest.raises(ValueError, match=r"trained on AMD EPYC \(avx, avx2, fma\); this machine is Intel Xeon"):
+        stages.rebuild(config, weights.read_manifest(root / "manifest.json"))
 
 
 def test_compare_at_distance_interpolates_within_each_sweep():
