@@ -86,28 +86,18 @@ def tf_threads() -> dict[str, int]:
             "inter_op": count("TF_NUM_INTEROP_THREADS", tf.config.threading.get_inter_op_parallelism_threads())}
 
 
-# the instruction sets that change which kernels TensorFlow (oneDNN, Eigen) runs on an x86 CPU
-SIMD_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni", "amx_tile", "amx_bf16")
-
-
 def cpu_signature() -> dict[str, Any]:
-    """This machine's CPU: ``model`` (``/proc/cpuinfo``'s model name, else ``platform.processor()``) and ``simd``,
-    the :data:`SIMD_FLAGS` it has (empty where ``/proc/cpuinfo`` is not readable)."""
-    import platform
+    """This machine's CPU as a stage record holds it: ``model`` and ``simd`` (:func:`common.utils.cpu_info`)."""
+    from common.utils import cpu_info
 
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and value.strip():
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-            if flags and model:
-                break
-    except OSError:
-        pass
-    return {"model": model, "simd": [f for f in SIMD_FLAGS if f in flags]}
+    info = cpu_info()
+    return {"model": info["cpu_model"], "simd": info["simd"]}
+
+
+def _stage_record(run_dir: str | os.PathLike) -> dict[str, list[dict[str, Any]]]:
+    """``run_dir/stage_threads.json``: per stage, one record per start of its training (empty when absent)."""
+    path = Path(run_dir) / THREADS_FILE
+    return load_json(path) if path.exists() else {}
 
 
 def note_training(run_dir: str | os.PathLike, stage: str) -> None:
@@ -116,17 +106,14 @@ def note_training(run_dir: str | os.PathLike, stage: str) -> None:
     or on another machine shows both."""
     if stage not in TRAINED_STAGES:
         raise ValueError(f"unknown stage {stage!r}; one of {TRAINED_STAGES}")
-    path = Path(run_dir) / THREADS_FILE
-    record = load_json(path) if path.exists() else {}
+    record = _stage_record(run_dir)
     record.setdefault(stage, []).append({**tf_threads(), "cpu": cpu_signature()})
-    save_json(path, record)
+    save_json(Path(run_dir) / THREADS_FILE, record)
 
 
 def trained_on(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
     """The distinct CPUs (:func:`cpu_signature`) that the stages of ``run_dir`` recorded training on."""
-    path = Path(run_dir) / THREADS_FILE
-    record = load_json(path) if path.exists() else {}
-    cpus = [t["cpu"] for starts in record.values() for t in starts if "cpu" in t]
+    cpus = [t["cpu"] for starts in _stage_record(run_dir).values() for t in starts if "cpu" in t]
     return [c for i, c in enumerate(cpus) if c not in cpus[:i]]
 
 
@@ -134,8 +121,7 @@ def rebuildable(run_dir: str | os.PathLike) -> bool | None:
     """Whether a single-threaded retrain can repeat the stages of ``run_dir``: True when every stage recorded its
     training and each start had one intra-op thread, False when any start had more, None when a stage has no
     record (trained before the record existed, or taken from the weights)."""
-    path = Path(run_dir) / THREADS_FILE
-    record = load_json(path) if path.exists() else {}
+    record = _stage_record(run_dir)
     if any(t["intra_op"] != 1 for starts in record.values() for t in starts):
         return False
     return True if all(record.get(stage) for stage in TRAINED_STAGES) else None

@@ -274,14 +274,10 @@ def setup_logging(level: int = logging.INFO) -> None:
 SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile")  # what changes float32 kernels
 
 
-def machine_info(**extra: Any) -> dict[str, Any]:
-    """What a benchmark's timings depend on: CPU model and SIMD extensions, core count, TensorFlow, OpenMP policy.
-
-    Timings are comparable only between records with the same CPU: ``benchmarks/clue_speed.py`` ran 1.3-1.4x faster
-    on one 2-core machine of this project's kind than on another. ``extra`` entries (GPUs, ...) are added as given.
-    """
-    import tensorflow as tf  # the benchmarks import it anyway; kept local so that common.utils stays light
-
+def cpu_info() -> dict[str, Any]:
+    """This machine's CPU: ``cpu_model`` (``/proc/cpuinfo``'s model name, else ``platform.processor()``) and
+    ``simd``, the :data:`SIMD_FLAGS` it has (empty where ``/proc/cpuinfo`` cannot be read). TensorFlow picks its
+    float32 kernels by these, so timings and bit-for-bit retraining both depend on them."""
     cpu_model, flags = platform.processor() or None, set()
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -291,8 +287,18 @@ def machine_info(**extra: Any) -> dict[str, Any]:
             elif key.strip() == "flags":
                 flags = set(value.split())
                 break
-    return {"cpus": os.cpu_count(), "cpu_model": cpu_model, "simd": [f for f in SIMD_FLAGS if f in flags],
-            "platform": platform.platform(), "tensorflow": tf.__version__,
+    return {"cpu_model": cpu_model, "simd": [f for f in SIMD_FLAGS if f in flags]}
+
+
+def machine_info(**extra: Any) -> dict[str, Any]:
+    """What a benchmark's timings depend on: CPU model and SIMD extensions, core count, TensorFlow, OpenMP policy.
+
+    Timings are comparable only between records with the same CPU: ``benchmarks/clue_speed.py`` ran 1.3-1.4x faster
+    on one 2-core machine of this project's kind than on another. ``extra`` entries (GPUs, ...) are added as given.
+    """
+    import tensorflow as tf  # the benchmarks import it anyway; kept local so that common.utils stays light
+
+    return {"cpus": os.cpu_count(), **cpu_info(), "platform": platform.platform(), "tensorflow": tf.__version__,
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "load_average_start": list(os.getloadavg()),
             **extra}
 
