@@ -4,7 +4,9 @@
 * a mistake the user can fix (:class:`common.errors.UserError`: unknown dataset, missing data file, refused
   ``--out``, ...) prints ``error: <what was wrong and what to do>`` to stderr, without a traceback, and exits 2 (as
   argparse does for a bad flag); ``--debug`` or ``CLUE_DEBUG=1`` shows the traceback instead;
-* Ctrl-C exits 130 with one line; a training run says where it stopped and that the same command resumes it;
+* Ctrl-C exits 130 with one line; a training run says where it stopped and that the same command resumes it.
+  ``kill`` (SIGTERM, what a scheduler or a timeout sends) stops a run the same way, so its cleanup runs as on
+  Ctrl-C (a run's ``timings.json`` counts the interrupted stage, for one);
 * any other exception is a bug: its traceback is printed as usual (exit 1).
 
 Importing this module before TensorFlow also quiets TensorFlow's start-up: ``TF_CPP_MIN_LOG_LEVEL`` defaults to 2
@@ -27,8 +29,10 @@ import importlib.util
 import logging
 import os
 import re
+import signal
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NoReturn
 
@@ -142,6 +146,24 @@ def interrupted_message(err: BaseException, resumable: bool) -> str:
     return "interrupted" + ("; run the same command again to resume" if resumable else "")
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt while the block runs (in the main thread; elsewhere Python allows no
+    handler), so a killed run stops as it does on Ctrl-C, its ``finally`` blocks run."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run(body: Callable[[], Any], *, debug: bool = False, resumable: bool = False) -> NoReturn:
     """Runs an entry point's ``body`` under the convention of the module docstring and exits: with ``body``'s
     return value if it is an int (a status), else 0.
@@ -153,7 +175,8 @@ def run(body: Callable[[], Any], *, debug: bool = False, resumable: bool = False
     """
     debug = debug or debugging()
     try:
-        result = body()
+        with _sigterm_as_interrupt():
+            result = body()
     except UserError as err:
         if debug:
             raise

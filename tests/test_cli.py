@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -311,3 +312,30 @@ def test_command_line_round_trips_through_the_parser():
     parsed = parse_config(evaluate.Config, evaluate.PRESETS, shlex.split(command)[3:])
     assert dataclasses.asdict(parsed) == dataclasses.asdict(config)
     assert command_line("python -m CLUE.evaluate", evaluate.Config()) == "python -m CLUE.evaluate"
+
+
+def test_kill_stops_a_run_as_ctrl_c_does_and_its_stage_time_is_kept(tmp_path):
+    """SIGTERM (``kill``, a scheduler, a timeout) raises KeyboardInterrupt inside ``cli.run``: the interrupted stage's
+    ``finally`` still adds its seconds to ``timings.json``, and the exit is Ctrl-C's one line and status."""
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "import common.cli as cli\n"
+        "from CLUE.evaluate import _timed\n"
+        "def body():\n"
+        "    with _timed(Path(sys.argv[1]), 'stage'):\n"
+        "        print('ready', flush=True)\n"
+        "        time.sleep(120)\n"
+        "cli.run(body, resumable=True)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=PROJECT_ROOT, env=_env())
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(0.5)
+        proc.terminate()
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == cli.EXIT_INTERRUPTED, err
+    assert err.strip().splitlines()[-1] == "interrupted; run the same command again to resume"
+    assert json.loads((tmp_path / "timings.json").read_text())["stage"] >= 0.5
