@@ -8,6 +8,7 @@ import json
 import math
 import os
 import shutil
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -340,6 +341,31 @@ def test_stage_thread_records_say_whether_a_single_threaded_retrain_can_repeat_t
     assert stages.trained_on(tmp_path) == [stages.cpu_signature()]  # one machine, listed once
     with pytest.raises(ValueError, match="unknown stage"):
         stages.note_training(tmp_path, "sweeps")
+
+
+def test_log_px_diagnostic_reproduces_the_runs_estimate_and_reads_the_run_only(tiny_run, tmp_path):
+    """experiments/diagnostics/log_px_convergence.py at the run's own sample count gives the run's log p(x) of its
+    explained points; more samples change the estimate; an explanation set moves the points; the run is not
+    written."""
+    import importlib.util
+
+    config, first, results = tiny_run
+    path = Path(__file__).resolve().parent.parent / "experiments" / "diagnostics" / "log_px_convergence.py"
+    spec = importlib.util.spec_from_file_location("log_px_convergence", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    before = sorted((p.relative_to(first), p.stat().st_mtime_ns) for p in first.rglob("*"))
+    out = tmp_path / "lpx.json"
+    module.main(["--run", str(first), "--target", "aleatoric", "--n-points", "100000", "--samples",
+                 str(config.n_px_samples), "64", "--explain", "sensitivity:1", "--out", str(out)])
+    rows = {(r["set"], r["samples"]): r for r in json.loads(out.read_text())["rows"]}
+    reference = results["references"]["aleatoric"]
+    original = rows[("original", config.n_px_samples)]
+    assert original["mean"] == pytest.approx(reference["mean_log_px_x0"], abs=1e-5)
+    assert original["mean_l1"] == 0 and original["rise_of_10_lowest"] == 0
+    assert rows[("original", 64)]["mean"] != original["mean"]
+    assert rows[("sensitivity:1", 64)]["mean_l1"] > 0
+    assert sorted((p.relative_to(first), p.stat().st_mtime_ns) for p in first.rglob("*")) == before
 
 
 def test_rebuild_refuses_at_once_stages_trained_with_several_threads(tiny_run, tmp_path, monkeypatch):
