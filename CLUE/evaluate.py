@@ -275,6 +275,24 @@ def train_stages(config: Config) -> Path:
     return run_dir
 
 
+def load_trained_run(run_dir: str | Path):
+    """A run's settings and trained stages, loaded without training or writing anything (for diagnostics that
+    rescore a run): ``(config, ground truth, artificial dataset, BNN, VAE, in-filling VAEAC)``.
+
+    Raises:
+      UserError: ``run_dir`` is not a ``CLUE.evaluate`` run, or one of its stages is not trained yet.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").exists():
+        raise UserError(f"{run_dir} has no config.json: pass a directory written by python -m CLUE.evaluate")
+    saved = saved_settings(load_json(run_dir / "config.json"))
+    config = Config(**{f.name: saved[f.name] for f in dataclasses.fields(Config)})
+    for stage in ("gt_vaeac", "bnn", "vae", "art_vaeac"):
+        if not _done(run_dir / stage):
+            raise UserError(f"{run_dir / stage} is not trained yet: finish (or resume) the run's training first")
+    return (config, *_train_stages(config, run_dir))  # every stage is trained, so this only loads
+
+
 def make_sweep(config: Config) -> ev.Sweep:
     return ev.Sweep.paper(
         config.n_clue, config.n_ufido, config.n_sensitivity,

@@ -349,6 +349,9 @@ def test_log_px_diagnostic_reproduces_the_runs_estimate_and_reads_the_run_only(t
     written."""
     import importlib.util
 
+    from CLUE import evaluate
+    from common.errors import UserError
+
     config, first, results = tiny_run
     path = Path(__file__).resolve().parent.parent / "experiments" / "diagnostics" / "log_px_convergence.py"
     spec = importlib.util.spec_from_file_location("log_px_convergence", path)
@@ -366,6 +369,14 @@ def test_log_px_diagnostic_reproduces_the_runs_estimate_and_reads_the_run_only(t
     assert rows[("original", 64)]["mean"] != original["mean"]
     assert rows[("sensitivity:1", 64)]["mean_l1"] > 0
     assert sorted((p.relative_to(first), p.stat().st_mtime_ns) for p in first.rglob("*")) == before
+    with pytest.raises(SystemExit):  # the script's parser names what is wrong (CLUE.evaluate.load_trained_run)
+        module.main(["--run", str(tmp_path), "--target", "aleatoric", "--out", str(tmp_path / "no.json")])
+    partial = tmp_path / "partial"
+    shutil.copytree(first, partial)
+    (partial / "vae" / "metrics.json").unlink()
+    with pytest.raises(UserError, match="vae is not trained yet"):
+        evaluate.load_trained_run(partial)
+    assert not (tmp_path / "no.json").exists()
 
 
 def test_rebuild_refuses_at_once_stages_trained_with_several_threads(tiny_run, tmp_path, monkeypatch):

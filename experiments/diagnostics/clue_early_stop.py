@@ -26,6 +26,7 @@ import numpy as np
 from CLUE import evaluate as E
 from CLUE import evaluation as ev
 from CLUE.explainer import CLUE, CLUEConfig, CLUEWeights
+from common.errors import UserError
 from common.utils import jsonable, save_json, setup_logging
 
 logger = logging.getLogger("clue_early_stop")
@@ -40,17 +41,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     run_dir = Path(args.run)
-    if not (run_dir / "config.json").exists():
-        parser.error(f"{run_dir} has no config.json: pass a directory written by python -m CLUE.evaluate")
-    saved = json.loads((run_dir / "config.json").read_text())
-    config = E.Config(**{k: v for k, v in saved.items() if k in {f.name for f in dataclasses.fields(E.Config)}})
-    for stage in ("gt_vaeac", "bnn", "vae", "art_vaeac"):
-        if not (run_dir / stage / "metrics.json").exists():
-            parser.error(f"{run_dir / stage} is not trained yet: finish (or resume) the run's training first")
+    try:
+        config, gt, ds, bnn, vae, _ = E.load_trained_run(run_dir)
+    except UserError as err:
+        parser.error(str(err))
 
-    gt = E.train_ground_truth(config, run_dir)  # every stage is trained, so these only load
-    ds = E.artificial_dataset(config, run_dir, gt)
-    bnn, vae, _ = E.train_art_models(config, run_dir, ds)
     budget = ev.EvalBudget(config.n_gt_samples, config.n_px_samples, config.seed)
     refs, info = E.explained_sets(config, gt, bnn, ds, budget)
     if args.target not in refs:

@@ -21,8 +21,6 @@ Run (the run's stages must be trained)::
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import logging
 import sys
 import time
@@ -34,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from CLUE import evaluate as E  # noqa: E402
 from CLUE import evaluation as ev  # noqa: E402
+from common.errors import UserError  # noqa: E402
 from common.utils import jsonable, save_json, setup_logging  # noqa: E402
 
 logger = logging.getLogger("log_px_convergence")
@@ -64,17 +63,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     run_dir = Path(args.run)
-    if not (run_dir / "config.json").exists():
-        parser.error(f"{run_dir} has no config.json: pass a directory written by python -m CLUE.evaluate")
-    saved = json.loads((run_dir / "config.json").read_text())
-    config = E.Config(**{k: v for k, v in saved.items() if k in {f.name for f in dataclasses.fields(E.Config)}})
-    for stage in ("gt_vaeac", "bnn", "vae", "art_vaeac"):
-        if not (run_dir / stage / "metrics.json").exists():
-            parser.error(f"{run_dir / stage} is not trained yet: finish (or resume) the run's training first")
+    try:
+        config, gt, ds, bnn, vae, art_vaeac = E.load_trained_run(run_dir)
+    except UserError as err:
+        parser.error(str(err))
 
-    gt = E.train_ground_truth(config, run_dir)  # every stage is trained, so these only load
-    ds = E.artificial_dataset(config, run_dir, gt)
-    bnn, vae, art_vaeac = E.train_art_models(config, run_dir, ds)
     budget = ev.EvalBudget(config.n_gt_samples, config.n_px_samples, config.seed)
     refs, _ = E.explained_sets(config, gt, bnn, ds, budget)
     if args.target not in refs:
