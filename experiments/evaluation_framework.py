@@ -375,3 +375,49 @@ def study_overview(summary: dict, dataset: str, switch: str = "default") -> pd.D
         row["seeds' calls"] = ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
         rows.append(row)
     return pd.DataFrame(rows).set_index(["target", "mean L1"]).round(3)
+
+
+def study_scorecard(runs: list[dict]) -> pd.DataFrame:
+    """The paper's claim counted over the study: per dataset, switch and target, the seeds run and, over every
+    (seed, distance) pair of their verdicts (``results["verdicts"]``, the grid of :data:`DISTANCES` inside each
+    method's sweep), how often each method is called best or the call is a tie.
+
+    ``CLUE meets a baseline`` counts the pairs where CLUE and at least one baseline reach the distance; the next
+    four columns split them by call, and ``CLUE best where U-FIDO reaches`` narrows them to the pairs U-FIDO's sweep
+    also reaches (the CLUE-against-U-FIDO comparison, where sensitivity may be beyond its range). ``baselines only`` counts the pairs CLUE's sweep does not reach but two baselines
+    do (below its VAE's reconstruction distance, or beyond its last step), with ``of them U-FIDO / sensitivity /
+    tie`` their calls. Pairs where a single method reaches the distance (``alone``) are not counted."""
+    rows: dict[tuple, dict] = {}
+    for run in runs:
+        for call in run["verdicts"]:
+            key = (run["dataset"], run.get("study_switch", "default"), call["target"])
+            row = rows.setdefault(key, {"seeds": set(), "CLUE meets a baseline": 0, "CLUE best": 0,
+                                        "U-FIDO best": 0, "sensitivity best": 0, "tie": 0, "with_ufido": [0, 0],
+                                        "baselines only": 0,
+                                        "of them U-FIDO / sensitivity / tie": [0, 0, 0]})
+            row["seeds"].add(run["config"]["seed"])
+            if len(call["values"]) < 2:
+                continue
+            best = call["best"] if call["verdict"] == "best" else "tie"
+            if "clue" in call["values"]:
+                row["CLUE meets a baseline"] += 1
+                row[{"clue": "CLUE best", "ufido": "U-FIDO best", "sensitivity": "sensitivity best",
+                     "tie": "tie"}[best]] += 1
+                if "ufido" in call["values"]:
+                    row["with_ufido"][0] += best == "clue"
+                    row["with_ufido"][1] += 1
+            else:
+                row["baselines only"] += 1
+                row["of them U-FIDO / sensitivity / tie"][("ufido", "sensitivity", "tie").index(best)] += 1
+    table = pd.DataFrame([{"dataset": d, "switch": s, "target": t, **row, "seeds": len(row["seeds"]),
+                           "with_ufido": "{} of {}".format(*row["with_ufido"]),
+                           "of them U-FIDO / sensitivity / tie": " / ".join(
+                               map(str, row["of them U-FIDO / sensitivity / tie"]))}
+                          for (d, s, t), row in rows.items()])
+    if table.empty:
+        return table
+    order = {name: i for i, name in enumerate(("lsat", "compas", "credit", "wine"))}
+    table = table.sort_values(["dataset", "switch", "target"], key=lambda c: c.map(order) if c.name == "dataset"
+                              else c.map(lambda s: (s != "default", s)) if c.name == "switch" else c)
+    return table.rename(columns={"with_ufido": "CLUE best where U-FIDO reaches"}).set_index(
+        ["dataset", "switch", "target"])

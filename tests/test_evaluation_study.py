@@ -114,3 +114,29 @@ def test_a_failed_run_does_not_stop_the_others_and_is_named_at_the_end(tmp_path,
     assert names == ["summary.json", "wine_s0_top20.json", "wine_s2_top20.json"]  # seed 2 ran after the failure
     summary = json.loads((tmp_path / "out" / "tiny" / "summary.json").read_text())
     assert [r["name"] for r in summary["runs"]] == ["wine_s0_top20", "wine_s2_top20"]
+
+
+def test_scorecard_counts_each_seed_and_distance_where_clue_meets_a_baseline():
+    def call(l1, values, verdict, best=None):
+        return {"target": "aleatoric", "l1": l1, "values": dict.fromkeys(values, 0.1), "verdict": verdict,
+                "best": best}
+
+    def run(seed, calls, switch="default"):
+        return {"dataset": "wine", "config": {"seed": seed}, "verdicts": calls, "study_switch": switch}
+
+    runs = [run(0, [call(0.5, ("ufido", "sensitivity"), "best", "sensitivity"),
+                    call(2.0, ("clue", "ufido", "sensitivity"), "best", "clue"),
+                    call(3.0, ("clue", "sensitivity"), "tie", "clue"),
+                    call(8.0, ("sensitivity",), "alone", "sensitivity")]),
+            run(1, [call(2.0, ("clue", "ufido"), "best", "ufido")]),
+            run(0, [call(2.0, ("clue", "ufido"), "tie")], switch="top20")]
+    card = efw.study_scorecard(runs)
+    assert list(card.index) == [("wine", "default", "aleatoric"), ("wine", "top20", "aleatoric")]
+    row = card.loc[("wine", "default", "aleatoric")]
+    assert row["seeds"] == 2 and row["CLUE meets a baseline"] == 3  # the lone sensitivity at L1 8 is not counted
+    assert (row["CLUE best"], row["U-FIDO best"], row["sensitivity best"], row["tie"]) == (1, 1, 0, 1)
+    assert row["CLUE best where U-FIDO reaches"] == "1 of 2"
+    assert row["baselines only"] == 1 and row["of them U-FIDO / sensitivity / tie"] == "0 / 1 / 0"
+    top20 = card.loc[("wine", "top20", "aleatoric")]
+    assert top20["tie"] == 1 and top20["CLUE best"] == 0 and top20["seeds"] == 1
+    assert efw.study_scorecard([]).empty
