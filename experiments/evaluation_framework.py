@@ -386,14 +386,15 @@ def study_scorecard(runs: list[dict]) -> pd.DataFrame:
     four columns split them by call, and ``CLUE best where U-FIDO reaches`` narrows them to the pairs U-FIDO's sweep
     also reaches (the CLUE-against-U-FIDO comparison, where sensitivity may be beyond its range). ``baselines only``
     counts the pairs CLUE's sweep does not reach but two baselines do (below its VAE's reconstruction distance, or
-    beyond its last step), with ``of them U-FIDO / sensitivity / tie`` their calls. Pairs where a single method reaches the distance (``alone``) are not counted."""
+    beyond its last step), with ``of them U-FIDO / sensitivity / tie`` their calls. Pairs where a single method
+    reaches the distance (``alone``) are not counted."""
     rows: dict[tuple, dict] = {}
     for run in runs:
         for call in run["verdicts"]:
             key = (run["dataset"], run.get("study_switch", "default"), call["target"])
             row = rows.setdefault(key, {"seeds": set(), "CLUE meets a baseline": 0, "CLUE best": 0,
-                                        "U-FIDO best": 0, "sensitivity best": 0, "tie": 0, "CLUE best where U-FIDO reaches": [0, 0],
-                                        "baselines only": 0,
+                                        "U-FIDO best": 0, "sensitivity best": 0, "tie": 0,
+                                        "CLUE best where U-FIDO reaches": [0, 0], "baselines only": 0,
                                         "of them U-FIDO / sensitivity / tie": [0, 0, 0]})
             row["seeds"].add(run["config"]["seed"])
             if len(call["values"]) < 2:
