@@ -13,7 +13,7 @@ Usage::
 
     python experiments/evaluation_study.py --datasets wine credit compas lsat --seeds 0 1 2
     python experiments/evaluation_study.py --datasets compas credit --seeds 0 1 2 --switch mnist_norm
-    python experiments/evaluation_study.py --datasets lsat --seeds 0 --max-explained 500   # a seed in one session
+    python experiments/evaluation_study.py --datasets lsat --seeds 0 --max-explained 500   # one seed (resumable)
     python experiments/evaluation_study.py --summarize-only   # rebuild summary.json from the committed runs
 
 ``--publish-stages`` publishes each run's trained stages to ``weights/manifest.json`` (see ``CLUE/stages.py``).
