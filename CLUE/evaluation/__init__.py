@@ -61,6 +61,7 @@ from CLUE.evaluation.metrics import (
 from CLUE.evaluation.report import (
     DISTANCES,
     compare_at_distance,
+    off_axis_note,
     plot_sweeps,
     point_intervals,
     points_table,
@@ -86,9 +87,8 @@ __all__ = [
     "BNN_GRADIENTS", "DISTANCES", "METHODS", "SETTINGS", "TARGETS", "DatasetSettings", "EvalBudget", "GroundTruth",
     "PointScores", "Reference", "Sweep", "SweepPoint", "SweepResults", "bnn_uncertainties", "clue_grid",
     "compare_at_distance", "error_from_terms", "error_terms", "explain", "gt_conditional_samples", "gt_predictive",
-    "log_px", "make_artificial_dataset", "plot_sweeps", "point_intervals", "points_table", "prediction_error",
-    "read_journal", "read_point_scores", "run_sweeps", "sample_artificial_xy", "score", "score_points",
-    "select_uncertain", "selection_threshold", "sensitivity_grid", "summarize", "summarize_conditional",
-    "summarize_seeds",
-    "sweep_fingerprint", "ufido_grid", "verdicts",
+    "log_px", "make_artificial_dataset", "off_axis_note", "plot_sweeps", "point_intervals", "points_table",
+    "prediction_error", "read_journal", "read_point_scores", "run_sweeps", "sample_artificial_xy", "score",
+    "score_points", "select_uncertain", "selection_threshold", "sensitivity_grid", "summarize", "summarize_conditional",
+    "summarize_seeds", "sweep_fingerprint", "ufido_grid", "verdicts",
 ]

@@ -181,12 +181,26 @@ def verdicts(table, per_point: dict, task: str, distances=DISTANCES, n_boot: int
     return out
 
 
+def off_axis_note(curves, left: float, bottom: float, x_label: str = "log p(x)", y_label: str = "metric") -> str:
+    """Says which points a plot's cut axes leave out: per method, how many fall left of ``left`` (with the lowest x)
+    and how many below ``bottom`` (with the lowest y). ``curves`` maps a method to its (x, y) pairs. Empty when
+    nothing is cut. The plots write it on the figure, so that a reader sees what the cut hides."""
+    parts = []
+    for method, xy in curves.items():
+        xy = np.asarray(list(xy), dtype=float).reshape(-1, 2)
+        for cut, axis, label in ((xy[:, 0] < left, 0, x_label), (xy[:, 1] < bottom, 1, y_label)):
+            if cut.any():
+                parts.append(f"{method}: {int(cut.sum())} off axis, {label} down to {xy[cut, axis].min():.4g}")
+    return "; ".join(parts)
+
+
 def plot_sweeps(points: list[SweepPoint], target: str, log_px_x0: float, n_points: int, path,
                 title: str = "", max_log_px_drop: float = 15.0) -> None:
     """The paper's figure for one target: the GT metric against mean L1 and against mean log p(x), with the mean
     log p(X0) as a vertical line; one curve per method. Aleatoric uses -dH, epistemic uses -d_err (as [nb]).
     The log p(x) axis is cut ``max_log_px_drop`` nats below log p(X0), and the metric axis 1.5x its best value below
-    zero: large sensitivity steps fall far off both (their values are in ``table.csv``)."""
+    zero: large sensitivity steps fall far off both; the figure says how many and how far (``off_axis_note``), and
+    their values are in ``table.csv``."""
     from matplotlib.figure import Figure
 
     key, label = (("mean_delta_h", "GT uncertainty reduction  H(x0) - H(xc)") if target == "aleatoric" else
@@ -201,10 +215,12 @@ def plot_sweeps(points: list[SweepPoint], target: str, log_px_x0: float, n_point
         axes[0].plot([p.mean_l1 for p in rows], y, "o-", ms=3, label=method)
         axes[1].plot([p.mean_log_px for p in rows], y, "o-", ms=3, label=method)
     ys = [getattr(p, key) for p in points if p.target == target]
+    bottom = -np.inf
     if ys and min(ys) < 0:  # very large sensitivity steps can wreck the GT metric; keep the informative range
         top = max(max(ys), 1e-3)
+        bottom = max(min(ys), -1.5 * top) - 0.1 * top
         for ax in axes:
-            ax.set_ylim(max(min(ys), -1.5 * top) - 0.1 * top, 1.1 * top)
+            ax.set_ylim(bottom, 1.1 * top)
     axes[0].set_xscale("symlog", linthresh=1e-2)
     axes[0].set_xlim(left=0.0)
     axes[0].set_xlabel("mean L1 distance to x0")
@@ -214,6 +230,11 @@ def plot_sweeps(points: list[SweepPoint], target: str, log_px_x0: float, n_point
     right = max(lows + [log_px_x0])
     axes[1].set_xlim(left - 0.5, right + 0.05 * (right - left) + 0.5)
     axes[1].set_xlabel("mean log p_gt(x)")
+    curves = {m: [(p.mean_log_px, getattr(p, key)) for p in points if p.method == m and p.target == target]
+              for m in METHODS}
+    note = off_axis_note(curves, left - 0.5, bottom, y_label="dH" if target == "aleatoric" else "d_err")
+    if note:
+        axes[1].text(0.01, 0.01, note, transform=axes[1].transAxes, fontsize=6, va="bottom", wrap=True)
     for ax in axes:
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
