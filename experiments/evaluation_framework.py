@@ -315,7 +315,7 @@ def plot_study(runs: list[dict], dataset: str, target: str, path: str | Path) ->
     note = ev.off_axis_note({m: rows[["mean_log_px", metric]].to_numpy() for m, rows in table.groupby("method")},
                             left, bottom, y_label={"mean_delta_h": "dH", "delta_err": "d_err"}[metric])
     if note:  # sensitivity's large steps leave both axes; say how far rather than squash the curves
-        axes[1].text(0.01, 0.01, note, transform=axes[1].transAxes, fontsize=6, va="bottom", wrap=True)
+        axes[1].set_title(note, fontsize=7, loc="left")
     axes[1].legend(fontsize=8)
     n_seeds = int(table["n_seeds"].max())
     fig.suptitle(f"{dataset} {target}: mean over {n_seeds} seed{'s' * (n_seeds > 1)}, band = lowest..highest seed")

@@ -46,22 +46,22 @@ def test_off_axis_note_names_what_the_cut_axes_hide(tmp_path, monkeypatch):
 
     curves = {"sensitivity": [(-100.0, 0.1), (-3.0, 0.2), (-50.0, -2.0)], "clue": [(-4.0, 0.3)], "ufido": []}
     note = ev.off_axis_note(curves, left=-20.0, bottom=-0.5, y_label="dH")
-    assert note == "sensitivity: 2 off axis, log p(x) down to -100; sensitivity: 1 off axis, dH down to -2"
+    assert note == "sensitivity: 2 off axis, log p(x) down to -100\nsensitivity: 1 off axis, dH down to -2"
     assert ev.off_axis_note(curves, left=-200.0, bottom=-5.0) == ""  # nothing cut, nothing said
 
     runs = [_run("wine", s, 0.0) for s in range(2)]
     for run in runs:  # one sensitivity step far out of distribution, as on every dataset of the study
         run["rows"].append({"method": "sensitivity", "target": "aleatoric", "param": 9.0, "n_points": 10,
                             "mean_delta_h": 0.05, "delta_err": 0.0, "mean_log_px": -500.0, "mean_l1": 30.0})
-    texts, original = [], matplotlib.axes.Axes.text
+    titles, original = [], matplotlib.axes.Axes.set_title
 
-    def spy(self, x, y, s, *args, **kwargs):
-        texts.append(s)
-        return original(self, x, y, s, *args, **kwargs)
+    def spy(self, label, *args, **kwargs):
+        titles.append(label)
+        return original(self, label, *args, **kwargs)
 
-    monkeypatch.setattr(matplotlib.axes.Axes, "text", spy)
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_title", spy)
     assert efw.plot_study(runs, "wine", "aleatoric", tmp_path / "wine.png").exists()
-    assert texts == ["sensitivity: 1 off axis, log p(x) down to -500"]  # its dH (0.05) is on the axis
+    assert titles == ["sensitivity: 1 off axis, log p(x) down to -500"]  # its dH (0.05) is on the axis
 
 
 def test_study_driver_names_runs_rescoring_switches_from_weights_and_summarises(tmp_path, monkeypatch):

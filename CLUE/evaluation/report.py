@@ -183,15 +183,15 @@ def verdicts(table, per_point: dict, task: str, distances=DISTANCES, n_boot: int
 
 def off_axis_note(curves, left: float, bottom: float, x_label: str = "log p(x)", y_label: str = "metric") -> str:
     """Says which points a plot's cut axes leave out: per method, how many fall left of ``left`` (with the lowest x)
-    and how many below ``bottom`` (with the lowest y). ``curves`` maps a method to its (x, y) pairs. Empty when
-    nothing is cut. The plots write it on the figure, so that a reader sees what the cut hides."""
+    and how many below ``bottom`` (with the lowest y), one line each. ``curves`` maps a method to its (x, y)
+    pairs. Empty when nothing is cut. The plots write it on the figure, so that a reader sees what the cut hides."""
     parts = []
     for method, xy in curves.items():
         xy = np.asarray(list(xy), dtype=float).reshape(-1, 2)
         for cut, axis, label in ((xy[:, 0] < left, 0, x_label), (xy[:, 1] < bottom, 1, y_label)):
             if cut.any():
                 parts.append(f"{method}: {int(cut.sum())} off axis, {label} down to {xy[cut, axis].min():.4g}")
-    return "; ".join(parts)
+    return "\n".join(parts)
 
 
 def plot_sweeps(points: list[SweepPoint], target: str, log_px_x0: float, n_points: int, path,
@@ -234,7 +234,7 @@ def plot_sweeps(points: list[SweepPoint], target: str, log_px_x0: float, n_point
               for m in METHODS}
     note = off_axis_note(curves, left - 0.5, bottom, y_label="dH" if target == "aleatoric" else "d_err")
     if note:
-        axes[1].text(0.01, 0.01, note, transform=axes[1].transAxes, fontsize=6, va="bottom", wrap=True)
+        axes[1].set_title(note, fontsize=7, loc="left")
     for ax in axes:
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
