@@ -22,6 +22,7 @@ import pandas as pd
 
 from CLUE import evaluate
 from CLUE import evaluation as ev
+from CLUE.evaluation.report import SHORT_METRIC
 from common.config import with_preset
 from common.utils import PROJECT_ROOT, load_json
 
@@ -313,7 +314,7 @@ def plot_study(runs: list[dict], dataset: str, target: str, path: str | Path) ->
     axes[1].set_xlim(left, max(float(table["mean_log_px"].max()), log_px_x0) + 0.5)
     axes[1].set_xlabel("mean log p_gt(x)")
     note = ev.off_axis_note({m: rows[["mean_log_px", metric]].to_numpy() for m, rows in table.groupby("method")},
-                            left, bottom, y_label={"mean_delta_h": "dH", "delta_err": "d_err"}[metric])
+                            left, bottom, y_label=SHORT_METRIC[target])
     if note:  # sensitivity's large steps leave both axes; say how far rather than squash the curves
         axes[1].set_title(note, fontsize=7, loc="left")
     axes[1].legend(fontsize=8)

@@ -181,6 +181,9 @@ def verdicts(table, per_point: dict, task: str, distances=DISTANCES, n_boot: int
     return out
 
 
+SHORT_METRIC = {"aleatoric": "dH", "epistemic": "d_err"}  # the metric as figures name it in a line of text
+
+
 def off_axis_note(curves, left: float, bottom: float, x_label: str = "log p(x)", y_label: str = "metric") -> str:
     """Says which points a plot's cut axes leave out: per method, how many fall left of ``left`` (with the lowest x)
     and how many below ``bottom`` (with the lowest y), one line each. ``curves`` maps a method to its (x, y)
@@ -232,7 +235,7 @@ def plot_sweeps(points: list[SweepPoint], target: str, log_px_x0: float, n_point
     axes[1].set_xlabel("mean log p_gt(x)")
     curves = {m: [(p.mean_log_px, getattr(p, key)) for p in points if p.method == m and p.target == target]
               for m in METHODS}
-    note = off_axis_note(curves, left - 0.5, bottom, y_label="dH" if target == "aleatoric" else "d_err")
+    note = off_axis_note(curves, left - 0.5, bottom, y_label=SHORT_METRIC[target])
     if note:
         axes[1].set_title(note, fontsize=7, loc="left")
     for ax in axes:
