@@ -9,8 +9,11 @@ renamed. A file whose checksum does not match is never used, and a failed downlo
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import logging
 import os
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +39,8 @@ class Source:
       urls: upstream addresses, tried in order.
       size: expected size in bytes (informational; the checksum decides).
       md5: used only where upstream publishes an md5 but no sha256 is recorded here.
+      content_sha256: for a .gz, the sha256 of its uncompressed content; a local file whose archive checksum differs
+        is accepted when its content has this checksum (the same data, compressed by another gzip).
     """
 
     folder: str
@@ -44,14 +49,16 @@ class Source:
     urls: tuple[str, ...]
     size: int | None = None
     md5: str | None = None
+    content_sha256: str | None = None
 
     @property
     def key(self) -> str:
         return f"{self.folder}/{self.filename}"
 
 
-def _mnist(filename: str, sha256: str | None, size: int | None, md5: str | None = None) -> Source:
-    return Source("mnist", filename, sha256, tuple(m + filename for m in _MNIST_MIRRORS), size, md5)
+def _mnist(filename: str, sha256: str | None, size: int | None, md5: str | None = None,
+           content_sha256: str | None = None) -> Source:
+    return Source("mnist", filename, sha256, tuple(m + filename for m in _MNIST_MIRRORS), size, md5, content_sha256)
 
 
 # One table for every raw file the project reads (checksums from the shared data README).
@@ -80,8 +87,10 @@ SOURCES: dict[str, Source] = {
         # No checksum is recorded for the .xls: the credit loader checks its shape and header instead.
         Source("credit", "default of credit card clients.xls", None,
                ("https://archive.ics.uci.edu/ml/machine-learning-databases/00350/default%20of%20credit%20card%20clients.xls",)),
-        # Only the md5 of the 60k training images is recorded (the official one); it is checked instead.
-        _mnist("train-images-idx3-ubyte.gz", None, 9912422, md5="f68b3c2dcbeaaa9fbdd348bbdeb94873"),
+        # Upstream publishes only the md5 of the 60k training-image archive; a re-compressed copy (another gzip) is
+        # accepted by the sha256 of its uncompressed content (the official idx file, 47,040,016 bytes).
+        _mnist("train-images-idx3-ubyte.gz", None, 9912422, md5="f68b3c2dcbeaaa9fbdd348bbdeb94873",
+               content_sha256="ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"),
         _mnist("train-labels-idx1-ubyte.gz", "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c", 28881),
         _mnist("t10k-images-idx3-ubyte.gz",
                "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6", 1648877),
@@ -141,11 +150,34 @@ def _find_local(source: Source, dirs: Sequence[Path]) -> Path | None:
             if candidate.is_file():
                 expected = _expected(source)
                 if expected is not None and (got := cached_sha256(candidate, expected[0])) != expected[1]:
+                    if source.content_sha256 and _content_sha256(candidate) == source.content_sha256:
+                        return candidate
+                    content = (f" and its uncompressed content is not the official one (sha256 {source.content_sha256})"
+                               if source.content_sha256 else "")
                     raise DataFileError(
-                        f"checksum mismatch for {candidate} (got {expected[0]} {got}); "
+                        f"checksum mismatch for {candidate} (got {expected[0]} {got}){content}; "
                         f"refusing to use it. Replace it with the upstream file.\n" + _how_to_provide(source))
                 return candidate
     return None
+
+
+_content_digests: dict[tuple, str | None] = {}
+
+
+def _content_sha256(path: Path) -> str | None:
+    """The sha256 of a .gz file's uncompressed content (None if it is not a readable gzip), once per file version."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _content_digests:
+        digest = hashlib.sha256()
+        try:
+            with gzip.open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+            _content_digests[key] = digest.hexdigest()
+        except (OSError, EOFError, zlib.error):
+            _content_digests[key] = None
+    return _content_digests[key]
 
 
 def _download(source: Source, target: Path, timeout: float = 30.0) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -180,21 +181,75 @@ def test_mnist_without_training_images_names_the_file(tmp_path, data_dir, monkey
     import data.sources as sources
 
     key = "mnist/train-images-idx3-ubyte.gz"
-    monkeypatch.setitem(sources.SOURCES, key, sources.SOURCES[key].__class__(
-        "mnist", "train-images-idx3-ubyte.gz", None, ("http://127.0.0.1:9/train-images-idx3-ubyte.gz",), None,
-        "f68b3c2dcbeaaa9fbdd348bbdeb94873"))
+    monkeypatch.setitem(sources.SOURCES, key, dataclasses.replace(
+        sources.SOURCES[key], urls=("http://127.0.0.1:9/train-images-idx3-ubyte.gz",)))
+    folder = tmp_path / "data" / "mnist"
+    folder.mkdir(parents=True)
+    for name in ("train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        shutil.copy(data_dir / "mnist" / name, folder / name)
     with pytest.raises(DataFileError, match=r"(?s)train-images-idx3-ubyte\.gz.*mnist_t10k"):
-        data.load("mnist", data_dir=data_dir)
+        data.load("mnist", data_dir=tmp_path / "data")
     assert not (tmp_path / "cache").exists()  # a failed download leaves nothing behind
 
 
-def test_registered_in_memory_dataset_loads_by_name(loaded):
-    import dataclasses
+def test_mnist_is_the_official_split(data_dir):
+    d = data.load("mnist", data_dir=data_dir)
+    assert d.x_train.shape == (60000, 784) and d.x_test.shape == (10000, 784)
+    assert d.y_train.shape == (60000,) and np.bincount(d.y_test.astype(int)).tolist()[:2] == [980, 1135]
+    # The shared data README's pixel statistics of the official training images.
+    assert abs(d.x_train.mean() - 0.130660) < 1e-5 and abs(d.x_train.std() - 0.308108) < 1e-5
 
-    art = dataclasses.replace(loaded["digits"], name="art_digits_test")
-    data.register(art, overwrite=True)
-    assert data.load("art_digits_test") is art
-    with pytest.raises(ValueError, match="built-in"):
-        data.register(loaded["digits"])
-    with pytest.raises(ValueError, match="registered already"):
-        data.register(art)
+
+def _mnist_folder(tmp_path, data_dir, train_images: bytes) -> Path:
+    folder = tmp_path / "mnist"
+    folder.mkdir(parents=True)
+    (folder / "train-images-idx3-ubyte.gz").write_bytes(train_images)
+    return tmp_path
+
+
+def test_mnist_training_images_accepted_by_content_or_archive_checksum(tmp_path, data_dir, monkeypatch):
+    import gzip
+    import hashlib
+
+    import data.sources as sources
+
+    key = "mnist/train-images-idx3-ubyte.gz"
+    content = gzip.decompress((data_dir / key).read_bytes())
+    # Another gzip (level 1, with a name and time stamp): the archive's md5 is not the official one, its content is.
+    recompressed = gzip.compress(content, compresslevel=1, mtime=12345)
+    assert hashlib.md5(recompressed).hexdigest() != sources.SOURCES[key].md5
+    folder = _mnist_folder(tmp_path / "a", data_dir, recompressed)
+    assert sources.fetch(key, folder, download=False) == folder / key
+    # The archive checksum alone also suffices (as for the official archive, whose md5 is recorded).
+    monkeypatch.setitem(sources.SOURCES, key, dataclasses.replace(
+        sources.SOURCES[key], md5=hashlib.md5(recompressed).hexdigest(), content_sha256="0" * 64))
+    assert sources.fetch(key, folder, download=False) == folder / key
+
+
+@pytest.mark.parametrize("damage", ["other_content", "truncated", "not_gzip"])
+def test_mnist_corrupted_training_images_are_refused(tmp_path, data_dir, damage):
+    import gzip
+
+    import data.sources as sources
+
+    key = "mnist/train-images-idx3-ubyte.gz"
+    raw = (data_dir / key).read_bytes()
+    bad = {"other_content": lambda: gzip.compress(gzip.decompress(raw)[:-1] + b"\x01"),
+           "truncated": lambda: raw[: len(raw) // 2],
+           "not_gzip": lambda: b"not a gzip file"}[damage]()
+    folder = _mnist_folder(tmp_path, data_dir, bad)
+    with pytest.raises(DataFileError, match=r"(?s)checksum mismatch.*uncompressed content is not the official one.*"
+                                            r"ba891046.*md5:\s+f68b3c2d"):
+        sources.fetch(key, folder, download=False)
+
+
+def test_training_scripts_take_a_dataset_object_of_the_named_dataset(loaded):
+    other = dataclasses.replace(loaded["digits"], name="my_digits")
+    data.check_named(other, "my_digits")
+    data.check_named(None, "digits")
+    with pytest.raises(ValueError, match="named 'my_digits' but the config names 'digits'"):
+        data.check_named(other, "digits")
+    with pytest.raises(ValueError, match="expected a data.Dataset"):
+        data.check_named({"x_train": []}, "digits")
+    with pytest.raises(ValueError, match="unknown dataset 'my_digits'"):
+        data.load("my_digits")
