@@ -1,30 +1,31 @@
 """The trained stages of an evaluation run as pretrained weights, so that its sweeps can be rerun without training.
 
-A run of ``CLUE.evaluate`` trains five things before it explains anything: the ground-truth VAEAC with its
-under-VAEAC, the artificial data drawn from them, and, on that data, the BNN, CLUE's VAE and U-FIDO's in-filling
-VAEAC. :func:`publish` copies them (with each stage's ``metrics.json``) into one folder under ``weights/`` and records
-it in ``weights/manifest.json`` as an ``evaluation_stages`` entry whose ``stage_config`` holds every setting the
-stages depend on; :func:`fetch` finds the entry matching a run's settings, verifies every file's sha256 (downloading
-it where it is hosted rather than committed) and places the stages into the run folder, where ``CLUE.evaluate``
-then finds them finished. ``python -m CLUE.evaluate ... --publish-stages true`` and ``--stages weights`` call them.
+A run of ``CLUE.evaluate`` trains five things before it explains anything: the ground-truth VAEAC with its under-
+VAEAC, the artificial data drawn from them, and, on that data, the BNN, CLUE's VAE and U-FIDO's in-filling VAEAC.
+:func:`publish` copies them (with each stage's ``metrics.json``) into one folder under ``weights/`` and records it in
+``weights/manifest.json`` as an ``evaluation_stages`` entry whose ``stage_config`` holds every setting the stages
+depend on; :func:`fetch` finds the entry matching a run's settings, verifies every file's sha256 (downloading it where
+it is hosted rather than committed) and places the stages into the run folder, where ``CLUE.evaluate`` then finds them
+finished. ``python -m CLUE.evaluate ... --publish-stages true`` and ``--stages weights`` call them. This module knows
+nothing of the pipeline that trains the stages (:mod:`CLUE.evaluation.pipeline`), which imports it.
 
-Stages that are neither committed nor hosted can be rebuilt. Training is seeded, and a fresh single-threaded
-process (``TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1``) retrains them bit for bit, where more threads can
-change the last bit of a sum and with it every later step. The published copies leave out what no retraining can
-repeat: wall-clock seconds in ``metrics.json`` and the absolute run folder in a ``model.json`` (made relative to the
-project). ``--stages rebuild`` takes the published stages where their files are available; otherwise :func:`rebuild`
-retrains them in such a process, in the run folder of the entry's command, and :func:`install` checks every
-retrained file against the manifest's sha256 and only on a full match places them where ``--stages weights`` looks
-(``weights/cache/``), so that the sweeps that follow run on exactly the published models.
+Stages that are neither committed nor hosted can be rebuilt. Training is seeded, and a fresh single-threaded process
+(``TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1``) retrains them bit for bit, where more threads can change the
+last bit of a sum and with it every later step. The published copies leave out what no retraining can repeat: wall-
+clock seconds in ``metrics.json`` and the absolute run folder in a ``model.json`` (made relative to the project).
+``--stages rebuild`` takes the published stages where their files are available; otherwise the pipeline's
+``rebuild_stages`` retrains them in such a process, in the run folder of the entry's command, and :func:`install`
+checks every retrained file against the manifest's sha256 and only on a full match places them where ``--stages
+weights`` looks (``weights/cache/``), so that the sweeps that follow run on exactly the published models.
 
 Bit for bit holds on one kind of CPU only: TensorFlow (oneDNN) picks other kernels for other instruction sets, and
-stages trained on an AVX2 machine come out different on an AVX-512 / AMX one (COMPAS seeds 0 and 1, measured). So
-each time a stage starts (or resumes) training, the run records TensorFlow's thread counts and the CPU (model and
-instruction sets, :func:`cpu_signature`) in ``stage_threads.json`` (:func:`note_training`); :func:`publish` copies
-the CPUs into the entry (``trained_on``) and marks it ``"rebuildable": false`` when any stage trained with more than
-one intra-op thread, and :func:`rebuild` stops at once, saying what to do instead, for such an entry or one trained
-on another instruction set than this machine's. (A run resumed from its checkpoints on the same machine and thread
-count is the uninterrupted run, byte for byte: ``tests/test_vaeac_train.py``.)
+stages trained on an AVX2 machine come out different on an AVX-512 / AMX one (COMPAS seeds 0 and 1, measured). So each
+time a stage starts (or resumes) training, the run records TensorFlow's thread counts and the CPU (model and
+instruction sets, :func:`cpu_signature`) in ``stage_threads.json`` (:func:`note_training`); :func:`publish` copies the
+CPUs into the entry (``trained_on``) and marks it ``"rebuildable": false`` when any stage trained with more than one
+intra-op thread, and :func:`check_rebuildable` stops a rebuild at once, saying what to do instead, for such an entry
+or one trained on another instruction set than this machine's. (A run resumed from its checkpoints on the same machine
+and thread count is the uninterrupted run, byte for byte: ``tests/test_vaeac_train.py``.)
 """
 
 from __future__ import annotations
@@ -35,8 +36,6 @@ import json
 import logging
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -305,18 +304,10 @@ def training_folder(entry) -> Path:
     return out if out.is_absolute() else PROJECT_ROOT / out
 
 
-def rebuild(config, manifest=None) -> str:
-    """Retrains the published stages matching ``config`` in a fresh single-threaded process (the environment of
-    :data:`SINGLE_THREAD_ENV`), in the run folder of their entry's command (stages found finished there are reused),
-    then installs them (:func:`install`). Returns the entry's name.
-
-    Raises:
-      UserError: no entry matches, the training fails, or a retrained file differs from the published one.
-    """
-    import weights
-
-    manifest = manifest or weights.read_manifest(weights.MANIFEST)
-    entry = published(config, manifest)
+def check_rebuildable(entry) -> None:
+    """Raises a :class:`UserError` saying what to do instead when a single-threaded retrain on this machine cannot
+    repeat the sha256s of the published stages ``entry``: they trained with more than one TensorFlow thread, or on a
+    CPU with other instruction sets."""
     if entry.info.get("rebuildable") is False:
         raise UserError(f"{entry.name} was trained with more than one TensorFlow thread, so a single-threaded "
                         "retrain cannot repeat its sha256s; host its files (CLUE_WEIGHTS_URL), or score a run on "
@@ -329,16 +320,6 @@ def rebuild(config, manifest=None) -> str:
                         "TensorFlow runs other kernels for other instruction sets, so a retrain here cannot repeat "
                         "its sha256s: rebuild it on such a CPU, host its files (CLUE_WEIGHTS_URL), or score a run "
                         "on stages of its own (--stages train)")
-    out = training_folder(entry)
-    settings = {**dataclasses.asdict(config), "out": str(out), "stages": "train", "publish_stages": False}
-    logger.info("%s is neither here nor hosted: retraining it in %s (one thread), to be checked against its "
-                "sha256s", entry.name, out)
-    done = subprocess.run([sys.executable, "-m", "CLUE.stages", json.dumps(settings)], cwd=PROJECT_ROOT,
-                          env={**os.environ, **SINGLE_THREAD_ENV})
-    if done.returncode:
-        raise UserError(f"retraining the stages of {entry.name} in {out} failed (exit {done.returncode}); "
-                        "its log is above")
-    return install(config, out, manifest)
 
 
 def install(config, run_dir: str | os.PathLike, manifest=None) -> str:
@@ -383,12 +364,3 @@ def install(config, run_dir: str | os.PathLike, manifest=None) -> str:
 
 
 SINGLE_THREAD_ENV = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
-
-
-if __name__ == "__main__":  # the process rebuild() starts: trains the stages of a CLUE.evaluate config (JSON)
-    from CLUE import evaluate
-
-    if len(sys.argv) != 2:
-        raise SystemExit("usage: python -m CLUE.stages '<CLUE.evaluate settings as JSON>' (what rebuild() starts; "
-                         "to rebuild stages yourself, run python -m CLUE.evaluate ... --stages rebuild)")
-    evaluate.train_stages(evaluate.Config(**json.loads(sys.argv[1])))

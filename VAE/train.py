@@ -102,19 +102,20 @@ class Config:
                                     "with XLA on the CPU)")
     progress: bool = option(True, "show a tqdm progress bar")
 
-    def resolved(self) -> Config:
-        """The config with every ``None`` replaced by the dataset's value."""
+    def resolved(self, dataset: data.Dataset | None = None) -> Config:
+        """The config with every ``None`` replaced by the dataset's value (``dataset``: the data object, when it is
+        not one of ``data.load``'s names)."""
         if self.model not in MODELS:
             raise UserError(f"unknown --model {self.model!r}; choose one of {', '.join(MODELS)}")
         if self.model == "expvae":
             return self._resolved_expvae()
         if self.dataset in DATASET_DEFAULTS:
             defaults = DATASET_DEFAULTS[self.dataset]
-        else:  # a data.register-ed dataset (raises if unknown) takes the defaults of its kind
-            is_image = data.load(self.dataset).image_shape is not None
+        else:  # another dataset (passed in, or data.register-ed) takes the defaults of its kind
+            is_image = (dataset if dataset is not None else data.load(self.dataset)).image_shape is not None
             defaults = DATASET_DEFAULTS["mnist"] if is_image else _TABULAR
             if self.latent_dim is None:
-                raise UserError(f"registered dataset {self.dataset!r} has no default latent_dim; set --latent-dim")
+                raise UserError(f"dataset {self.dataset!r} has no default latent_dim; set --latent-dim")
         filled = {k: v for k, v in defaults.items() if getattr(self, k) is None}
         if self.latent_dim is None:
             filled["latent_dim"] = LATENT_DIMS[self.dataset]
@@ -231,11 +232,17 @@ def evaluate_vae(model: VAE, x: np.ndarray, batch_size: int = 1024) -> dict[str,
     return metrics
 
 
-def main(config: Config) -> dict[str, float]:
-    """Trains (or resumes) a VAE and returns the best checkpoint's metrics (also written to ``metrics.json``)."""
-    config = config.resolved()
+def main(config: Config, dataset: data.Dataset | None = None) -> dict[str, float]:
+    """Trains (or resumes) a VAE and returns the best checkpoint's metrics (also written to ``metrics.json``).
+
+    ``dataset``: the data to train on, instead of ``data.load(config.dataset)`` (e.g. ``data.from_frame`` or the
+    evaluation's artificial data); its name must be ``config.dataset``, which the run records.
+    """
+    data.check_named(dataset, config.dataset)
+    config = config.resolved(dataset)
     set_seed(config.seed, deterministic=config.deterministic)
-    ds = data.load(config.dataset, data_dir=config.data_dir, seed=config.data_seed)
+    ds = dataset if dataset is not None else data.load(config.dataset, data_dir=config.data_dir,
+                                                       seed=config.data_seed)
     if config.model == "vae" and config.arch not in ARCHS:
         raise UserError(f"unknown --arch {config.arch!r}; choose one of {', '.join(ARCHS)}")
     if config.model == "vae" and config.arch == "mnist_conv" and ds.image_shape != (28, 28, 1):

@@ -185,15 +185,22 @@ def train_under(base: VAEAC, config: Config, run_dir, x_train, x_dev, dev_split:
     return {f"under/{k}": v for k, v in summary.items()}
 
 
-def main(config: Config) -> dict[str, float]:
-    """Trains (or resumes) a VAEAC, then the under-VAEAC if asked; returns the best checkpoints' metrics."""
+def main(config: Config, dataset: data.Dataset | None = None) -> dict[str, float]:
+    """Trains (or resumes) a VAEAC, then the under-VAEAC if asked; returns the best checkpoints' metrics.
+
+    ``dataset``: the data to train on, instead of ``data.load(config.dataset)``; its name must be
+    ``config.dataset``, which the run records.
+    """
+    data.check_named(dataset, config.dataset)
     if config.dataset not in LATENT_DIMS and config.latent_dim is None:
-        data.load(config.dataset)  # raises for an unknown name; a data.register-ed one needs latent_dim
+        if dataset is None:
+            data.load(config.dataset)  # raises for an unknown name
         raise UserError(f"dataset {config.dataset!r} has no default latent_dim; set --latent-dim")
     if not 0 <= config.mask_p <= 1:
         raise UserError(f"--mask-p must be in [0, 1], got {config.mask_p}")
     set_seed(config.seed)
-    ds = data.load(config.dataset, data_dir=config.data_dir, seed=config.data_seed)
+    ds = dataset if dataset is not None else data.load(config.dataset, data_dir=config.data_dir,
+                                                       seed=config.data_seed)
     run_dir = make_run_dir(config.out, dataclasses.asdict(config), kind="VAEAC.train",
                            resume_safe={"max_epochs", "early_stop", "under_epochs", "under_early_stop"})
     x_train, x_dev, x_test, model_cfg = prepare_data(ds, config)

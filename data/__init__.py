@@ -6,7 +6,7 @@
     ((17432, 12), (4358, 12))
 """
 
-from data.datasets import DATASETS, Dataset, Variable, load, register
+from data.datasets import DATASETS, Dataset, Variable, check_named, load
 from data.sources import SOURCES, DataFileError
 
-__all__ = ["DATASETS", "DataFileError", "Dataset", "SOURCES", "Variable", "load", "register"]
+__all__ = ["DATASETS", "DataFileError", "Dataset", "SOURCES", "Variable", "check_named", "load"]

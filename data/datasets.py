@@ -257,29 +257,27 @@ DATASETS: dict[str, _Entry] = {
 }
 
 
-_REGISTERED: dict[str, Dataset] = {}
-
-
-def register(dataset: Dataset, overwrite: bool = False) -> None:
-    """Makes an in-memory :class:`Dataset` loadable by name in this process (e.g. the evaluation framework's
-    artificial data), so that every training script accepts it as ``--dataset``/``Config.dataset``.
+def check_named(dataset: Dataset | None, name: str) -> None:
+    """Checks that a dataset handed to a training script is the one its config names (the run records the name).
 
     Raises:
-      ValueError: the name belongs to a built-in dataset, or is registered already and ``overwrite`` is False.
+      UserError: ``dataset`` is not a :class:`Dataset`, or its name is not ``name``.
     """
-    if dataset.name in DATASETS:
-        raise UserError(f"{dataset.name!r} is a built-in dataset; register under another name")
-    if dataset.name in _REGISTERED and not overwrite:
-        raise UserError(f"a dataset named {dataset.name!r} is registered already (pass overwrite=True)")
-    _REGISTERED[dataset.name] = dataset
+    if dataset is None:
+        return
+    if not isinstance(dataset, Dataset):
+        raise UserError(f"expected a data.Dataset, got {type(dataset).__name__}; build one with data.load or "
+                        "data.from_frame")
+    if dataset.name != name:
+        raise UserError(f"the dataset passed is named {dataset.name!r} but the config names {name!r}; set the "
+                        f"config's dataset to {dataset.name!r}")
 
 
 def load(name: str, data_dir: str | os.PathLike | None = None, seed: int = 0, **options: Any) -> Dataset:
     """Loads a dataset of the paper, preprocessed as the original code does.
 
     Args:
-      name: one of ``data.DATASETS``: lsat, compas, compas_leak_free, credit, wine, mnist, mnist_t10k, digits;
-        or a name given to :func:`register` in this process.
+      name: one of ``data.DATASETS``: lsat, compas, compas_leak_free, credit, wine, mnist, mnist_t10k, digits.
       data_dir: folder holding the raw files (searched before ``$CLUE_DATA_DIR`` and the cache ``data/raw/``).
       seed: split seed where the original splits at random; 0 reproduces the original split (module docstring).
       **options: dataset options; ``compas`` accepts ``leak_free=True`` (drop the ``is_recid`` input).
@@ -291,11 +289,9 @@ def load(name: str, data_dir: str | os.PathLike | None = None, seed: int = 0, **
       UserError: unknown name or option (a ``ValueError``).
       DataFileError: a raw file is missing and cannot be downloaded, or its checksum does not match.
     """
-    if name in _REGISTERED and not options:
-        return _REGISTERED[name]
     if name not in DATASETS:
-        extra = f" or a registered one ({', '.join(_REGISTERED)})" if _REGISTERED else ""
-        raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}{extra}")
+        raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)} (or pass a data.Dataset "
+                        "object to the training script's main)")
     entry = DATASETS[name]
     unknown = set(options) - set(entry.options)
     if unknown:

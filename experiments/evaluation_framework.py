@@ -22,6 +22,7 @@ import pandas as pd
 
 from CLUE import evaluate
 from CLUE import evaluation as ev
+from CLUE.evaluation import pipeline
 from CLUE.evaluation.report import SHORT_METRIC
 from common.config import with_preset
 from common.utils import PROJECT_ROOT, load_json
@@ -71,13 +72,13 @@ def run_or_load(config: evaluate.Config, committed: str | Path | None = None) ->
     wanted = _comparable(dataclasses.asdict(config))
     if path.exists():
         saved = load_json(path)
-        if _comparable(evaluate.saved_settings(saved["config"])) == wanted and evaluate.results_are_current(saved):
+        if _comparable(pipeline.saved_settings(saved["config"])) == wanted and pipeline.results_are_current(saved):
             return with_comparison(saved), f"loaded {_shown(path)}"
     if committed is not None and Path(committed).exists():
         saved = load_json(committed)
-        if _comparable(evaluate.saved_settings(saved["config"])) == wanted:
+        if _comparable(pipeline.saved_settings(saved["config"])) == wanted:
             version = saved.get("results_version", 1)
-            note = "" if evaluate.results_are_current(saved) else f", metric version {version}: no intervals"
+            note = "" if pipeline.results_are_current(saved) else f", metric version {version}: no intervals"
             return with_comparison(saved), f"committed {_shown(committed)}{note}"
     return with_comparison(evaluate.main(config)), f"ran CLUE.evaluate into {_shown(config.out)}"
 

@@ -321,7 +321,7 @@ def test_kill_stops_a_run_as_ctrl_c_does_and_its_stage_time_is_kept(tmp_path):
         "import sys, time\n"
         "from pathlib import Path\n"
         "import common.cli as cli\n"
-        "from CLUE.evaluate import _timed\n"
+        "from CLUE.evaluation.pipeline import _timed\n"
         "def body():\n"
         "    with _timed(Path(sys.argv[1]), 'stage'):\n"
         "        print('ready', flush=True)\n"

@@ -33,6 +33,7 @@ equal distance with bootstrap intervals, verdicts, figures). Their public names 
 
 from CLUE.evaluation.ground_truth import (
     GroundTruth,
+    artificial_dataset,
     gt_conditional_samples,
     gt_predictive,
     log_px,
@@ -84,11 +85,11 @@ from CLUE.evaluation.sweeps import (
 )
 
 __all__ = [
-    "BNN_GRADIENTS", "DISTANCES", "METHODS", "SETTINGS", "TARGETS", "DatasetSettings", "EvalBudget", "GroundTruth",
-    "PointScores", "Reference", "Sweep", "SweepPoint", "SweepResults", "bnn_uncertainties", "clue_grid",
-    "compare_at_distance", "error_from_terms", "error_terms", "explain", "gt_conditional_samples", "gt_predictive",
-    "log_px", "make_artificial_dataset", "off_axis_note", "plot_sweeps", "point_intervals", "points_table",
-    "prediction_error", "read_journal", "read_point_scores", "run_sweeps", "sample_artificial_xy", "score",
-    "score_points", "select_uncertain", "selection_threshold", "sensitivity_grid", "summarize", "summarize_conditional",
-    "summarize_seeds", "sweep_fingerprint", "ufido_grid", "verdicts",
+    "BNN_GRADIENTS", "DISTANCES", "DatasetSettings", "EvalBudget", "GroundTruth", "METHODS", "PointScores",
+    "Reference", "SETTINGS", "Sweep", "SweepPoint", "SweepResults", "TARGETS", "artificial_dataset",
+    "bnn_uncertainties", "clue_grid", "compare_at_distance", "error_from_terms", "error_terms", "explain",
+    "gt_conditional_samples", "gt_predictive", "log_px", "make_artificial_dataset", "off_axis_note", "plot_sweeps",
+    "point_intervals", "points_table", "prediction_error", "read_journal", "read_point_scores", "run_sweeps",
+    "sample_artificial_xy", "score", "score_points", "select_uncertain", "selection_threshold", "sensitivity_grid",
+    "summarize", "summarize_conditional", "summarize_seeds", "sweep_fingerprint", "ufido_grid", "verdicts",
 ]

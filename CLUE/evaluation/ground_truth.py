@@ -112,26 +112,27 @@ def sample_artificial_xy(gt: GroundTruth, n: int, seed: int) -> tuple[np.ndarray
     return xy[:, :gt.x_dim].copy(), y, xy
 
 
-def make_artificial_dataset(gt: GroundTruth, real: data.Dataset, seed: int, name: str | None = None,
-                            register: bool = True) -> data.Dataset:
+def make_artificial_dataset(gt: GroundTruth, real: data.Dataset, seed: int, name: str | None = None) -> data.Dataset:
     """Draws ``N_train + N_test`` points of the real data; the first ``N_train`` are the training split ([nb]).
 
     The result has the real dataset's flat layout, variables and class names, in normalised units (means 0,
-    stds 1), and is registered with :func:`data.register` (as ``art_<real name>`` by default) so that the training
-    scripts accept it by name.
+    stds 1), named ``art_<real name>`` by default; the training scripts take it as their ``dataset`` argument.
     """
     n_train, n_test = len(real.x_train), len(real.x_test)
     x, y, _ = sample_artificial_xy(gt, n_train + n_test, seed)
-    d = x.shape[1]
-    ds = data.Dataset(
-        name=name or f"art_{real.name}", task=real.task, x_train=x[:n_train], y_train=y[:n_train],
-        x_test=x[n_train:], y_test=y[n_train:], input_dim_vec=tuple(real.input_dim_vec),
-        feature_names=tuple(real.feature_names), x_mean=np.zeros(d), x_std=np.ones(d), y_mean=np.zeros(1),
-        y_std=np.ones(1), variables=tuple(real.variables), target_name=real.target_name,
-        class_names=real.class_names, info={"artificial_from": real.name, "seed": seed})
-    if register:
-        data.register(ds, overwrite=True)
-    return ds
+    return artificial_dataset(real, x[:n_train], y[:n_train], x[n_train:], y[n_train:], seed, name)
+
+
+def artificial_dataset(real: data.Dataset, x_train, y_train, x_test, y_test, seed: int,
+                       name: str | None = None) -> data.Dataset:
+    """Artificial points (drawn by :func:`make_artificial_dataset`, or reloaded) as a :class:`data.Dataset` in the
+    layout of ``real``."""
+    d = real.x_dim
+    return data.Dataset(
+        name=name or f"art_{real.name}", task=real.task, x_train=x_train, y_train=y_train, x_test=x_test,
+        y_test=y_test, input_dim_vec=tuple(real.input_dim_vec), feature_names=tuple(real.feature_names),
+        x_mean=np.zeros(d), x_std=np.ones(d), y_mean=np.zeros(1), y_std=np.ones(1), variables=tuple(real.variables),
+        target_name=real.target_name, class_names=real.class_names, info={"artificial_from": real.name, "seed": seed})
 
 
 def gt_conditional_samples(gt: GroundTruth, x: np.ndarray, n_samples: int, seed: int):

@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,11 +30,7 @@ from common.utils import save_npz
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("sensitivity", "clue", "ufido")
 BNN_GRADIENTS = ("exact", "torch13")
-
-
-_GRID_FIELDS = {"clue": "clue_lambdas", "ufido": "ufido_l1ws", "sensitivity": "sensitivity_steps"}
 
 
 def clue_grid(n: int) -> tuple[float, ...]:
@@ -57,13 +54,10 @@ class Sweep:
     [1e-3, 200], all log-spaced; CLUE lr 0.1, 55/65 steps for aleatoric/epistemic, early-stopping window 3; U-FIDO
     3000 points a batch).
 
-    ``bnn_gradient`` is the BNN input gradient the three methods follow: ``exact`` (ours), or ``torch13``, the
-    original's under torch 1.3, where ``sample_predict(grad=True)`` back-propagates every sample through the last
-    saved sample's kernels and drops that sample from the forward average (``CLUE.compat.OriginalGradientMLP``).
-    Scoring always uses the exact BNN. ``ufido_mnist_norm`` applies the original ``fit_cat``'s MNIST input
-    normalisation inside U-FIDO's objective (spec trap 27; off by default). ``clue_batch`` rows are optimised
-    together (rows are independent; 1024 rather than CLUE's default 256 runs the sweep about 1.4x faster,
-    ``benchmarks/evaluation_speed.py``).
+    ``bnn_gradient`` is the BNN input gradient the methods follow: ``exact``, or ``torch13``, the original's under
+    torch 1.3 (``CLUE.compat.OriginalGradientMLP``; DEVIATIONS.md). Scoring always uses the exact BNN.
+    ``ufido_mnist_norm`` applies the original ``fit_cat``'s MNIST input normalisation inside U-FIDO's objective
+    (spec trap 27). ``clue_batch`` rows are optimised together (rows are independent).
     """
 
     clue_lambdas: tuple[float, ...] = clue_grid(30)
@@ -84,36 +78,70 @@ class Sweep:
             raise ValueError(f"bnn_gradient must be one of {BNN_GRADIENTS}, got {self.bnn_gradient!r}")
 
     @classmethod
-    def paper(cls, n_clue: int = 30, n_ufido: int = 30, n_sensitivity: int = 20, **settings) -> Sweep:
-        """The [nb] ranges with ``n_*`` log-spaced values each (the one definition of the sweep ranges)."""
-        return cls(clue_grid(n_clue), ufido_grid(n_ufido), sensitivity_grid(n_sensitivity), **settings)
+    def paper(cls, sizes: dict[str, int] | None = None, **settings) -> Sweep:
+        """Each method's [nb] range with ``sizes[method]`` log-spaced values (default: the method's ``default_n``)."""
+        sizes = {**{m.name: m.default_n for m in METHODS.values()}, **(sizes or {})}
+        if unknown := set(sizes) - set(METHODS):
+            raise ValueError(f"unknown methods {sorted(unknown)}; choose from {tuple(METHODS)}")
+        return cls(**{METHODS[m].grid_field: METHODS[m].grid(n) for m, n in sizes.items()}, **settings)
 
     def grid(self, method: str) -> tuple[float, ...]:
-        return getattr(self, _GRID_FIELDS[method])
+        return getattr(self, METHODS[method].grid_field)
+
+
+def _explain_clue(target: str, lam: float, x0: np.ndarray, bnn, vae, vaeac, sweep: Sweep, seed: int) -> np.ndarray:
+    """Distance weight ``lam / D`` with L1, weight 1 on the ``target`` uncertainty, z0 = encoder mean."""
+    steps = sweep.clue_max_steps_aleatoric if target == "aleatoric" else sweep.clue_max_steps_epistemic
+    config = CLUEConfig(CLUEWeights.paper(lam, x0.shape[1], target), lr=sweep.clue_lr, max_steps=steps,
+                        n_early_stop=sweep.clue_n_early_stop, batch_size=sweep.clue_batch)
+    return CLUE(bnn, vae, config).explain(x0).x
+
+
+def _explain_ufido(target: str, lam: float, x0: np.ndarray, bnn, vae, vaeac, sweep: Sweep, seed: int) -> np.ndarray:
+    """``L1w = lam`` with the in-filling ``vaeac`` trained on artificial x."""
+    config = UFIDOConfig(l1_weight=lam, aleatoric=float(target == "aleatoric"),
+                         epistemic=float(target == "epistemic"), n_iterations=sweep.ufido_iterations,
+                         mnist_norm_quirk=sweep.ufido_mnist_norm)
+    return np.concatenate([u_fido(bnn, vaeac, x0[i:i + sweep.ufido_batch], config, seed=seed + i).x
+                           for i in range(0, len(x0), sweep.ufido_batch)])
+
+
+def _explain_sensitivity(target: str, lam: float, x0: np.ndarray, bnn, vae, vaeac, sweep: Sweep,
+                         seed: int) -> np.ndarray:
+    """One localized-sensitivity step of size ``-lam`` (descent)."""
+    return localized_sensitivity(bnn, x0, -lam, aleatoric=float(target == "aleatoric"),
+                                 epistemic=float(target == "epistemic"))
+
+
+@dataclass(frozen=True)
+class Method:
+    """A method the evaluation sweeps: its name in results, its label, the :class:`Sweep` field holding its values,
+    the [nb] grid of ``n`` values and its [nb] size, and ``explain(target, value, x0, bnn, vae, vaeac, sweep, seed)
+    -> xc``."""
+
+    name: str
+    label: str
+    grid_field: str
+    grid: Callable[[int], tuple[float, ...]]
+    default_n: int
+    explain: Callable[..., np.ndarray]
+
+
+# The one table of methods, in sweep order. A new baseline: a row here, its grid field in Sweep and its sweep size
+# ``n_<name>`` in CLUE.evaluation.pipeline.Config.
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("sensitivity", "sensitivity", "sensitivity_steps", sensitivity_grid, 20, _explain_sensitivity),
+    Method("clue", "CLUE", "clue_lambdas", clue_grid, 30, _explain_clue),
+    Method("ufido", "U-FIDO", "ufido_l1ws", ufido_grid, 30, _explain_ufido),
+)}
 
 
 def explain(method: str, target: str, lam: float, x0: np.ndarray, bnn, vae=None, vaeac=None,
             sweep: Sweep = Sweep(), seed: int = 0) -> np.ndarray:
-    """Explanations ``[n, D]`` of ``x0`` by one method at one sweep value ``lam``.
-
-    * ``clue``: distance weight ``lam / D`` with L1, weight 1 on the ``target`` uncertainty, z0 = encoder mean;
-    * ``ufido``: ``L1w = lam`` with the in-filling ``vaeac`` trained on artificial x;
-    * ``sensitivity``: one localized-sensitivity step of size ``-lam`` (descent).
-    """
-    a, e = float(target == "aleatoric"), float(target == "epistemic")
-    if method == "clue":
-        steps = sweep.clue_max_steps_aleatoric if target == "aleatoric" else sweep.clue_max_steps_epistemic
-        config = CLUEConfig(CLUEWeights.paper(lam, x0.shape[1], target), lr=sweep.clue_lr, max_steps=steps,
-                            n_early_stop=sweep.clue_n_early_stop, batch_size=sweep.clue_batch)
-        return CLUE(bnn, vae, config).explain(x0).x
-    if method == "ufido":
-        config = UFIDOConfig(l1_weight=lam, aleatoric=a, epistemic=e, n_iterations=sweep.ufido_iterations,
-                             mnist_norm_quirk=sweep.ufido_mnist_norm)
-        return np.concatenate([u_fido(bnn, vaeac, x0[i:i + sweep.ufido_batch], config, seed=seed + i).x
-                               for i in range(0, len(x0), sweep.ufido_batch)])
-    if method == "sensitivity":
-        return localized_sensitivity(bnn, x0, -lam, aleatoric=a, epistemic=e)
-    raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+    """Explanations ``[n, D]`` of ``x0`` by one method of :data:`METHODS` at one sweep value ``lam``."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {tuple(METHODS)}")
+    return METHODS[method].explain(target, lam, x0, bnn, vae, vaeac, sweep, seed)
 
 
 class SweepResults(list):

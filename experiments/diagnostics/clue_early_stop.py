@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from CLUE import evaluate as E
+from CLUE.evaluation import pipeline as E
 from CLUE import evaluation as ev
 from CLUE.explainer import CLUE, CLUEConfig, CLUEWeights
 from common.errors import UserError
@@ -42,7 +42,7 @@ def main(argv=None):
 
     run_dir = Path(args.run)
     try:
-        config, gt, ds, bnn, vae, _ = E.load_trained_run(run_dir)
+        config, (gt, ds, bnn, vae, _) = E.load_trained_run(run_dir)
     except UserError as err:
         parser.error(str(err))
 

@@ -30,7 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from CLUE import evaluate as E  # noqa: E402
+from CLUE.evaluation import pipeline as E  # noqa: E402
 from CLUE import evaluation as ev  # noqa: E402
 from common.errors import UserError  # noqa: E402
 from common.utils import jsonable, save_json, setup_logging  # noqa: E402
@@ -64,7 +64,7 @@ def main(argv=None):
 
     run_dir = Path(args.run)
     try:
-        config, gt, ds, bnn, vae, art_vaeac = E.load_trained_run(run_dir)
+        config, (gt, ds, bnn, vae, art_vaeac) = E.load_trained_run(run_dir)
     except UserError as err:
         parser.error(str(err))
 

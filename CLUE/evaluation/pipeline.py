@@ -1,0 +1,430 @@
+"""The evaluation pipeline (paper section 5.1, spec 6.3, 6.4): the real data loaded once, flowing through every stage.
+
+``real`` (``data.load``) -> ground-truth VAEAC and under-VAEAC (``VAEAC.train``) -> artificial data
+(:func:`CLUE.evaluation.make_artificial_dataset`, saved as ``artificial.npz``) -> BNN, CLUE's VAE and U-FIDO's
+in-filling VAEAC, each trained by its script's ``main(config, dataset=...)`` on that data object -> the explained sets
+and their references -> the sweeps of every registered method (:data:`CLUE.evaluation.METHODS`) -> ``results.json``.
+
+Each stage is resumable: a finished stage (its ``metrics.json``) is reused and an interrupted training run resumes
+from its checkpoint; each scored sweep value is journalled. ``python -m CLUE.evaluate`` is the command line over
+:func:`main`; :mod:`CLUE.stages` publishes and fetches the trained stages as weights and knows nothing of this
+module: :func:`rebuild_stages` retrains published stages here and hands them to :func:`CLUE.stages.install`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+import data
+from BNN import train as bnn_train
+from BNN.posterior import Posterior
+from CLUE import evaluation as ev
+from CLUE import stages
+from common.config import command_line, option
+from common.errors import UserError
+from common.utils import PROJECT_ROOT, jsonable, load_json, make_run_dir, save_json, save_npz, set_seed
+from VAE import train as vae_train
+from VAE.model import load_vae
+from VAEAC import train as vaeac_train
+from VAEAC.export import load_model
+
+logger = logging.getLogger(__name__)
+
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every setting of an evaluation run; defaults are the paper's ([nb]) budgets."""
+
+    dataset: str = option("compas", "lsat | compas | credit | wine")
+    seed: int = option(0, "seeds every stage (data generation, training, explanations, Monte Carlo)")
+    out: str = option("runs/evaluate", "run folder; finished stages found there are reused")
+    data_dir: str | None = option(None, "folder of raw data files")
+    gt_max_epochs: int = option(2500, "ground-truth VAEAC epoch cap")
+    gt_early_stop: int = option(200, "ground-truth VAEAC patience")
+    gt_lr: float | None = option(None, "ground-truth VAEAC lr (None: 1e-4 gauss_cat, 3e-4 Gaussian, as [nb])")
+    gt_width: int = option(350, "ground-truth VAEAC width ([nb]: 350)")
+    gt_depth: int = option(3, "ground-truth VAEAC depth ([nb]: 3)")
+    under_epochs: int = option(2500, "under-VAEAC epoch cap")
+    under_width: int = option(150, "under-VAEAC width ([nb]: 150)")
+    under_lr: float = option(3e-4, "under-VAEAC Adam lr ([nb]: 3e-4)")
+    max_train_rows: int | None = option(None, "train the real-data ground truth on the first N rows only")
+    bnn_epochs: int = option(2400, "BNN SG-HMC epochs ([nb]: 2400)")
+    bnn_burn_in: int = option(120, "BNN burn-in epochs ([nb]: 120)")
+    bnn_save_every: int = option(20, "BNN: a weight sample every k epochs ([nb]: 20)")
+    bnn_n_saves: int = option(100, "BNN samples kept ([nb]: 100)")
+    bnn_width: int = option(200, "BNN width ([nb]: 200)")
+    vae_max_epochs: int = option(2500, "CLUE VAE epoch cap")
+    vae_lr: float = option(1e-4, "CLUE VAE RAdam lr")
+    vae_width: int = option(300, "CLUE VAE width")
+    vae_early_stop: int = option(200, "CLUE VAE and in-fill VAEAC patience")
+    art_vaeac_max_epochs: int = option(2500, "in-filling VAEAC epoch cap")
+    art_vaeac_lr: float | None = option(None, "in-filling VAEAC lr (None: VAEAC.train's default)")
+    art_vaeac_width: int = option(350, "in-filling VAEAC width")
+    max_explained: int | None = option(1000, "explain a seeded random subset of at most this many selected points "
+                                             "per target; None: every selected point, as [nb]")
+    threshold_quantile: float | None = option(None, "select by each target's BNN uncertainty quantile over the test "
+                                                    "set (0.8: the top 20%); None: the [nb] constants")
+    n_gt_samples: int = option(500, "VAEAC prior samples of p_gt(y|x) ([nb]: 500)")
+    n_px_samples: int = option(1000, "importance samples of log p_gt(x) ([nb]: 1000)")
+    n_clue: int = option(30, "CLUE lambdas, log-spaced in [1e-4, 30] ([nb]: 30)")
+    n_ufido: int = option(30, "U-FIDO L1 weights, log-spaced in [1e-5, 100] ([nb]: 30)")
+    n_sensitivity: int = option(20, "sensitivity step sizes, log-spaced in [1e-3, 200] ([nb]: 20)")
+    clue_max_steps_aleatoric: int = option(55, "CLUE Adam steps, aleatoric runs ([nb]: 55)")
+    clue_max_steps_epistemic: int = option(65, "CLUE Adam steps, epistemic runs ([nb]: 65)")
+    clue_n_early_stop: int = option(3, "CLUE early-stopping window; 0 runs every step ([nb]: 3)")
+    ufido_iterations: int = option(30, "U-FIDO iterations (original: 30)")
+    ufido_mnist_norm: bool = option(False, "U-FIDO normalises the BNN input with MNIST's mean and std, as the "
+                                           "original's fit_cat does on every dataset (spec trap 27)")
+    n_boot: int = option(1000, "bootstrap resamples of the explained points for the intervals")
+    bnn_gradient: str = option("exact", "BNN input gradient of the three methods: exact, or torch13 (the original's "
+                                        "stale-weight gradient, as its runs had; DEVIATIONS.md)")
+    stages: str = option("train", "train: train the stages missing from --out; weights: take them from "
+                                  "weights/manifest.json (sha256-checked), where a run with these settings published "
+                                  "them; rebuild: as weights, but where their files are neither here nor hosted, "
+                                  "retrain them (single-threaded TensorFlow) and use them only if every file matches "
+                                  "its published sha256")
+    publish_stages: bool = option(False, "after training, publish the trained stages into weights/ and its manifest "
+                                         "(CLUE.stages)")
+    progress: bool = option(True, "show progress bars")
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    # tens of minutes per dataset on 2 CPU cores: fewer epochs with larger learning rates, shorter chains,
+    # fewer Monte Carlo samples, 8 values per sweep over the paper's ranges, at most 300 explained points per target
+    "fast": {"gt_max_epochs": 60, "gt_early_stop": 20, "gt_lr": 1e-3, "under_epochs": 60, "under_lr": 1e-3,
+             "bnn_epochs": 300, "bnn_burn_in": 60, "bnn_save_every": 4, "bnn_n_saves": 60,
+             "vae_max_epochs": 60, "vae_lr": 1e-3, "vae_early_stop": 20, "art_vaeac_max_epochs": 60,
+             "art_vaeac_lr": 1e-3, "max_explained": 300, "n_gt_samples": 100, "n_px_samples": 200,
+             "n_clue": 8, "n_ufido": 8, "n_sensitivity": 8, "max_train_rows": 8000},
+    # seconds, for tests: tiny networks, a handful of epochs and sweep values
+    "tiny": {"gt_max_epochs": 3, "gt_early_stop": 5, "gt_lr": 3e-3, "gt_width": 32, "gt_depth": 2,
+             "under_epochs": 2, "under_width": 16, "under_lr": 3e-3, "max_train_rows": 1024,
+             "bnn_epochs": 4, "bnn_burn_in": 1, "bnn_save_every": 1, "bnn_n_saves": 3, "bnn_width": 16,
+             "vae_max_epochs": 2, "vae_lr": 3e-3, "vae_width": 16, "vae_early_stop": 5, "art_vaeac_max_epochs": 2,
+             "art_vaeac_lr": 3e-3, "art_vaeac_width": 16, "max_explained": 24, "n_gt_samples": 8,
+             "n_px_samples": 8, "n_clue": 2, "n_ufido": 2, "n_sensitivity": 2, "clue_max_steps_aleatoric": 5,
+             "clue_max_steps_epistemic": 5, "ufido_iterations": 3, "progress": False},
+}
+
+
+# Bumped whenever a metric's definition changes, so that results.json files scored under an older definition are
+# recomputed (from the trained stages, which stay valid) rather than reused. 2: metric 2 scores X_c against the
+# ground truth at X_c. 3: per-point scores, bootstrap intervals and verdicts.
+RESULTS_VERSION = 3
+
+
+def results_are_current(results: dict[str, Any]) -> bool:
+    """Whether a ``results.json`` was scored with the current metric definitions."""
+    return results.get("results_version") == RESULTS_VERSION
+
+
+# where the stages come from, and whether they are published: the results are the same either way
+NOT_RESULT_SETTINGS = ("stages", "publish_stages")
+STAGE_SOURCES = ("train", "weights", "rebuild")
+
+
+def saved_settings(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved run's config, with settings added since it ran set to their defaults (the behaviour it ran with)."""
+    return {**jsonable(dataclasses.asdict(Config())), **saved}
+
+
+def same_results(saved: dict[str, Any], config: Config) -> bool:
+    """Whether a saved run's config gives the results ``config`` asks for."""
+    strip = lambda c: {k: v for k, v in c.items() if k not in NOT_RESULT_SETTINGS}  # noqa: E731
+    return strip(saved_settings(saved)) == strip(jsonable(dataclasses.asdict(config)))
+
+
+@contextlib.contextmanager
+def _timed(run_dir: Path, stage: str):
+    """Adds the wall seconds spent in ``stage`` to ``run_dir/timings.json`` (summed over resumes; a reused stage
+    adds about nothing), so that a finished run states what each stage cost on its machine."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        path = run_dir / "timings.json"
+        timings = load_json(path) if path.exists() else {}
+        timings[stage] = round(timings.get(stage, 0.0) + time.perf_counter() - start, 1)
+        save_json(path, timings)
+
+
+def _done(run_dir: Path) -> bool:
+    return (run_dir / "metrics.json").exists()
+
+
+def script_config(config: Config, script: type, prefixes: dict[str, str], renames: dict[str, str] | None = None,
+                  **fixed: Any):
+    """A training script's Config from this run's settings: every field ``<prefix><name>`` becomes the script's
+    ``<prefixes[prefix]><name>`` (``renames`` for the few whose names differ), plus the ``fixed`` values.
+
+    Raises:
+      TypeError: a prefixed setting has no field of that name in the script's Config (a renamed field there).
+    """
+    fields = {f.name for f in dataclasses.fields(script)}
+    values = {}
+    for f in dataclasses.fields(config):
+        if f.name in stages.NOT_STAGE_FIELDS:  # e.g. bnn_gradient: how the sweeps use the BNN, not its training
+            continue
+        for prefix, theirs in prefixes.items():
+            if f.name.startswith(prefix):
+                key = (renames or {}).get(f.name, theirs + f.name[len(prefix):])
+                if key not in fields:
+                    raise TypeError(f"{f.name} maps to {script.__module__}.Config.{key}, which does not exist")
+                values[key] = getattr(config, f.name)
+    return script(**{**values, **fixed})
+
+
+class Stages(NamedTuple):
+    """The trained stages of a run: what the sweeps explain with and score against."""
+
+    gt: ev.GroundTruth  # the under-VAEAC over the ground-truth VAEAC
+    data: data.Dataset  # the artificial data drawn from it
+    bnn: Posterior  # trained on ``data``
+    vae: Any  # CLUE's VAE, trained on ``data``
+    art_vaeac: Any  # U-FIDO's in-filling VAEAC, trained on ``data`` (x only)
+
+
+def train_ground_truth(config: Config, run_dir: Path, real: data.Dataset) -> ev.GroundTruth:
+    """Stage 1: the VAEAC on the real joint (x, y) and its under-VAEAC (credit masks whole variables, [nb])."""
+    out = run_dir / "gt_vaeac"
+    if not _done(out):
+        with _timed(run_dir, "gt_vaeac"):
+            stages.note_training(run_dir, "gt_vaeac")
+            vaeac_train.main(script_config(
+                config, vaeac_train.Config, {"gt_": "", "under_": "under_"}, dataset=config.dataset, targets=True,
+                mask_per_variable=config.dataset == "credit", under_early_stop=config.gt_early_stop,
+                max_train_rows=config.max_train_rows, seed=config.seed, data_dir=config.data_dir, out=str(out),
+                progress=config.progress), dataset=real)
+    return ev.GroundTruth(load_model(out / "under_best"), real.x_dim, real.task)
+
+
+def artificial_dataset(config: Config, run_dir: Path, gt: ev.GroundTruth, real: data.Dataset) -> data.Dataset:
+    """Stage 2: draws the artificial data, or reloads the saved draw (a resumed run must explain the data its models
+    were trained on)."""
+    path = run_dir / "artificial.npz"
+    if path.exists():
+        with np.load(path) as saved:
+            return ev.artificial_dataset(real, *(saved[k] for k in ("x_train", "y_train", "x_test", "y_test")),
+                                         seed=config.seed)
+    stages.note_training(run_dir, "artificial")  # drawn by the ground truth's TensorFlow sampling
+    ds = ev.make_artificial_dataset(gt, real, config.seed)
+    save_npz(path, x_train=ds.x_train, y_train=ds.y_train, x_test=ds.x_test, y_test=ds.y_test)
+    return ds
+
+
+def train_art_models(config: Config, run_dir: Path, ds: data.Dataset) -> tuple[Posterior, Any, Any]:
+    """Stage 3: BNN, CLUE VAE and in-filling VAEAC on the artificial training split (each through its script's
+    ``main(config, dataset=ds)``, the settings ``bnn_*``, ``vae_*``, ``art_vaeac_*`` mapped by
+    :func:`script_config`)."""
+    latent = vaeac_train.LATENT_DIMS[config.dataset]
+    common = {"dataset": ds.name, "seed": config.seed, "progress": config.progress}
+    if not _done(run_dir / "bnn"):
+        with _timed(run_dir, "bnn"):
+            stages.note_training(run_dir, "bnn")
+            bnn_train.main(script_config(config, bnn_train.Config, {"bnn_": ""}, {"bnn_epochs": "n_epochs"},
+                                         out=str(run_dir / "bnn"), eval_every=max(1, config.bnn_epochs // 10),
+                                         **common), dataset=ds)
+    if not _done(run_dir / "vae"):
+        with _timed(run_dir, "vae"):
+            stages.note_training(run_dir, "vae")
+            vae_train.main(script_config(config, vae_train.Config, {"vae_": ""}, latent_dim=latent,
+                                         out=str(run_dir / "vae"), **common), dataset=ds)
+    if not _done(run_dir / "art_vaeac"):
+        with _timed(run_dir, "art_vaeac"):
+            stages.note_training(run_dir, "art_vaeac")
+            vaeac_train.main(script_config(config, vaeac_train.Config, {"art_vaeac_": ""}, targets=False,
+                                           latent_dim=latent, early_stop=config.vae_early_stop,
+                                           out=str(run_dir / "art_vaeac"), **common), dataset=ds)
+    return (Posterior.load(run_dir / "bnn" / "posterior"), load_vae(run_dir / "vae" / "best"),
+            load_model(run_dir / "art_vaeac" / "best"))
+
+
+def trained_stages(config: Config, run_dir: Path, real: data.Dataset | None = None) -> Stages:
+    """Stages 1-3 in ``run_dir``: each trained unless finished there, then loaded. ``real``: the real dataset, if
+    the caller has it loaded already."""
+    real = real if real is not None else data.load(config.dataset, data_dir=config.data_dir)
+    gt = train_ground_truth(config, run_dir, real)
+    ds = artificial_dataset(config, run_dir, gt, real)
+    return Stages(gt, ds, *train_art_models(config, run_dir, ds))
+
+
+def train_stages(config: Config) -> Path:
+    """Stages 1-3 only, in ``config.out`` (seeded as :func:`main` seeds them): what :func:`rebuild_stages` runs in
+    a fresh process. Returns the run folder."""
+    set_seed(config.seed)
+    run_dir = make_run_dir(config.out, dataclasses.asdict(config), kind="CLUE.evaluate")
+    trained_stages(config, run_dir)
+    return run_dir
+
+
+def rebuild_stages(config: Config, manifest=None) -> str:
+    """Retrains the published stages matching ``config`` in a fresh single-threaded process
+    (:data:`CLUE.stages.SINGLE_THREAD_ENV`), in the run folder of their entry's command (stages found finished
+    there are reused), then installs them (:func:`CLUE.stages.install`). Returns the entry's name.
+
+    Raises:
+      UserError: no entry matches, it cannot be repeated on this machine (:func:`CLUE.stages.check_rebuildable`),
+        the training fails, or a retrained file differs from the published one.
+    """
+    import weights
+
+    manifest = manifest or weights.read_manifest(weights.MANIFEST)
+    entry = stages.published(config, manifest)
+    stages.check_rebuildable(entry)
+    out = stages.training_folder(entry)
+    settings = {**dataclasses.asdict(config), "out": str(out), "stages": "train", "publish_stages": False}
+    logger.info("%s is neither here nor hosted: retraining it in %s (one thread), to be checked against its "
+                "sha256s", entry.name, out)
+    done = subprocess.run([sys.executable, "-m", "CLUE.evaluation.pipeline", json.dumps(settings)],
+                          cwd=PROJECT_ROOT, env={**os.environ, **stages.SINGLE_THREAD_ENV})
+    if done.returncode:
+        raise UserError(f"retraining the stages of {entry.name} in {out} failed (exit {done.returncode}); "
+                        "its log is above")
+    return stages.install(config, out, manifest)
+
+
+def load_trained_run(run_dir: str | Path) -> tuple[Config, Stages]:
+    """A run's settings and trained stages, loaded without training or writing anything (for diagnostics that
+    rescore a run).
+
+    Raises:
+      UserError: ``run_dir`` is not a ``CLUE.evaluate`` run, or one of its stages is not trained yet.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").exists():
+        raise UserError(f"{run_dir} has no config.json: pass a directory written by python -m CLUE.evaluate")
+    saved = saved_settings(load_json(run_dir / "config.json"))
+    config = Config(**{f.name: saved[f.name] for f in dataclasses.fields(Config)})
+    for stage in ("gt_vaeac", "bnn", "vae", "art_vaeac"):
+        if not _done(run_dir / stage):
+            raise UserError(f"{run_dir / stage} is not trained yet: finish (or resume) the run's training first")
+    return config, trained_stages(config, run_dir)  # every stage is trained, so this only loads
+
+
+def make_sweep(config: Config) -> ev.Sweep:
+    return ev.Sweep.paper(
+        {m: getattr(config, f"n_{m}") for m in ev.METHODS},
+        clue_max_steps_aleatoric=config.clue_max_steps_aleatoric,
+        clue_max_steps_epistemic=config.clue_max_steps_epistemic, clue_n_early_stop=config.clue_n_early_stop,
+        ufido_iterations=config.ufido_iterations, bnn_gradient=config.bnn_gradient,
+        ufido_mnist_norm=config.ufido_mnist_norm)
+
+
+def explained_sets(config: Config, gt: ev.GroundTruth, bnn, ds: data.Dataset,
+                   budget: ev.EvalBudget) -> tuple[dict[str, ev.Reference], dict[str, Any]]:
+    """Stage 4a: uncertain test points per target (at most ``max_explained``, a seeded subset) and their references.
+
+    The info of each target gives the threshold used, and the fraction of test points that the [nb] constant and
+    the top-20% quantile would each select, so that runs under either rule can be read side by side.
+    """
+    u = ev.bnn_uncertainties(bnn, ds.x_test)
+    rng = np.random.default_rng(config.seed)
+    refs, info = {}, {}
+    for target in ev.TARGETS:
+        tau = ev.selection_threshold(u, target, config.dataset, config.threshold_quantile)
+        idx = ev.select_uncertain(u, target, tau)
+        info[target] = {"threshold": tau, "threshold_rule": ("nb" if config.threshold_quantile is None else
+                                                             f"quantile {config.threshold_quantile:g}"),
+                        "n_selected": int(len(idx)), "n_test": int(len(ds.x_test)),
+                        "fraction_selected": float(len(idx) / len(ds.x_test)),
+                        "fraction_nb_threshold": float(np.mean(u[target] >= ev.SETTINGS[config.dataset]
+                                                               .threshold(target))),
+                        "nb_threshold": ev.SETTINGS[config.dataset].threshold(target),
+                        "quantile_0.8_threshold": float(np.quantile(u[target], 0.8))}
+        if len(idx) == 0:
+            logger.warning("%s: no test point has %s uncertainty >= %g; skipping that target", config.dataset,
+                           target, tau)
+            continue
+        if config.max_explained is not None and len(idx) > config.max_explained:
+            idx = np.sort(rng.choice(idx, config.max_explained, replace=False))
+        refs[target] = ev.Reference.build(gt, bnn, ds.x_test[idx], budget)
+        info[target].update({"n_explained": int(len(idx)), "mean_log_px_x0": float(refs[target].log_px.mean()),
+                             "mean_gt_uncertainty_x0": float(refs[target].gt_uncertainty.mean()),
+                             "error_x0": refs[target].error})
+    return refs, info
+
+
+def publish_command(config: Config) -> str:
+    """The command that trains the stages of ``config`` (recorded in the manifest): its settings as flags, the run
+    folder relative to the project root where it lies inside it."""
+    out = Path(config.out).resolve()
+    if out.is_relative_to(PROJECT_ROOT):
+        config = dataclasses.replace(config, out=str(out.relative_to(PROJECT_ROOT)))
+    return command_line("python -m CLUE.evaluate", config, skip=("progress", "stages", "publish_stages")) \
+        + " --publish-stages true"
+
+
+def main(config: Config) -> dict[str, Any]:
+    """Runs every stage; returns ``{"references": ..., "rows": [...]}`` (also in ``results.json``)."""
+    if config.dataset not in ev.SETTINGS:
+        raise UserError(f"unknown dataset {config.dataset!r}; choose one of {sorted(ev.SETTINGS)}")
+    if config.stages not in STAGE_SOURCES:
+        raise UserError(f"--stages must be one of {STAGE_SOURCES}, got {config.stages!r}")
+    sweep = make_sweep(config)  # checks the sweep settings before any training
+    set_seed(config.seed)
+    done = Path(config.out) / "results.json"
+    if done.exists():
+        finished = load_json(done)
+        if not results_are_current(finished):
+            logger.info("%s was scored with older metric definitions: rescoring from its trained stages", done)
+        elif same_results(finished.get("config", {}), config):
+            logger.info("%s holds a finished run with these settings: reusing it", config.out)
+            return finished
+    run_dir = make_run_dir(config.out, dataclasses.asdict(config), kind="CLUE.evaluate")
+    if config.stages == "rebuild" and stages.needs_rebuild(config):
+        rebuild_stages(config)  # retrained apart and installed in the weights only if they match bit for bit
+    if config.stages in ("weights", "rebuild"):
+        stages.fetch(config, run_dir)
+    trained = trained_stages(config, run_dir)
+    if config.publish_stages:
+        stages.publish(config, run_dir, command=publish_command(config))
+    return score(config, run_dir, trained, sweep)
+
+
+def score(config: Config, run_dir: Path, trained: Stages, sweep: ev.Sweep) -> dict[str, Any]:
+    """Stage 4: the explained sets, every method's sweep over them, scored; writes ``results.json``."""
+    budget = ev.EvalBudget(config.n_gt_samples, config.n_px_samples, config.seed)
+    with _timed(run_dir, "references"):
+        refs, info = explained_sets(config, trained.gt, trained.bnn, trained.data, budget)
+    with _timed(run_dir, "sweeps"):
+        points = ev.run_sweeps(trained.gt, trained.bnn, refs, trained.vae, trained.art_vaeac, sweep, budget,
+                               progress=config.progress, journal=run_dir / "sweep_points.jsonl")
+    table = ev.points_table(points)
+    task = trained.data.task
+    boot = {"per_point": points.per_point, "task": task, "n_boot": config.n_boot, "seed": config.seed}
+    table.to_csv(run_dir / "table.csv", index=False)
+    for target, ref in refs.items():
+        ev.plot_sweeps(points, target, float(ref.log_px.mean()), len(ref.x0),
+                       run_dir / f"{config.dataset}_{target}.png", title=config.dataset)
+    results = {"dataset": config.dataset, "results_version": RESULTS_VERSION, "config": dataclasses.asdict(config),
+               "references": info,
+               "models": {k: load_json(run_dir / k / "metrics.json") for k in ("gt_vaeac", "bnn", "vae", "art_vaeac")},
+               "seconds": load_json(run_dir / "timings.json") if (run_dir / "timings.json").exists() else {},
+               "at_equal_distance": ev.compare_at_distance(table, **boot) if len(table) else [],
+               "verdicts": ev.verdicts(table, **boot) if len(table) else [],
+               "rows": ev.point_intervals(points, points.per_point, task, config.n_boot, config.seed)}
+    save_json(run_dir / "results.json", results)
+    logger.info("wrote %s", run_dir / "results.json")
+    return results
+
+
+if __name__ == "__main__":  # the process rebuild_stages() starts: trains the stages of a config given as JSON
+    if len(sys.argv) != 2:
+        raise SystemExit("usage: python -m CLUE.evaluation.pipeline '<CLUE.evaluate settings as JSON>' (what "
+                         "--stages rebuild starts; to rebuild stages yourself, run python -m CLUE.evaluate ... "
+                         "--stages rebuild)")
+    train_stages(Config(**json.loads(sys.argv[1])))
