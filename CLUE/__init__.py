@@ -2,5 +2,6 @@
 
 import common.cli  # noqa: F401  # isort: skip  (first: quiets TensorFlow's start-up for the CLUE scripts)
 from CLUE.explainer import CLUE, CLUEConfig, CLUEResult, CLUEWeights
+from common.version import __version__
 
-__all__ = ["CLUE", "CLUEConfig", "CLUEResult", "CLUEWeights"]
+__all__ = ["CLUE", "CLUEConfig", "CLUEResult", "CLUEWeights", "__version__"]

@@ -24,6 +24,7 @@ import numpy as np
 
 from common.errors import UserError
 from common.io import atomic_path  # defined in common.io; also importable from here, as it always was
+from common.version import provenance
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +135,7 @@ class MetricsCSV:
 
 # Settings a resumed training run may change: where things are, how much is shown, and how long it runs.
 RESUME_SAFE = frozenset({"out", "data_dir", "progress", "eval_batch_size", "deterministic", "xla"})
-RUN_FILE = "run.json"  # {"kind": "BNN.train"}: which script wrote the run folder
+RUN_FILE = "run.json"  # {"kind": "BNN.train", ...}: which script wrote the run folder, and with what code
 # What a run folder holds before its run has produced anything: a run that failed at its start.
 _START_FILES = frozenset({"config.json", "argv.txt", RUN_FILE})
 _OVERWRITE: contextvars.ContextVar[bool] = contextvars.ContextVar("clue_overwrite", default=False)
@@ -188,6 +189,11 @@ def make_run_dir(out: str | os.PathLike, config: Mapping[str, Any], resume_safe:
     """Checks that ``out`` may take this run, then creates it and writes ``run.json``, ``config.json`` and the
     command line. Call it once the configuration and the inputs have been validated: nothing is written before.
 
+    ``run.json`` records the run's ``kind`` and what produced it (``common.version.provenance``): the project's
+    version, the code's git commit and whether the checkout was dirty (None outside a checkout), the Python,
+    TensorFlow, Keras, TensorFlow Probability and numpy versions, the platform and the CPU model. A resumed run
+    records the code of its latest start.
+
     ``out`` is accepted when it does not exist, is empty, holds a run of ``kind`` with the same settings (a
     training run resumes; other outputs are recomputed), or holds a run of ``kind`` that failed before producing
     anything (only its ``config.json``: replaced). It is refused, unless ``overwrite``, when it holds
@@ -204,7 +210,8 @@ def make_run_dir(out: str | os.PathLike, config: Mapping[str, Any], resume_safe:
       resume_safe: settings that may differ from those of a run already in ``out`` (besides ``RESUME_SAFE``), e.g.
         the epoch cap of a training run; any other difference is refused, since resuming a checkpoint under other
         settings would silently mix two runs. None: settings are not compared.
-      kind: the script writing the run, e.g. ``"BNN.train"``, recorded in ``run.json`` (None: not checked).
+      kind: the script writing the run, e.g. ``"BNN.train"``, recorded in ``run.json`` (None: not checked, and no
+        ``run.json`` is written).
       resumable: whether rerunning resumes (training) rather than recomputes; only changes the messages.
       inputs: folders the run reads (``--bnn``, ``--vae``): never deleted by ``overwrite`` (refused instead).
       overwrite: replace a conflicting run (None: as set by :func:`overwriting`, i.e. ``--overwrite``).
@@ -259,7 +266,7 @@ def make_run_dir(out: str | os.PathLike, config: Mapping[str, Any], resume_safe:
                 entry.unlink()
     run_dir.mkdir(parents=True, exist_ok=True)
     if kind is not None:
-        save_json(run_dir / RUN_FILE, {"kind": kind})
+        save_json(run_dir / RUN_FILE, {"kind": kind, **provenance()})
     save_json(run_dir / "config.json", dict(config))
     with atomic_path(run_dir / "argv.txt") as tmp:
         tmp.write_text(" ".join(sys.argv) + "\n")

@@ -1,7 +1,8 @@
 """Where each raw file comes from, its sha256, and how it is found or fetched.
 
 Lookup order for a raw file (DESIGN.md): the ``data_dir`` argument, then ``$CLUE_DATA_DIR``, then the download cache
-``data/raw/`` (git-ignored; ``$CLUE_CACHE_DIR`` overrides it). Inside a folder a file may sit under its dataset's
+``$CLUE_CACHE_DIR``, by default ``data/raw/`` (git-ignored) in a git checkout and ``~/.cache/clue-tf/`` (under
+``$XDG_CACHE_HOME`` when set) when the package is installed. Inside a folder a file may sit under its dataset's
 sub-folder (``lsat/law_school_cf_train.csv``, the layout of the shared data folder) or directly in it. If it is
 found nowhere it is downloaded into the cache: written to a temporary file, checked against its sha256, then
 renamed. A file whose checksum does not match is never used, and a failed download leaves nothing behind.
@@ -20,10 +21,13 @@ from pathlib import Path
 
 from common.errors import UserError
 from common.io import DownloadError, cached_sha256, download_file, sha256_of  # noqa: F401 (sha256_of: public here too)
+from common.version import checkout_root, user_cache_dir
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CACHE = Path(__file__).resolve().parent / "raw"
+# The download cache when $CLUE_CACHE_DIR is unset: data/raw/ in a git checkout (git-ignored); an installed package
+# never writes into its own folder, it uses the user's cache folder (~/.cache/clue-tf, or $XDG_CACHE_HOME/clue-tf).
+DEFAULT_CACHE = Path(__file__).resolve().parent / "raw" if checkout_root() is not None else user_cache_dir()
 _LSAT_URL = "https://raw.githubusercontent.com/throwaway20190523/MonotonicFairness/master/data/"
 _MNIST_MIRRORS = ("https://storage.googleapis.com/cvdf-datasets/mnist/", "https://ossci-datasets.s3.amazonaws.com/mnist/")
 

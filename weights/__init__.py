@@ -3,8 +3,10 @@
 ``weights/manifest.json`` lists every pretrained model the notebooks use: its folder, each file's sha256, size and
 download url (relative to the manifest's ``base_url``, which ``$CLUE_WEIGHTS_URL`` overrides), the command and seed
 that produced it, and its test metrics. The tabular models are committed under ``weights/<component>/<dataset>/``;
-models too large to commit (``"committed": false``) are downloaded into the git-ignored ``weights/cache/`` by
-``python -m weights.download NAME``. A file whose sha256 does not match the manifest is never used.
+models too large to commit (``"committed": false``) are downloaded by ``python -m weights.download NAME`` into the
+git-ignored ``weights/cache/`` of a git checkout or, when the package is installed, into the user's cache folder
+(``$CLUE_CACHE_DIR/weights/``, else ``~/.cache/clue-tf/weights/``; never into site-packages). A file whose sha256
+does not match the manifest is never used.
 
 Notebooks load pretrained weights when present and train otherwise::
 
@@ -35,10 +37,12 @@ from common.errors import UserError
 from common.io import cached_sha256
 from common.io import sha256_of as sha256_of  # re-exported: weights.sha256_of, as it always was
 from common.validation import register_advice
+from common.version import checkout_root, user_cache_dir
 
 ROOT = Path(__file__).resolve().parent
 MANIFEST = ROOT / "manifest.json"
 CACHE = "cache"  # sub-folder of the manifest's folder holding downloaded (not committed) models; git-ignored
+ENV_CACHE = "CLUE_CACHE_DIR"  # an installed package downloads into $CLUE_CACHE_DIR/weights/ (see default_cache)
 ENV_URL = "CLUE_WEIGHTS_URL"
 FORMAT = "clue-tf/weights-manifest/v1"
 
@@ -89,11 +93,13 @@ class Entry:
 
 @dataclass(frozen=True)
 class Manifest:
-    """A parsed manifest; ``root`` is the folder that holds it (committed model folders are relative to it)."""
+    """A parsed manifest; ``root`` is the folder that holds it (committed model folders are relative to it);
+    downloaded models go under ``cache`` (``root / CACHE`` when None)."""
 
     root: Path
     base_url: str | None
     entries: dict[str, Entry]
+    cache: Path | None = None
 
     def entry(self, name: str) -> Entry:
         if name not in self.entries:
@@ -104,11 +110,20 @@ class Manifest:
     def local_dir(self, name: str) -> Path:
         """Where the model's folder is (committed) or goes when downloaded (not committed)."""
         entry = self.entry(name)
-        return self.root / entry.path if entry.committed else self.root / CACHE / entry.path
+        return self.root / entry.path if entry.committed else (self.cache or self.root / CACHE) / entry.path
+
+
+def default_cache() -> Path | None:
+    """Where the shipped manifest's downloaded models go: None in a git checkout (``weights/cache/``, as always);
+    installed, ``$CLUE_CACHE_DIR/weights`` or else ``~/.cache/clue-tf/weights`` (``$XDG_CACHE_HOME`` respected)."""
+    if checkout_root() is not None:
+        return None
+    return Path(os.environ.get(ENV_CACHE) or user_cache_dir()) / "weights"
 
 
 def read_manifest(path: str | os.PathLike = MANIFEST) -> Manifest:
-    """Parses a manifest file (the committed ``weights/manifest.json`` by default)."""
+    """Parses a manifest file (the committed ``weights/manifest.json`` by default). Downloads of the shipped manifest
+    go to :func:`default_cache` when the package is installed; those of any other manifest beside it, in ``cache/``."""
     path = Path(path)
     raw = json.loads(path.read_text())
     if raw.get("format") != FORMAT:
@@ -120,7 +135,8 @@ def read_manifest(path: str | os.PathLike = MANIFEST) -> Manifest:
             item["name"], item["kind"], item["path"], bool(item["committed"]),
             tuple(FileEntry(**f) for f in item["files"]), item["command"], int(item["seed"]),
             dict(item.get("metrics") or {}), {k: v for k, v in item.items() if k not in known})
-    return Manifest(path.resolve().parent, raw.get("base_url"), entries)
+    cache = default_cache() if path.resolve() == MANIFEST else None
+    return Manifest(path.resolve().parent, raw.get("base_url"), entries, cache)
 
 
 def mismatches(name: str, manifest: Manifest | None = None) -> dict[str, str]:
