@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -101,3 +102,16 @@ def test_unpublished_notebook_run_leaves_the_checkout_clean(data_dir, run_notebo
             shutil.rmtree(target, ignore_errors=True)
         if not parent_existed and UNPUBLISHED.is_dir() and not any(UNPUBLISHED.iterdir()):
             UNPUBLISHED.rmdir()
+
+
+def test_committed_notebooks_write_nothing_tracked_when_run_without_parameters():
+    """Run as the README says (no parameters), a committed notebook publishes nothing: its parameters cell says
+    ``publish = False`` and no papermill-injected cell overrides it (experiments/publish_notebook.py strips it)."""
+    import nbformat
+
+    for path in sorted((PROJECT_ROOT / "experiments").glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        tags = [c.metadata.get("tags", []) for c in nb.cells]
+        assert not any("injected-parameters" in t for t in tags), f"{path.name} holds an injected parameters cell"
+        (params,) = [c for c, t in zip(nb.cells, tags) if "parameters" in t]
+        assert re.search(r"^publish = False\b", params.source, re.M), f"{path.name}: {params.source[:200]}"
