@@ -6,7 +6,9 @@
     ((17432, 12), (4358, 12))
 """
 
-from data.datasets import DATASETS, Dataset, Variable, check_named, load
+from data.datasets import DATASETS, Dataset, DatasetSpec, Variable, check_named, load, spec
+from data.frames import from_frame
 from data.sources import SOURCES, DataFileError
 
-__all__ = ["DATASETS", "DataFileError", "Dataset", "SOURCES", "Variable", "check_named", "load"]
+__all__ = ["DATASETS", "DataFileError", "Dataset", "DatasetSpec", "SOURCES", "Variable", "check_named", "from_frame",
+           "load", "spec"]

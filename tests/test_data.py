@@ -253,3 +253,45 @@ def test_training_scripts_take_a_dataset_object_of_the_named_dataset(loaded):
         data.check_named({"x_train": []}, "digits")
     with pytest.raises(ValueError, match="unknown dataset 'my_digits'"):
         data.load("my_digits")
+
+
+def test_from_frame_builds_a_dataset_with_the_paper_preprocessing():
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    n = 200
+    df = pd.DataFrame({"age": rng.normal(40, 10, n), "city": rng.choice(["b", "a", "c"], n),
+                       "income": rng.normal(3, 1, n), "default": rng.choice(["no", "yes"], n)})
+    ds = data.from_frame(df, target="default", categorical=["city"], name="mine", seed=3)
+    assert ds.task == "classification" and ds.name == "mine" and ds.class_names == ("no", "yes")
+    assert ds.input_dim_vec == (1, 3, 1) and ds.feature_names == ("age", "city=a", "city=b", "city=c", "income")
+    assert len(ds.x_test) == 20 and len(ds.x_train) == 180
+    assert tabular.is_valid_one_hot(ds.x_train, ds.input_dim_vec)
+    np.testing.assert_allclose(ds.x_train[:, [0, 4]].mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(ds.x_train[:, [0, 4]].std(0), 1, atol=1e-4)
+    # the split is the seeded permutation's first 10%, rows kept in frame order; original units come back
+    test_rows = np.random.RandomState(3).permutation(n)[:20]
+    train_rows = np.setdiff1d(np.arange(n), test_rows)
+    back = ds.to_original_units(ds.x_train)
+    np.testing.assert_allclose(back["age"], df["age"].to_numpy()[train_rows], rtol=1e-6)
+    assert list(back["city"]) == list(df["city"].to_numpy()[train_rows])
+    np.testing.assert_array_equal(ds.y_test, (df["default"].to_numpy()[np.sort(test_rows)] == "yes").astype(float))
+    reg = data.from_frame(df.drop(columns="default"), target="income", categorical=["city"])
+    assert reg.task == "regression" and reg.y_train.shape == (180, 1)
+    assert abs(float(reg.y_train.mean())) < 1e-5
+    again = data.from_frame(df, target="default", categorical=["city"], name="mine", seed=3)
+    np.testing.assert_array_equal(again.x_test, ds.x_test)  # seeded split
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda df: df.assign(city=None), "missing values"),
+    (lambda df: df, "not numeric"),
+    (lambda df: df.drop(columns="default"), "not in the frame"),
+])
+def test_from_frame_refuses_what_it_cannot_use(change, message):
+    import pandas as pd
+
+    df = pd.DataFrame({"age": [1.0, 2.0, 3.0, 4.0], "city": ["a", "b", "a", "b"], "default": [0, 1, 0, 1]})
+    categorical = [] if message == "not numeric" else ["city"]
+    with pytest.raises(ValueError, match=message):
+        data.from_frame(change(df), target="default", categorical=categorical, test_fraction=0.25)
