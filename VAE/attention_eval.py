@@ -6,7 +6,9 @@ with it are *not* comparable to any number in Liu et al. [1] (MVTec-AD, UCSD Ped
 
 **Data.** A model trained on the inlier digit (default 3) of the training split. Held-out inliers: that digit in the
 test split (the original's validation set, used only for model selection, never for training). Outliers: the
-outlier digit (default 8) in the test split. Paste sources: test-split digits that are neither.
+outlier digit (default 8) in the test split, or with ``outlier_digit=None`` every other digit of the test split (the
+one-class protocol). Paste sources: test-split digits that are neither. The inlier digit's training images give the
+aggregate posterior of the anomaly attention and the mean inlier image of its baseline.
 
 **Synthetic local anomalies** (pixel ground truth), drawn with ``numpy.random.RandomState(anomaly_seed)``:
 
@@ -17,15 +19,21 @@ outlier digit (default 8) in the test split. Paste sources: test-split digits th
   truth = pixels whose intensity fell by more than 0.2 (so the "ink" baselines cannot win by construction).
 
 **Maps scored** (28x28, higher = more anomalous): the code-faithful attention map, the paper-formula map, two
-ablations of the code map (ReLU instead of abs; rectify before upsampling), and baselines chosen a priori (never
-tuned on ground truth): reconstruction error ``|x - sigmoid(decode(mu))|``, raw intensity ``x``, intensity blurred
-with a Gaussian of sigma 2 px (about the footprint of one 7x7 attention cell), a centred Gaussian prior of sigma 7 px,
-and uniform noise.
+ablations of the code map (ReLU instead of abs; rectify before upsampling), the paper's anomaly attention (Eq. 4,
+``VAE.attention`` ``method="anomaly"``: one vector drawn per image with the training seed) and two ablations of it
+(the difference distribution's mean instead of a draw; the code map's abs after upsampling instead of the paper's
+ReLU before it), and baselines chosen a priori (never tuned on ground truth):
+reconstruction error ``|x - sigmoid(decode(mu))|``, raw intensity ``x``, intensity blurred with a Gaussian of sigma
+2 px (about the footprint of one 7x7 attention cell), a centred Gaussian prior of sigma 7 px, the distance to the
+mean inlier training image ``|x - mean_n x_n|`` (the "background": what a normal image looks like on average), and
+uniform noise. The anomaly maps and the mean-inlier baseline need the inlier training images
+(``EvalData.train_inliers``).
 
 **Metrics.** Pixel level: pooled AUROC over all pixels of all anomalous images (MVTec style; maps min-max
 normalised per image, as displayed) and the mean of per-image AUROCs (invariant to per-image normalisation).
 Image level: AUROC of held-out inliers (negative) vs outliers (positive) for the eval-mode loss ``BCE + KL`` (z = mu),
-the reconstruction BCE, and the max and mean of the *raw* attention maps (no min-max, no batch rescale).
+the reconstruction BCE, and the max and mean of the *raw* attention maps (no min-max, no batch rescale; the anomaly
+map's too when the inlier training images are given).
 Everything is computed per trained model; :func:`aggregate` gives mean and sample standard deviation over seeds.
 
 #### References
@@ -43,7 +51,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 from sklearn.metrics import roc_auc_score
 
-from VAE.attention import attention_maps, target_and_jacobian
+from VAE.attention import AggregatePosterior, aggregate_posterior, attention_maps, target_and_jacobian
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +64,7 @@ class Protocol:
     """Every constant of the protocol (module docstring), written into the results JSON."""
 
     inlier_digit: int = 3
-    outlier_digit: int = 8
+    outlier_digit: int | None = 8  # None: every other digit (the one-class protocol)
     anomaly_seed: int = 0
     crop: int = 10
     block: int = 8
@@ -70,7 +78,8 @@ class Protocol:
 
 @dataclass(frozen=True)
 class EvalData:
-    """Images of one protocol run, all flat ``[N, 784]`` float32; masks ``[N, 28, 28]`` bool."""
+    """Images of one protocol run, all flat ``[N, 784]`` float32; masks ``[N, 28, 28]`` bool; ``train_inliers``: the
+    inlier digit's training images (``None``: no anomaly attention, no mean-inlier baseline)."""
 
     inliers: np.ndarray
     outliers: np.ndarray
@@ -78,6 +87,7 @@ class EvalData:
     additive_gt: np.ndarray
     subtractive: np.ndarray
     subtractive_gt: np.ndarray
+    train_inliers: np.ndarray | None = None
 
 
 def _ink_windows(image: np.ndarray, size: int, min_ink: int) -> list[tuple[int, int]]:
@@ -120,9 +130,12 @@ def make_eval_data(ds, p: Protocol) -> EvalData:
     """Builds the protocol's image sets from a labelled image dataset (``data.load`` of an MNIST variant)."""
     y = ds.y_test.astype(int)
     cap = slice(None, p.max_images)
+    is_outlier = y != p.inlier_digit if p.outlier_digit is None else y == p.outlier_digit
     inliers = ds.x_test[y == p.inlier_digit][cap].astype(np.float32)
-    outliers = ds.x_test[y == p.outlier_digit][cap].astype(np.float32)
-    sources = ds.x_test[(y != p.inlier_digit) & (y != p.outlier_digit)].reshape(-1, SIDE, SIDE)
+    outliers = ds.x_test[is_outlier][cap].astype(np.float32)
+    sources = ds.x_test[(y != p.inlier_digit) & (y != (-1 if p.outlier_digit is None else p.outlier_digit))]
+    sources = sources.reshape(-1, SIDE, SIDE)
+    train_inliers = ds.x_train[ds.y_train.astype(int) == p.inlier_digit].astype(np.float32)
     rng = np.random.RandomState(p.anomaly_seed)
     bases = inliers.reshape(-1, SIDE, SIDE)
     add = [additive_anomaly(b, sources, rng, p) for b in bases]
@@ -135,7 +148,7 @@ def make_eval_data(ds, p: Protocol) -> EvalData:
     (x_add, gt_add), (x_sub, gt_sub) = stack(add), stack(sub)
     logger.info("protocol data: %d inliers, %d outliers, %.1f / %.1f GT pixels per additive / subtractive image",
                 len(inliers), len(outliers), gt_add.sum((1, 2)).mean(), gt_sub.sum((1, 2)).mean())
-    return EvalData(inliers, outliers, x_add, gt_add, x_sub, gt_sub)
+    return EvalData(inliers, outliers, x_add, gt_add, x_sub, gt_sub, train_inliers)
 
 
 def centre_prior(sigma: float) -> np.ndarray:
@@ -144,10 +157,32 @@ def centre_prior(sigma: float) -> np.ndarray:
     return np.exp(-(grid[:, None] ** 2 + grid[None, :] ** 2) / (2 * sigma ** 2))
 
 
-def score_maps(model, x: np.ndarray, p: Protocol, seed: int) -> dict[str, np.ndarray]:
-    """Every map of the protocol for images ``x`` ``[N, 784]``: name -> ``[N, 28, 28]`` (not yet normalised)."""
+def score_maps(model, x: np.ndarray, p: Protocol, seed: int, aggregate: AggregatePosterior | None = None,
+               background: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Every map of the protocol for images ``x`` ``[N, 784]``: name -> ``[N, 28, 28]`` (not yet normalised).
+
+    Args:
+      model: a trained ``ExpVAE``.
+      x: float32 ``[N, 784]``.
+      p: the protocol.
+      seed: seeds the random baseline and the anomaly attention's draws.
+      aggregate: the inlier training images' aggregate posterior; adds ``attention_anomaly`` (one draw per image),
+        ``ablation_anomaly_mean`` (the difference distribution's mean instead of a draw) and ``ablation_anomaly_abs``
+        (the same draw with the code map's rectifier, ``|Up(L)|``).
+      background: the mean inlier training image ``[784]``; adds ``baseline_mean_inlier`` ``|x - background|``.
+    """
     images = x.reshape(-1, SIDE, SIDE)
     recon = model.reconstruct(x).numpy().reshape(images.shape)
+    extra = {}
+    if aggregate is not None:
+        extra["attention_anomaly"] = attention_maps(model, x, method="anomaly", normalize=False, aggregate=aggregate,
+                                                    seed=seed).numpy()
+        extra["ablation_anomaly_mean"] = attention_maps(model, x, method="anomaly", normalize=False,
+                                                        aggregate=aggregate, draws=0).numpy()
+        extra["ablation_anomaly_abs"] = attention_maps(model, x, method="anomaly", normalize=False, aggregate=aggregate,
+                                                       seed=seed, rectify="abs", upsample_first=True).numpy()
+    if background is not None:
+        extra["baseline_mean_inlier"] = np.abs(images - background.reshape(SIDE, SIDE))
     return {
         "attention_code": attention_maps(model, x, method="code", normalize=False).numpy(),
         "attention_paper": attention_maps(model, x, method="paper", normalize=False).numpy(),
@@ -159,6 +194,7 @@ def score_maps(model, x: np.ndarray, p: Protocol, seed: int) -> dict[str, np.nda
         "baseline_blurred_intensity": np.stack([gaussian_filter(im, p.blur_sigma) for im in images]),
         "baseline_centre_prior": np.broadcast_to(centre_prior(p.centre_sigma), images.shape).copy(),
         "baseline_random": np.random.RandomState(seed).uniform(size=images.shape),
+        **extra,
     }
 
 
@@ -181,15 +217,31 @@ def pixel_aurocs(maps: np.ndarray, gt: np.ndarray) -> dict[str, float]:
     return {"pooled": float(pooled), "per_image_mean": float(np.mean(per_image))}
 
 
-def image_aurocs(model, inliers: np.ndarray, outliers: np.ndarray) -> dict[str, float]:
-    """Image-level AUROC, inliers negative and outliers positive, for loss-based and raw-map scores."""
+def image_scores(model, x: np.ndarray, aggregate: AggregatePosterior | None = None, seed: int = 0,
+                 batch_size: int = 1024) -> dict[str, np.ndarray]:
+    """Image-level anomaly scores ``[N]`` of images ``x`` ``[N, 784]`` (higher = more anomalous).
+
+    ``loss``: the eval-mode negative ELBO ``BCE + KL`` (z = mu); ``bce``: its reconstruction term; the max and mean
+    of each raw attention map (``attention_{code,paper}_{max,mean}``, and ``attention_anomaly_*`` with one draw of
+    seed ``seed`` when ``aggregate`` is given).
+    """
+    terms = [model.loss_terms(x[start:start + batch_size]) for start in range(0, len(x), batch_size)]
+    scores = {key: np.concatenate([t[key].numpy() for t in terms]) for key in ("loss", "bce")}
+    methods = {"code": {}, "paper": {}}
+    if aggregate is not None:
+        methods["anomaly"] = {"aggregate": aggregate, "seed": seed}
+    for method, kwargs in methods.items():
+        raw = attention_maps(model, x, method=method, normalize=False, **kwargs).numpy()
+        scores[f"attention_{method}_max"], scores[f"attention_{method}_mean"] = raw.max((1, 2)), raw.mean((1, 2))
+    return scores
+
+
+def image_aurocs(model, inliers: np.ndarray, outliers: np.ndarray, aggregate: AggregatePosterior | None = None,
+                 seed: int = 0) -> dict[str, float]:
+    """Image-level AUROC, inliers negative and outliers positive, of every :func:`image_scores` score."""
     x = np.concatenate([inliers, outliers])
     labels = np.r_[np.zeros(len(inliers)), np.ones(len(outliers))]
-    terms = model.loss_terms(x)
-    scores = {"loss": terms["loss"].numpy(), "bce": terms["bce"].numpy()}
-    for method in ("code", "paper"):
-        raw = attention_maps(model, x, method=method, normalize=False).numpy()
-        scores[f"attention_{method}_max"], scores[f"attention_{method}_mean"] = raw.max((1, 2)), raw.mean((1, 2))
+    scores = image_scores(model, x, aggregate, seed)
     return {name: float(roc_auc_score(labels, s)) for name, s in scores.items()}
 
 
@@ -219,17 +271,23 @@ def sign_statistics(model, x: np.ndarray) -> dict[str, float]:
 def evaluate_model(model, data: EvalData, p: Protocol, seed: int) -> dict[str, dict]:
     """All metrics of one trained model.
 
+    With ``data.train_inliers``, the anomaly attention (aggregate posterior of those images; draws seeded by
+    ``seed``) and the mean-inlier baseline are scored too.
+
     Returns:
       ``{"pixel": {anomaly: {map: {"pooled", "per_image_mean"}}}, "image": {score: auroc},
       "agreement": {"pearson_median", "pearson_p10"}, "sign": {...}}``: agreement of code and paper maps on the
       outliers, and :func:`sign_statistics` on the additive anomalies.
     """
+    aggregate = background = None
+    if data.train_inliers is not None:
+        aggregate, background = aggregate_posterior(model, data.train_inliers), data.train_inliers.mean(axis=0)
     pixel = {}
     for kind, x, gt in (("additive", data.additive, data.additive_gt),
                         ("subtractive", data.subtractive, data.subtractive_gt)):
-        maps = score_maps(model, x, p, seed)
+        maps = score_maps(model, x, p, seed, aggregate, background)
         pixel[kind] = {name: pixel_aurocs(m, gt) for name, m in maps.items()}
-    return {"pixel": pixel, "image": image_aurocs(model, data.inliers, data.outliers),
+    return {"pixel": pixel, "image": image_aurocs(model, data.inliers, data.outliers, aggregate, seed),
             "agreement": code_paper_agreement(model, data.outliers), "sign": sign_statistics(model, data.additive)}
 
 

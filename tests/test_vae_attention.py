@@ -202,3 +202,156 @@ def test_pixel_aurocs_and_aggregation():
     np.testing.assert_allclose(norm.min((1, 2)), 0) and np.testing.assert_allclose(norm.max((1, 2)), 1)
     summary = aggregate({0: {"a": {"x": 1.0}}, 1: {"a": {"x": 3.0}}, 2: {"a": {"x": 2.0}}})
     assert summary["a/x"] == {"mean": 2.0, "sd": 1.0, "min": 1.0, "max": 3.0}
+
+
+# ------------------------------------------------------------------- anomaly attention (the paper's Eq. 4)
+class _LinearEncoder:
+    """A hand-checkable encoder: a 2x2 one-channel image ``x`` ``[B, 4]`` is its own target ``A`` ``[B, 2, 2, 1]``;
+    ``mu = flatten(A) @ W`` with ``W`` ``[4, 2]`` and a constant ``logvar``. The 2x2 "upsampling" is the identity, so
+    the anomaly map is ``ReLU((sum_i u_i c_i) A)`` with ``c_i = mean_pixels W[:, i]``."""
+
+    W = np.array([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [1.0, 2.0]], np.float32)  # c = (1, 0.5)
+
+    def __init__(self, logvar=(0.0, 0.0)):
+        self.logvar = tf.constant(logvar, tf.float32)
+
+    def enc_a(self, x):
+        return tf.reshape(x, [-1, 2, 2, 1])
+
+    def enc_b(self, a):
+        mu = tf.reshape(a, [-1, 4]) @ self.W
+        return mu, tf.broadcast_to(self.logvar, tf.shape(mu))
+
+
+X_HAND = np.array([[1.0, -1.0, 2.0, 0.0]], np.float32)  # mu = (2, 0), sigma^2 = (1, 1)
+
+
+def _aggregate(mean, var):
+    from VAE.attention import AggregatePosterior
+
+    return AggregatePosterior(np.float32(mean), np.float32(var), 1)
+
+
+def test_aggregate_posterior_is_the_moment_matched_mixture():
+    from VAE.attention import aggregate_posterior
+
+    model = _LinearEncoder(logvar=(0.0, np.log(4.0)))
+    x = np.array([[2.0, 0, 0, 0], [0, 0, 0, 1.0], [1.0, 1.0, 1.0, 0.0]], np.float32)  # mu = (2,0), (1,2), (3,0)
+    agg = aggregate_posterior(model, x)
+    # mean of means; mean of (variance + mean^2) minus mean^2 (= mean variance + variance of the means)
+    np.testing.assert_allclose(agg.mean, [2.0, 2.0 / 3.0], rtol=1e-6)
+    np.testing.assert_allclose(agg.var, [1.0 + 2.0 / 3.0, 4.0 + 8.0 / 9.0], rtol=1e-6)
+    assert agg.n_images == 3
+    batched = aggregate_posterior(model, x, batch_size=2)
+    np.testing.assert_allclose(batched.mean, agg.mean) and np.testing.assert_allclose(batched.var, agg.var)
+    with pytest.raises(ValueError, match="at least one"):
+        aggregate_posterior(model, x[:0])
+
+
+def test_anomaly_map_by_hand_sign_follows_the_difference():
+    """u = E[D] = mu_x - mu_agg: the map is ReLU(s A) with s = u . c, c = (1, 0.5)."""
+    from VAE.attention import difference_distribution
+
+    model = _LinearEncoder()
+    above = _aggregate([1.0, 1.0], [0.25, 0.5])  # loc = (1, -1): s = 1 - 0.5 = 0.5
+    loc, var = difference_distribution(*model.enc_b(model.enc_a(X_HAND)), above)
+    np.testing.assert_allclose(loc.numpy(), [[1.0, -1.0]]) and np.testing.assert_allclose(var.numpy(), [[1.25, 1.5]])
+    raw = attention_map(model, X_HAND, method="anomaly", aggregate=above, draws=0, normalize=False).numpy()
+    np.testing.assert_allclose(raw.reshape(-1), [0.5, 0.0, 1.0, 0.0], atol=1e-6)  # the positive pixels of A
+    below = _aggregate([3.0, -1.0], [0.25, 0.5])  # loc = (-1, 1): s = -0.5, the other sign of A lights up
+    raw = attention_map(model, X_HAND, method="anomaly", aggregate=below, draws=0, normalize=False).numpy()
+    np.testing.assert_allclose(raw.reshape(-1), [0.0, 0.5, 0.0, 0.0], atol=1e-6)
+    # the code map's rectifier (abs after upsampling) is blind to that sign
+    absolute = attention_map(model, X_HAND, method="anomaly", aggregate=below, draws=0, normalize=False,
+                             rectify="abs", upsample_first=True).numpy()
+    np.testing.assert_allclose(absolute.reshape(-1), [0.5, 0.5, 1.0, 0.0], atol=1e-6)
+
+
+def test_anomaly_map_draws_are_weighted_by_the_difference_distribution_and_seeded():
+    from VAE.attention import anomaly_noise
+
+    model = _LinearEncoder()
+    agg = _aggregate([1.0, 1.0], [0.25, 0.5])  # loc = (1, -1), scale = sqrt(1.25, 1.5)
+    c, a = np.array([1.0, 0.5]), X_HAND.reshape(-1).astype(np.float64)
+    eps = anomaly_noise(1, 3, 2, seed=7)[0]  # [draws, L]
+    u = np.array([1.0, -1.0]) + np.sqrt([1.25, 1.5]) * eps
+    expected = np.mean([np.maximum((ud @ c) * a, 0) for ud in u], axis=0)
+    assert len({np.sign(ud @ c) for ud in u}) == 2  # the draws disagree in sign: averaging after ReLU matters
+    raw = attention_map(model, X_HAND, method="anomaly", aggregate=agg, draws=3, seed=7, normalize=False).numpy()
+    np.testing.assert_allclose(raw.reshape(-1), expected, rtol=1e-5, atol=1e-6)
+    again = attention_map(model, X_HAND, method="anomaly", aggregate=agg, draws=3, seed=7, normalize=False).numpy()
+    np.testing.assert_array_equal(again, raw)  # seeded
+    other = attention_map(model, X_HAND, method="anomaly", aggregate=agg, draws=3, seed=8, normalize=False).numpy()
+    assert not np.allclose(other, raw)
+    with pytest.raises(ValueError, match="noise"):
+        attention_map(model, X_HAND, method="anomaly", aggregate=agg, noise=np.zeros((1, 1, 3), np.float32))
+    with pytest.raises(ValueError, match="aggregate"):
+        attention_map(model, X_HAND, method="anomaly")
+
+
+def test_test_posterior_equal_to_the_aggregate_gives_zero_mean_differences():
+    from VAE.attention import anomaly_noise, difference_distribution
+
+    model = _LinearEncoder(logvar=(np.log(0.5), np.log(2.0)))
+    same = _aggregate([2.0, 0.0], [0.5, 2.0])  # exactly the test image's posterior
+    loc, var = difference_distribution(*model.enc_b(model.enc_a(X_HAND)), same)
+    np.testing.assert_array_equal(loc.numpy(), 0.0)
+    np.testing.assert_allclose(var.numpy(), [[1.0, 4.0]], rtol=1e-6)  # twice each variance
+    mean_map = attention_map(model, X_HAND, method="anomaly", aggregate=same, draws=0, normalize=False).numpy()
+    np.testing.assert_array_equal(mean_map, 0.0)
+    # a draw is then pure noise of the summed variance: u = (1, 2) * eps
+    u = np.array([1.0, 2.0]) * anomaly_noise(1, 1, 2, seed=3)[0, 0]
+    drawn = attention_map(model, X_HAND, method="anomaly", aggregate=same, seed=3, normalize=False).numpy()
+    np.testing.assert_allclose(drawn.reshape(-1), np.maximum((u @ [1.0, 0.5]) * X_HAND[0], 0), rtol=1e-5, atol=1e-6)
+
+
+def test_anomaly_map_equals_explicit_computation_on_the_tiny_expvae(tiny):
+    from VAE.attention import aggregate_posterior, anomaly_noise
+
+    model, x = tiny
+    agg = aggregate_posterior(model, np.random.RandomState(1).uniform(size=(9, 784)).astype(np.float32))
+    mu, logvar = (t.numpy().astype(np.float64) for t in model.encode(x))
+    eps = anomaly_noise(len(x), 2, 3, seed=5)
+    u = (mu - agg.mean)[:, None] + np.sqrt(np.exp(logvar) + agg.var)[:, None] * eps  # [B, 2, L]
+    a = model.enc_a(x).numpy().astype(np.float64)
+    alpha = np.einsum("bdi,bihwk->bdk", u, _explicit_jacobian(model, a)) / 49  # spatial mean of sum_i u_i dmu_i/dA
+    coarse = np.einsum("bhwk,bdk->bdhw", a, alpha)
+    assert (coarse < 0).any() and (coarse > 0).any()
+    expected = _upsample_np(np.maximum(coarse, 0).reshape(-1, 7, 7), 28).reshape(len(x), 2, 28, 28).mean(1)
+    raw = attention_map(model, x, method="anomaly", aggregate=agg, draws=2, seed=5, normalize=False).numpy()
+    np.testing.assert_allclose(raw, expected, rtol=1e-4, atol=1e-6 * expected.max())
+    # noise for the whole set is drawn at once: no dependence on the batch size
+    batched = attention_maps(model, x, batch_size=2, method="anomaly", aggregate=agg, draws=2, seed=5).numpy()
+    np.testing.assert_allclose(batched, attention_map(model, x, method="anomaly", aggregate=agg, draws=2,
+                                                      seed=5).numpy(), atol=1e-6)
+    # back-propagating u = 1 with the code map's rectifier is the code map
+    ones = (1.0 - (mu - agg.mean)) / np.sqrt(np.exp(logvar) + agg.var)
+    as_code = attention_map(model, x, method="anomaly", aggregate=agg, normalize=False, rectify="abs",
+                            upsample_first=True, noise=ones[:, None].astype(np.float32)).numpy()
+    np.testing.assert_allclose(as_code, attention_map(model, x, normalize=False).numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_one_class_protocol_data_and_the_new_maps(tiny):
+    """outlier_digit=None: every other digit is an outlier; the anomaly map and the mean-inlier baseline appear."""
+    from types import SimpleNamespace
+
+    from VAE.attention_eval import Protocol, evaluate_model, make_eval_data, score_maps
+
+    model, _ = tiny
+    rs = np.random.RandomState(0)
+    y_train, y_test = np.repeat(np.arange(10), 3), np.repeat(np.arange(10), 2)
+    ds = SimpleNamespace(name="toy", x_train=_digit_like(rs, 30), y_train=y_train.astype(np.float32),
+                         x_test=_digit_like(rs, 20), y_test=y_test.astype(np.float32))
+    p = Protocol(inlier_digit=4, outlier_digit=None)
+    data = make_eval_data(ds, p)
+    assert len(data.inliers) == 2 and len(data.outliers) == 18 and len(data.train_inliers) == 3
+    np.testing.assert_array_equal(data.train_inliers, ds.x_train[y_train == 4])
+    background = data.train_inliers.mean(0)
+    maps = score_maps(model, data.additive, p, 0, background=background)
+    np.testing.assert_allclose(maps["baseline_mean_inlier"], np.abs(data.additive - background).reshape(-1, 28, 28))
+    assert "attention_anomaly" not in maps
+    results = evaluate_model(model, data, p, seed=0)
+    for kind in ("additive", "subtractive"):
+        assert {"attention_anomaly", "ablation_anomaly_mean", "ablation_anomaly_abs",
+                "baseline_mean_inlier"} <= set(results["pixel"][kind])
+    assert {"loss", "bce", "attention_anomaly_max", "attention_anomaly_mean"} <= set(results["image"])
