@@ -25,6 +25,7 @@ import pandas as pd
 
 from common import tabular
 from common.errors import UserError
+from data.dsprites import load_dataset as _load_dsprites
 from data.schema import Dataset, Variable
 from data.sources import DataFileError, fetch, find_first
 
@@ -236,25 +237,70 @@ def _load_digits(data_dir, seed: int) -> Dataset:
     return _image_dataset("digits", x[train], y[train], x[test], y[test], (8, 8, 1), norm)
 
 
+# VAE training settings of the original scripts (tabular: RAdam 1e-4, batch 128, <= 2500 epochs, patience 200;
+# MNIST: RAdam 7e-4, batch 256, <= 300 epochs, patience 60). digits is a small offline stand-in.
+_VAE_TABULAR = {"arch": "mlp", "lr": 1e-4, "batch_size": 128, "max_epochs": 2500, "early_stop": 200}
+_VAE_MNIST = {"arch": "mnist_conv", "lr": 7e-4, "batch_size": 256, "max_epochs": 300, "early_stop": 60}
+
+
 @dataclass(frozen=True)
-class _Entry:
+class DatasetSpec:
+    """Everything the project knows of one dataset, in its own row.
+
+    Attributes:
+      loader: ``loader(data_dir, seed, **options) -> Dataset``.
+      description: one line for ``--help`` and errors.
+      task: ``"regression"`` or ``"classification"``.
+      latent_dim: the VAE / VAEAC latent size L of the original's scripts (MNIST: the reference run's 20).
+      vae: the VAE's training settings (``VAE.train`` fills its ``None`` settings from them).
+      thresholds: the evaluation's [nb] selection thresholds ``(tau_aleatoric, tau_epistemic)`` (entropies for
+        classification, stds for regression), or None where the evaluation does not run.
+      mask_per_variable: the ground-truth VAEAC masks whole variables rather than flat columns ([nb]: Credit).
+      options: keyword options of the loader.
+    """
+
     loader: Callable[..., Dataset]
     description: str
+    task: str
+    latent_dim: int
+    vae: dict[str, Any]
+    thresholds: tuple[float, float] | None = None
+    mask_per_variable: bool = False
     options: tuple[str, ...] = ()
 
 
-DATASETS: dict[str, _Entry] = {
-    "lsat": _Entry(_load_lsat, "LSAT law school, regression, 17432/4358, 12 flat dims"),
-    "compas": _Entry(_load_compas, "COMPAS two-year recidivism, classification, 5554/618, 17 flat dims",
-                     ("leak_free",)),
-    "compas_leak_free": _Entry(lambda data_dir, seed: _load_compas(data_dir, seed, leak_free=True),
-                               "COMPAS without the is_recid input, 15 flat dims"),
-    "credit": _Entry(_load_credit, "default of credit card clients, classification, 27000/3000, 29 flat dims"),
-    "wine": _Entry(_load_wine, "red wine quality, regression, 1438/160, 11 dims"),
-    "mnist": _Entry(_load_mnist, "MNIST 60000/10000, 28x28 in [0, 1]"),
-    "mnist_t10k": _Entry(_load_mnist_t10k, "MNIST test set split 8000/2000, 28x28 in [0, 1]"),
-    "digits": _Entry(_load_digits, "scikit-learn 8x8 digits 1437/360, offline"),
+DATASETS: dict[str, DatasetSpec] = {
+    "lsat": DatasetSpec(_load_lsat, "LSAT law school, regression, 17432/4358, 12 flat dims", "regression", 4,
+                        _VAE_TABULAR, (0.68, 0.07)),
+    "compas": DatasetSpec(_load_compas, "COMPAS two-year recidivism, classification, 5554/618, 17 flat dims",
+                          "classification", 4, _VAE_TABULAR, (0.15, 0.02), options=("leak_free",)),
+    "compas_leak_free": DatasetSpec(lambda data_dir, seed: _load_compas(data_dir, seed, leak_free=True),
+                                    "COMPAS without the is_recid input, 15 flat dims", "classification", 4,
+                                    _VAE_TABULAR),
+    "credit": DatasetSpec(_load_credit, "default of credit card clients, classification, 27000/3000, 29 flat dims",
+                          "classification", 8, _VAE_TABULAR, (0.45, 0.008), mask_per_variable=True),
+    "wine": DatasetSpec(_load_wine, "red wine quality, regression, 1438/160, 11 dims", "regression", 6,
+                        _VAE_TABULAR, (0.8, 0.35)),
+    "mnist": DatasetSpec(_load_mnist, "MNIST 60000/10000, 28x28 in [0, 1]", "classification", 20, _VAE_MNIST),
+    "mnist_t10k": DatasetSpec(_load_mnist_t10k, "MNIST test set split 8000/2000, 28x28 in [0, 1]",
+                              "classification", 20, _VAE_MNIST),
+    "digits": DatasetSpec(_load_digits, "scikit-learn 8x8 digits 1437/360, offline", "classification", 8,
+                          {"arch": "mlp", "lr": 1e-3, "batch_size": 128, "max_epochs": 500, "early_stop": 50}),
+    "dsprites": DatasetSpec(_load_dsprites, "dSprites 64x64 binary, a seeded 10000/2000 subset (the npz; "
+                            "source='render': the procedural grid)", "classification", 10,
+                            {**_VAE_MNIST, "arch": "mlp"}, options=("source", "n_train", "n_test")),
 }
+
+
+def spec(name: str) -> DatasetSpec:
+    """The :class:`DatasetSpec` of a built-in dataset.
+
+    Raises:
+      UserError: unknown name.
+    """
+    if name not in DATASETS:
+        raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    return DATASETS[name]
 
 
 def check_named(dataset: Dataset | None, name: str) -> None:
