@@ -40,11 +40,18 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def parity_dir() -> Path:
-    """The PyTorch-original parity kit (``../shared/reference/parity``, format in its SCHEMA.md)."""
-    path = SHARED / "reference" / "parity"
-    if not (path / "lsat" / "io.npz").exists():
-        pytest.skip("PyTorch parity kit not available at ../shared/reference/parity")
-    return path
+    """The PyTorch-original parity kits (format in their SCHEMA.md): ``$CLUE_PARITY_DIR`` when set, else
+    ``../shared/reference/parity``, else where ``python -m weights.download --parity`` puts them
+    (``weights/cache/parity``). Skips, naming that command, when none holds a kit."""
+    from weights.download import ENV_PARITY, PARITY_FETCH, parity_root
+
+    env = os.environ.get(ENV_PARITY)
+    places = [Path(env).expanduser()] if env else [SHARED / "reference" / "parity", parity_root()]
+    for path in places:
+        if (path / "lsat" / "io.npz").exists():  # tests of the other kits skip per kit when theirs is missing
+            return path
+    pytest.skip(f"PyTorch parity kits not found in {' or '.join(map(str, places))}: fetch them with `{PARITY_FETCH}`"
+                + ("" if env else f" (or set {ENV_PARITY} to where they are)"))
 
 
 @pytest.fixture

@@ -142,6 +142,24 @@ def test_a_local_file_that_differs_is_refused_unless_forced(toy, server):
     assert (folder / "data.bin").read_bytes() == PAYLOAD
 
 
+def test_list_labels_each_entry_truthfully(toy, server, tmp_path, capsys, monkeypatch):
+    path = str(toy.root / "manifest.json")
+    assert download.main(["--list", "--manifest", path]) == 0
+    assert "not hosted: train it with python -m toy.train" in capsys.readouterr().out
+    assert download.main(["--list", "--manifest", path, "--base-url", f"{server}/good"]) == 0
+    assert f"downloadable from {server}/good" in capsys.readouterr().out
+    monkeypatch.setenv(weights.ENV_URL, f"{server}/good")
+    assert download.main(["--list", "--manifest", path]) == 0
+    assert f"downloadable from {server}/good" in capsys.readouterr().out
+    download.download("toy", toy, progress=False)
+    monkeypatch.delenv(weights.ENV_URL)
+    assert download.main(["--list", "--manifest", path]) == 0
+    assert f"in cache ({toy.local_dir('toy')})" in capsys.readouterr().out
+    (toy.local_dir("toy") / "data.bin").write_bytes(PAYLOAD[::-1])
+    assert download.status("toy", toy).startswith("differs from the manifest")
+    assert download.status("bnn_lsat", weights.read_manifest()) == "committed"
+
+
 def test_manifest_tool_detects_and_fixes_a_stale_entry(toy, monkeypatch):
     path = toy.root / "manifest.json"
     raw = json.loads(path.read_text())
@@ -174,8 +192,13 @@ def test_shipped_manifest_matches_the_committed_files():
         assert weights.available(old["name"])
     assert sum(f["bytes"] for _, old in committed for f in old["files"]) < manifest.MAX_COMMITTED_BYTES
     for entry in weights.read_manifest().entries.values():  # every entry can be reproduced or fetched
-        assert entry.command.startswith("python -m ") and entry.files and entry.metrics
-        assert all(f.url == f"{entry.path}/{f.file}" and len(f.sha256) == 64 for f in entry.files)
+        assert all(f.url == f"{entry.path}/{f.file}" and len(f.sha256) == 64 for f in entry.files) and entry.files
+        if entry.kind == download.PARITY_KIND:  # the original's export: no command here, no summary metrics
+            assert entry.path.split("/")[0] == download.PARITY_PATH and not entry.committed
+            continue
+        assert entry.command.startswith("python -m ") and entry.metrics
+    kits = {n for n, e in weights.read_manifest().entries.items() if e.kind == download.PARITY_KIND}
+    assert {"parity_lsat", "parity_compas", "parity_wine", "parity_credit", "parity_evaluation"} <= kits
 
 
 def test_readme_table_is_current():

@@ -4,7 +4,8 @@ Usage::
 
     python -m weights.download bnn_mnist          # one model (several names may be given)
     python -m weights.download --all              # every model; committed ones are only verified
-    python -m weights.download --list             # names, sizes and whether each is present
+    python -m weights.download --list             # names, sizes, and where each is or can come from
+    python -m weights.download --parity           # the parity kits: $CLUE_PARITY_DIR or weights/cache/parity
     CLUE_WEIGHTS_URL=file:///mnt/mirror/weights python -m weights.download bnn_mnist
 
 Each file's url in the manifest is relative to a base url: ``--base-url``, else ``$CLUE_WEIGHTS_URL``, else the
@@ -15,6 +16,11 @@ manifest's ``base_url``. The base may be ``http(s)://``, ``file://`` or a plain 
 downloaded into a temporary folder beside the target, each checked for its byte count and sha256, and moved into
 place only when every file of the model is good: a mismatch, an interrupted transfer or Ctrl-C leaves nothing
 behind. A local file that differs from the manifest is refused, not overwritten, unless ``--force`` is given.
+
+The parity kits (entries of kind ``parity_kit``, published by ``python -m weights.publish`` under ``parity/``) go to
+:func:`parity_root`: ``$CLUE_PARITY_DIR`` when set, else ``parity/`` of the weights cache (``weights/cache/parity``
+in a checkout), laid out as ``../shared/reference/parity`` is (``<root>/lsat/io.npz``, ``<root>/SCHEMA.md``); the
+parity tests look there when ``../shared/reference/parity`` is absent.
 """
 
 from __future__ import annotations
@@ -26,12 +32,36 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
-from pathlib import Path
+from dataclasses import replace
+from pathlib import Path, PurePosixPath
 
 from common.io import DownloadError, download_file, making_parents
-from weights import ENV_URL, MANIFEST, FileEntry, Manifest, WeightsError, git_path, mismatches, read_manifest
+from weights import CACHE, ENV_URL, MANIFEST, FileEntry, Manifest, WeightsError, git_path, mismatches, read_manifest
 
 logger = logging.getLogger(__name__)
+
+PARITY_KIND = "parity_kit"  # manifest entries holding the PyTorch original's parity kits
+PARITY_PATH = "parity"  # their folder on the host (<base>/parity/lsat/io.npz) and in the weights cache
+ENV_PARITY = "CLUE_PARITY_DIR"  # where the kits are (and are downloaded to); the parity tests read it too
+PARITY_FETCH = "python -m weights.download --parity"
+
+
+def parity_root(manifest: Manifest | None = None) -> Path:
+    """Where the parity kits are downloaded to: ``$CLUE_PARITY_DIR``, else ``parity/`` of the manifest's cache
+    (``weights/cache/parity`` in a checkout). Laid out as ``../shared/reference/parity``: ``<root>/<kit>/...``."""
+    if env := os.environ.get(ENV_PARITY):
+        return Path(env).expanduser()
+    manifest = manifest or read_manifest()
+    return (manifest.cache or manifest.root / CACHE) / PARITY_PATH
+
+
+def parity_view(manifest: Manifest, root: str | os.PathLike | None = None) -> Manifest:
+    """The manifest's parity kits alone, with their local folders under ``root`` (default :func:`parity_root`):
+    ``parity/lsat`` -> ``<root>/lsat``, ``parity`` (the top-level files) -> ``<root>``. Urls are unchanged."""
+    root = Path(root) if root is not None else parity_root(manifest)
+    entries = {name: replace(e, path=PurePosixPath(e.path).relative_to(PARITY_PATH).as_posix())
+               for name, e in manifest.entries.items() if e.kind == PARITY_KIND}
+    return Manifest(manifest.root, manifest.base_url, entries, root)
 
 
 def base_url(manifest: Manifest, override: str | None = None) -> str | None:
@@ -119,6 +149,11 @@ def download(name: str, manifest: Manifest | None = None, base: str | None = Non
                 f"{ENV_URL} to a mirror of weights/.")
         raise WeightsError(f"{name}: files missing from the checkout ({', '.join(problems)}); they are committed: "
                            f"restore them with `git checkout -- {restore}`, or set {ENV_URL} to a mirror of weights/.")
+    if base is None and entry.kind == PARITY_KIND:
+        raise WeightsError(
+            f"{name} is not hosted yet (the manifest has no base_url): it is the original PyTorch code's parity kit "
+            f"({entry.info.get('source', '../shared/reference/parity')}); copy that folder to {folder}, set "
+            f"{ENV_PARITY} to where it is, or set {ENV_URL} to a mirror published by `python -m weights.publish`.")
     if base is None and any("://" not in f.url for f in todo):
         raise WeightsError(
             f"{name} is not hosted yet (the manifest has no base_url). Train it with:\n  {entry.command}\n"
@@ -144,39 +179,78 @@ def download(name: str, manifest: Manifest | None = None, base: str | None = Non
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m weights.download", description=__doc__.split("\n\n")[0])
     parser.add_argument("names", nargs="*", metavar="NAME", help="models to fetch (see --list)")
-    parser.add_argument("--all", action="store_true", help="every model of the manifest")
-    parser.add_argument("--list", action="store_true", help="list the models and whether each is present")
+    parser.add_argument("--all", action="store_true", help="every model of the manifest (not the parity kits)")
+    parser.add_argument("--parity", action="store_true",
+                        help=f"the PyTorch parity kits, into ${ENV_PARITY} or weights/cache/parity")
+    parser.add_argument("--list", action="store_true", help="list the entries and where each is or comes from")
     parser.add_argument("--force", action="store_true", help="replace local files that differ from the manifest")
     parser.add_argument("--base-url", default=None, help=f"overrides ${ENV_URL} and the manifest's base_url")
     parser.add_argument("--manifest", default=str(MANIFEST), help="manifest file (default: weights/manifest.json)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
-    if not (args.names or args.all or args.list):
-        parser.error("give NAME(s), --all or --list")
+    if not (args.names or args.all or args.list or args.parity):
+        parser.error("give NAME(s), --all, --parity or --list")
     return args
 
 
+def status(name: str, manifest: Manifest, base: str | None = None) -> str:
+    """Where entry ``name`` is or can come from: "committed", "in cache" (present and verified), "downloadable from
+    <base>" (only when a base url is known), else "not hosted: ..." with what makes it; a local copy that differs
+    from the manifest says so."""
+    entry = manifest.entry(name)
+    local = parity_view(manifest) if entry.kind == PARITY_KIND else manifest
+    problems = mismatches(name, local)
+    differing = [p for p in problems.values() if not p.startswith("missing")]
+    if not problems:
+        return "committed" if entry.committed else f"in cache ({local.local_dir(name)})"
+    if differing:
+        return f"differs from the manifest: {differing[0]}"
+    explicit = base or os.environ.get(ENV_URL)  # a mirror the user names, rather than the manifest's host
+    base = base_url(manifest, base)
+    if base and entry.info.get("hosted") is False and not explicit:
+        base = None  # the upload at the manifest's base_url left it out
+    if base:
+        return ("committed, missing here: " if entry.committed else "") + f"downloadable from {base}"
+    if entry.committed:
+        return f"committed, missing here: `git checkout -- {git_path(local.local_dir(name))}`"
+    if entry.kind == PARITY_KIND:
+        return f"not hosted: copy it from {entry.info.get('source', '../shared/reference/parity')}"
+    return f"not hosted: train it with {entry.command}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """The command line; returns the exit status (0 when every requested model is present and verified)."""
+    """The command line; returns the exit status (0 when every requested entry is present and verified)."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
     manifest = read_manifest(args.manifest)
     if args.list:
         for entry in manifest.entries.values():
             size = sum(f.bytes for f in entry.files)
-            state = "present" if not mismatches(entry.name, manifest) else "absent or differing"
-            where = "committed" if entry.committed else "download"
-            print(f"{entry.name:24} {size / 1e6:8.1f} MB  {where:9}  {state}")
+            print(f"{entry.name:24} {size / 1e6:8.1f} MB  {status(entry.name, manifest, args.base_url)}")
         return 0
+    names = list(args.names)
+    if args.all:
+        names += [n for n, e in manifest.entries.items() if e.kind != PARITY_KIND]
+    if args.parity:
+        kits = [n for n, e in manifest.entries.items() if e.kind == PARITY_KIND]
+        if not kits:
+            logger.error("%s lists no parity kits (they are recorded by `python -m weights.publish`)", args.manifest)
+            return 1
+        names += kits
     failed = []
-    for name in (list(manifest.entries) if args.all else args.names):
+    for name in dict.fromkeys(names):
         try:
-            folder = download(name, manifest, args.base_url, args.force, progress=not args.no_progress)
+            kind = manifest.entry(name).kind
+            target = parity_view(manifest) if kind == PARITY_KIND else manifest
+            folder = download(name, target, args.base_url, args.force, progress=not args.no_progress)
             logger.info("%s: verified in %s", name, folder)
         except WeightsError as err:
             failed.append(name)
             logger.error("%s", err)
     if failed:
         logger.error("failed: %s", ", ".join(failed))
+    elif args.parity:
+        logger.info("parity kits in %s (the parity tests find them there%s)", parity_root(manifest),
+                    "" if os.environ.get(ENV_PARITY) else f"; elsewhere, set {ENV_PARITY}")
     return 1 if failed else 0
 
 

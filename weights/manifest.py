@@ -3,7 +3,8 @@
 The hand-written fields of each entry (name, kind, path, committed, command, seed, description, ...) stay as they
 are; ``files`` and ``metrics`` are recomputed from the folder (``weights/<path>`` when committed, the git-ignored
 ``weights/cache/<path>`` otherwise; ``metrics`` is the folder's ``metrics.json``). A model that is not committed
-and not present in the cache keeps its recorded files. The size limits for committed weights are enforced.
+and not present in the cache keeps its recorded files, and so do the parity kits (kind ``parity_kit``: recorded from
+the parity folder by ``python -m weights.publish``). The size limits for committed weights are enforced.
 
 Usage::
 
@@ -72,6 +73,9 @@ def rebuild(raw: dict[str, Any], root: Path) -> tuple[dict[str, Any], list[str]]
     for item in raw["models"]:
         item = dict(item)
         folder = root / item["path"] if item["committed"] else root / CACHE / item["path"]
+        if item.get("kind") == "parity_kit":  # recorded from the parity folder by `python -m weights.publish`
+            models.append(item)
+            continue
         if folder.is_dir():
             item["files"] = describe_folder(folder, item["path"])
             if (folder / "metrics.json").is_file():
@@ -102,10 +106,13 @@ def table(raw: dict[str, Any]) -> str:
         main_file = max(m["files"], key=lambda f: f["bytes"])
         key = next((k for k in HEADLINE if k in m["metrics"]), None)
         metric = f"{key.removeprefix('test/')} {m['metrics'][key]:.4f}" if key else "-"
-        where = "committed" if m["committed"] else "not hosted: train"
+        kit = m.get("kind") == "parity_kit"
+        where = ("committed" if m["committed"] else "hosted" if raw.get("base_url") and m.get("hosted", True)
+                 else "not hosted: parity kit" if kit else "not hosted: train")
         size = sum(f["bytes"] for f in m["files"]) / 1e6
+        command = "exported from the PyTorch original" if kit else f"`{m['command']}`"
         rows.append(f"| `{m['name']}` | {size:.1f} MB | {where} | `{main_file['file']}` `{main_file['sha256'][:12]}` "
-                    f"| `{m['command']}` | {m['seed']} | {metric} |")
+                    f"| {command} | {m['seed']} | {metric} |")
     return "\n".join(rows) + "\n"
 
 
