@@ -33,6 +33,7 @@ The pipeline itself is :mod:`CLUE.evaluation.pipeline`; this module is its comma
     Uncertainty Estimates." ICLR 2021.
 """
 
+from CLUE.evaluation import pipeline  # noqa: F401 (CLUE.evaluate.pipeline)
 from CLUE.evaluation.pipeline import PRESETS, Config, load_trained_run, main  # noqa: F401 (the public names)
 
 if __name__ == "__main__":

@@ -55,16 +55,7 @@ logger = logging.getLogger(__name__)
 IMAGE_DATASETS = ("mnist", "mnist_t10k", "digits")
 # Spec section 8 / the training scripts: latent dims [wine 6, credit 8, compas 4, lsat 4]; MNIST L = 20 as in the
 # reference mnist_t10k run (the paper's MNIST L is unknown); digits is ours.
-LATENT_DIMS = {"lsat": 4, "compas": 4, "credit": 8, "wine": 6, "mnist": 20, "mnist_t10k": 20, "digits": 8}
-# Per-dataset optimisation settings of the original scripts (tabular: RAdam 1e-4, batch 128, <= 2500 epochs,
-# patience 200; MNIST: RAdam 7e-4, batch 256, <= 300 epochs, patience 60). digits is a small offline stand-in.
-_TABULAR = {"arch": "mlp", "lr": 1e-4, "batch_size": 128, "max_epochs": 2500, "early_stop": 200}
-DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
-    **{name: _TABULAR for name in ("lsat", "compas", "credit", "wine")},
-    "mnist": {"arch": "mnist_conv", "lr": 7e-4, "batch_size": 256, "max_epochs": 300, "early_stop": 60},
-    "mnist_t10k": {"arch": "mnist_conv", "lr": 7e-4, "batch_size": 256, "max_epochs": 300, "early_stop": 60},
-    "digits": {"arch": "mlp", "lr": 1e-3, "batch_size": 128, "max_epochs": 500, "early_stop": 50},
-}
+_TABULAR = data.spec("lsat").vae  # the defaults a dataset of the tabular kind takes (data.DatasetSpec.vae)
 MODELS = ("vae", "expvae")
 # train_expVAE.py (spec 2): Adam 1e-3, batch 128, 100 epochs (its help text says 10, the code uses 100), latent 32;
 # no early stopping (resolved to a patience of max_epochs, which can never trigger).
@@ -109,16 +100,16 @@ class Config:
             raise UserError(f"unknown --model {self.model!r}; choose one of {', '.join(MODELS)}")
         if self.model == "expvae":
             return self._resolved_expvae()
-        if self.dataset in DATASET_DEFAULTS:
-            defaults = DATASET_DEFAULTS[self.dataset]
+        if self.dataset in data.DATASETS:
+            defaults = data.spec(self.dataset).vae
         else:  # another dataset (passed in, or data.register-ed) takes the defaults of its kind
             is_image = (dataset if dataset is not None else data.load(self.dataset)).image_shape is not None
-            defaults = DATASET_DEFAULTS["mnist"] if is_image else _TABULAR
+            defaults = data.spec("mnist").vae if is_image else _TABULAR
             if self.latent_dim is None:
                 raise UserError(f"dataset {self.dataset!r} has no default latent_dim; set --latent-dim")
         filled = {k: v for k, v in defaults.items() if getattr(self, k) is None}
         if self.latent_dim is None:
-            filled["latent_dim"] = LATENT_DIMS[self.dataset]
+            filled["latent_dim"] = data.spec(self.dataset).latent_dim
         if self.xla is None:
             filled["xla"] = filled.get("arch", self.arch) == "mlp"
         return dataclasses.replace(self, **filled)

@@ -43,7 +43,6 @@ from VAEAC.under import UnderVAEAC
 logger = logging.getLogger(__name__)
 
 # [nb]: L = [wine 6, credit 8, compas 4, lsat 4]; images follow the VAE's choices.
-LATENT_DIMS = {"lsat": 4, "compas": 4, "credit": 8, "wine": 6, "mnist": 20, "mnist_t10k": 20, "digits": 8}
 
 
 
@@ -118,7 +117,7 @@ def prepare_data(ds, config: Config) -> tuple[np.ndarray, np.ndarray, np.ndarray
         likelihood, pred_sig = "gauss_cat", False
     else:
         likelihood, pred_sig = "gauss", True if config.pred_sig is None else config.pred_sig
-    latent = config.latent_dim or LATENT_DIMS[config.dataset]
+    latent = config.latent_dim or data.spec(config.dataset).latent_dim
     model_cfg = {"input_dim_vec": vec, "latent_dim": latent, "likelihood": likelihood, "width": config.width,
                  "depth": config.depth, "pred_sig": pred_sig}
     return xy_train, xy_dev, xy_test, model_cfg
@@ -192,7 +191,7 @@ def main(config: Config, dataset: data.Dataset | None = None) -> dict[str, float
     ``config.dataset``, which the run records.
     """
     data.check_named(dataset, config.dataset)
-    if config.dataset not in LATENT_DIMS and config.latent_dim is None:
+    if config.dataset not in data.DATASETS and config.latent_dim is None:
         if dataset is None:
             data.load(config.dataset)  # raises for an unknown name
         raise UserError(f"dataset {config.dataset!r} has no default latent_dim; set --latent-dim")

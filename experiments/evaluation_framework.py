@@ -431,3 +431,123 @@ def study_scorecard(runs: list[dict]) -> pd.DataFrame:
     table = table.sort_values(["dataset", "switch", "target"], key=lambda c: c.map(order) if c.name == "dataset"
                               else c.map(lambda s: (s != "default", s)) if c.name == "switch" else c)
     return table.set_index(["dataset", "switch", "target"])
+
+
+def overlap_scorecard(runs: list[dict], alpha: float = ev.overlaps.ALPHA) -> pd.DataFrame:
+    """CLUE against each baseline over every overlap of their sweeps (``results["overlaps"]``, runs scored with
+    per-point scores), one row per (switch, dataset, seed, target, baseline): the common L1 range, CLUE's mean gap
+    with its 95% interval, the bootstrap p-value and the call after Holm's correction over every comparison of the
+    same switch (:func:`CLUE.evaluation.overlaps.scorecard`). Runs scored before overlaps existed are left out."""
+    rows = []
+    for switch in sorted({r.get("study_switch", "default") for r in runs}):
+        family = [{**o, "dataset": r["dataset"], "seed": r["config"]["seed"], "switch": switch}
+                  for r in runs if r.get("study_switch", "default") == switch for o in r.get("overlaps", [])]
+        rows += ev.scorecard(family, alpha)
+    if not rows:
+        return pd.DataFrame()
+    table = pd.DataFrame([{"switch": r["switch"], "dataset": r["dataset"], "seed": r["seed"],
+                           "target": r["target"], "baseline": r["baseline"],
+                           "common L1": f"{r['l1_lo']:.2f}-{r['l1_hi']:.2f}", "CLUE gap": r["gap"],
+                           "interval": ("" if r["gap_lo"] is None else f"[{r['gap_lo']:.3f}, {r['gap_hi']:.3f}]"),
+                           "p": r["p_value"], "call (Holm)": r["call"]} for r in rows])
+    return table.set_index(["switch", "dataset", "seed", "target", "baseline"]).round(4)
+
+
+def claim_numbers(runs: list[dict]) -> dict[str, Any]:
+    """The figures the README's statement of the paper's claim quotes, from the committed runs of the study.
+
+    * ``grid``, default settings: over every (seed, distance) pair of the grid where CLUE and a baseline both reach
+      (:func:`study_scorecard`), how often CLUE, U-FIDO, sensitivity is called best, and ties; and CLUE's calls
+      where U-FIDO's sweep reaches too.
+    * ``overlaps``, per switch: the Holm-corrected calls of CLUE against each baseline over their sweeps' common L1
+      ranges (:func:`overlap_scorecard`), for the runs scored with overlaps, and which (dataset, seed) they cover.
+    * ``in_distribution``, default settings: the (run, target, distance) values where CLUE's mean log p_gt(x) is
+      below the original points' mean (CLUE's explanations leave the data), out of all of CLUE's values.
+    """
+    default = [r for r in runs if r.get("study_switch", "default") == "default"]
+    card = study_scorecard(default)
+    grid = {"runs": len(default), "datasets": len({r["dataset"] for r in default}),
+            "pairs": int(card["CLUE meets a baseline"].sum()), "clue": int(card["CLUE best"].sum()),
+            "ufido": int(card["U-FIDO best"].sum()), "sensitivity": int(card["sensitivity best"].sum()),
+            "tie": int(card["tie"].sum())}
+    reach = [tuple(map(int, v.split(" of "))) for v in card["CLUE best where U-FIDO reaches"]]
+    grid["clue_where_ufido"], grid["ufido_pairs"] = sum(a for a, _ in reach), sum(b for _, b in reach)
+    overlaps = {}
+    for switch in sorted({r.get("study_switch", "default") for r in runs}):
+        scored = [r for r in runs if r.get("study_switch", "default") == switch and "overlaps" in r]
+        if not scored:
+            continue
+        calls = ev.scorecard([o for r in scored for o in r["overlaps"]])
+        counts = {c: sum(o["call"] == c for o in calls) for c in ("clue better", "baseline better", "no clear winner",
+                                                                   "not measurable")}
+        counts["comparisons"] = len(calls)
+        overlaps[switch] = {**counts,
+                            "runs": sorted(f"{r['dataset']} s{r['config']['seed']}" for r in scored)}
+    below, total, where = 0, 0, []
+    for r in default:
+        for row in r["at_equal_distance"]:
+            if row["method"] != "clue" or math.isnan(row["log_px"]):
+                continue
+            total += 1
+            if row["log_px"] < r["references"][row["target"]]["mean_log_px_x0"]:
+                below += 1
+                where.append(f"{r['dataset']} s{r['config']['seed']} {row['target']} L1 {row['l1']:g}")
+    return {"grid": grid, "overlaps": overlaps, "in_distribution": {"below": below, "values": total, "where": where}}
+
+
+def _calls(counts: dict) -> str:
+    return (f"CLUE better in {counts['clue better']}, a baseline in {counts['baseline better']}, no clear winner in "
+            f"{counts['no clear winner']}" + (f", not measurable in {counts['not measurable']}"
+                                               if counts["not measurable"] else "") + f" of {counts['comparisons']}")
+
+
+def claim_paragraph(numbers: dict[str, Any], width: int = 118) -> str:
+    """The README's statement of the paper's claim and its verdict, from :func:`claim_numbers` (at most 8 lines)."""
+    import textwrap
+
+    g, ind = numbers["grid"], numbers["in_distribution"]
+    parts = [
+        "**The paper's main claim** (section 5.1): at equal L1, CLUE lowers the ground truth's uncertainty "
+        "(aleatoric target) and the BNN's error (epistemic) more than U-FIDO and localized sensitivity, in "
+        "distribution.",
+        f"**Not reproduced, default settings**: over {g['runs']} runs ({g['datasets']} datasets x 3 seeds) on a grid "
+        f"of distances, CLUE is best at {g['clue']} of {g['pairs']} (seed, distance) pairs where it meets a baseline "
+        f"(a baseline: {g['ufido'] + g['sensitivity']}, no clear winner: {g['tie']}; uncorrected), at "
+        f"{g['clue_where_ufido']} of {g['ufido_pairs']} where U-FIDO reaches too."]
+    for switch, label in (("default", "Holm-corrected over every overlap of the sweeps"),
+                          ("original_config", "**The authors' configuration** (torch-1.3 gradient, U-FIDO's MNIST "
+                                              "normalisation)")):
+        if switch in numbers["overlaps"]:
+            o = numbers["overlaps"][switch]
+            parts.append(f"{label} ({', '.join(o['runs'])} so far): {_calls(o)}.")
+    parts.append(f"**Holds**: CLUE stays in distribution at {ind['values'] - ind['below']} of {ind['values']} values"
+                 + (f" (not {'; '.join(ind['where'])})" if ind["where"] else "") + ".")
+    parts.append("Study, per-point scores, caveats: "
+                 "[experiments/README.md](experiments/README.md#computational-evaluation-framework).")
+    return textwrap.fill(" ".join(parts), width, break_on_hyphens=False, break_long_words=False)
+
+
+def plot_claim(runs: list[dict], path: str | Path) -> Path:
+    """The README's figure: per dataset and target (default settings), the calls at every (seed, distance) pair of
+    the grid where CLUE meets a baseline (:func:`study_scorecard`)."""
+    import matplotlib.pyplot as plt
+
+    card = study_scorecard([r for r in runs if r.get("study_switch", "default") == "default"]).reset_index()
+    labels = [f"{d.upper() if d in ('lsat', 'compas') else d.title()}\n{t}" for d, t in zip(card["dataset"],
+                                                                                           card["target"])]
+    fig, ax = plt.subplots(figsize=(9, 2.8))
+    bottom = np.zeros(len(card))
+    for column, color in (("CLUE best", "tab:green"), ("U-FIDO best", "tab:orange"),
+                          ("sensitivity best", "tab:blue"), ("tie", "0.75")):
+        ax.bar(labels, card[column], bottom=bottom, color=color, label=column.replace(" best", ""))
+        bottom += card[column].to_numpy()
+    ax.set_ylabel("(seed, distance) pairs")
+    ax.set_ylim(0, bottom.max() * 1.4)
+    ax.set_title("Best at equal L1 where CLUE meets a baseline (default settings, 3 seeds, grid of distances)",
+                 fontsize=9)
+    ax.legend(fontsize=8, ncol=4, loc="upper right")
+    ax.tick_params(axis="x", labelsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)

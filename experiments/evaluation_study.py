@@ -4,7 +4,8 @@ Each run is ``python -m CLUE.evaluate --dataset D --preset P --seed S [switches]
 ``name`` is ``<dataset>_s<seed>`` plus the switch, e.g. ``compas_s1_mnist_norm``. A finished run (its
 ``results.json``) is reused; an unfinished one resumes from its trained stages and sweep journal, so the script can be
 stopped and restarted at will. Every finished run's ``results.json`` (small: the per-point
-scores stay in the run folder's ``sweep_points/``) is copied to ``experiments/results/study/<preset>/<name>.json``,
+scores, ``point_scores.npz``, go to ``points/<name>.npz`` beside it) is copied to
+``experiments/results/study/<preset>/<name>.json``,
 and the seeds of each dataset and switch are summarised into ``experiments/results/study/<preset>/summary.json``
 (:func:`CLUE.evaluation.summarize_seeds`): means over seeds at equal L1, their spread, each seed's bootstrap
 interval, and how many seeds call each method best.
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -47,7 +49,12 @@ SWITCHES: dict[str, dict[str, Any]] = {
     "mnist_norm": {"ufido_mnist_norm": True},  # the original U-FIDO's MNIST input normalisation (classification)
     "top20": {"threshold_quantile": 0.8},  # each run's top 20% of BNN uncertainty instead of the [nb] constants
     "torch13_grad": {"bnn_gradient": "torch13"},  # the torch-1.3 gradient of the original, same trained stages
+    # the authors' configuration: torch-1.3 gradient in every method, U-FIDO's MNIST normalisation on classification
+    "original_config": {"original_config": True},
 }
+# every run of the study from this version on: sensitivity's sweep three times as dense (its L1 grows 1.24x per value
+# instead of 1.9x) over the same [nb] range, so that its overlaps with CLUE's and U-FIDO's sweeps are resolved
+STUDY_SETTINGS: dict[str, Any] = {"n_sensitivity": 60}
 RESULTS = PROJECT_ROOT / "experiments" / "results" / "study"
 
 
@@ -62,10 +69,11 @@ def make_config(dataset: str, seed: int, switch: str, preset: str, runs: Path, p
     they are retrained and used only if they match the published sha256s (``--stages rebuild``, single-threaded)."""
     if switch not in SWITCHES:
         raise UserError(f"unknown switch {switch!r}; choose one of {sorted(SWITCHES)}")
-    stages = {} if switch == "default" else {"stages": "rebuild"}
+    stages = {} if switch == "default" or "stages" in overrides else {"stages": "rebuild"}
+    settings = {**(STUDY_SETTINGS if preset == "paper" else {}), **SWITCHES[switch], **overrides}
     return with_preset(evaluate.Config, evaluate.PRESETS, preset, dataset=dataset, seed=seed,
                        out=str(runs / run_name(dataset, seed, switch)), progress=False,
-                       publish_stages=publish and switch == "default", **stages, **SWITCHES[switch], **overrides)
+                       publish_stages=publish and switch == "default", **stages, **settings)
 
 
 def summarize(preset: str, results: Path = RESULTS) -> Path:
@@ -111,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="explain a seeded subset of at most N selected points per target (none: all); default: "
                              "the preset's (1000 for paper). Give a switch the value its default run had: the same "
                              "points are explained then")
+    parser.add_argument("--stages", choices=evaluate.pipeline.STAGE_SOURCES, default=argparse.SUPPRESS,
+                        help="where every run's trained stages come from (default: train for the default switch, "
+                             "rebuild for the others); weights: the published ones, e.g. to rescore a default run")
     parser.add_argument("--summarize-only", action="store_true")
     args = parser.parse_args(argv)
     setup_logging()
@@ -122,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             for seed in args.seeds:
                 for switch in args.switch:
                     name = run_name(dataset, seed, switch)
-                    overrides = {k: getattr(args, k) for k in ("max_explained",) if hasattr(args, k)}
+                    overrides = {k: getattr(args, k) for k in ("max_explained", "stages") if hasattr(args, k)}
                     config = make_config(dataset, seed, switch, args.preset, args.runs / args.preset,
                                          args.publish_stages, **overrides)
                     start = time.perf_counter()
@@ -134,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
                         continue
                     results = {**results, "study_switch": switch}
                     save_json(args.results / args.preset / f"{name}.json", results)
+                    scores = Path(config.out) / "point_scores.npz"
+                    if scores.exists():  # the per-point scores behind every interval, committed beside the run
+                        (args.results / args.preset / "points").mkdir(exist_ok=True)
+                        shutil.copy2(scores, args.results / args.preset / "points" / f"{name}.npz")
                     logger.info("%s: done in %.0f s", name, time.perf_counter() - start)
                     summarize(args.preset, args.results)
     logger.info("wrote %s", summarize(args.preset, args.results))

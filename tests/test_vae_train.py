@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 
+import data
 from common.config import parse_config, with_preset
 from common.utils import PROJECT_ROOT, set_seed
 from VAE import train
@@ -45,14 +46,13 @@ def test_tiny_training_improves_the_test_elbo(tiny_run):
 
 def test_run_files_are_self_describing(tiny_run):
     config, out, metrics = tiny_run
-    assert json.loads((out / "config.json").read_text())["latent_dim"] == train.LATENT_DIMS["digits"]
+    assert json.loads((out / "config.json").read_text())["latent_dim"] == data.spec("digits").latent_dim
     assert json.loads((out / "metrics.json").read_text())["test/elbo"] == pytest.approx(metrics["test/elbo"])
     rows = _rows(out)
     assert [int(r["epoch"]) for r in rows] == list(range(6))
     best_row = max(rows, key=lambda r: float(r["test/elbo"]))
     assert int(best_row["epoch"]) == metrics["best_epoch"]
     model = load_vae(out / "best")  # weights + model.json rebuild the model
-    import data
     x = data.load("digits").x_test
     assert float(np.mean(model.elbo(x).numpy())) == pytest.approx(metrics["test/elbo"], rel=1e-5)
 

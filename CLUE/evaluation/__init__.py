@@ -59,6 +59,7 @@ from CLUE.evaluation.metrics import (
     selection_threshold,
     summarize,
 )
+from CLUE.evaluation.overlaps import holm, run_overlaps, scorecard
 from CLUE.evaluation.report import (
     DISTANCES,
     compare_at_distance,
@@ -76,9 +77,11 @@ from CLUE.evaluation.sweeps import (
     SweepResults,
     clue_grid,
     explain,
+    load_point_scores,
     read_journal,
     read_point_scores,
     run_sweeps,
+    save_point_scores,
     sensitivity_grid,
     sweep_fingerprint,
     ufido_grid,
@@ -88,8 +91,9 @@ __all__ = [
     "BNN_GRADIENTS", "DISTANCES", "DatasetSettings", "EvalBudget", "GroundTruth", "METHODS", "PointScores",
     "Reference", "SETTINGS", "Sweep", "SweepPoint", "SweepResults", "TARGETS", "artificial_dataset",
     "bnn_uncertainties", "clue_grid", "compare_at_distance", "error_from_terms", "error_terms", "explain",
-    "gt_conditional_samples", "gt_predictive", "log_px", "make_artificial_dataset", "off_axis_note", "plot_sweeps",
-    "point_intervals", "points_table", "prediction_error", "read_journal", "read_point_scores", "run_sweeps",
-    "sample_artificial_xy", "score", "score_points", "select_uncertain", "selection_threshold", "sensitivity_grid",
-    "summarize", "summarize_conditional", "summarize_seeds", "sweep_fingerprint", "ufido_grid", "verdicts",
+    "gt_conditional_samples", "gt_predictive", "holm", "load_point_scores", "log_px", "make_artificial_dataset",
+    "off_axis_note", "plot_sweeps", "point_intervals", "points_table", "prediction_error", "read_journal",
+    "read_point_scores", "run_overlaps", "run_sweeps", "sample_artificial_xy", "save_point_scores", "score",
+    "score_points", "scorecard", "select_uncertain", "selection_threshold", "sensitivity_grid", "summarize",
+    "summarize_conditional", "summarize_seeds", "sweep_fingerprint", "ufido_grid", "verdicts",
 ]

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
+import data
 from CLUE.evaluation.ground_truth import GroundTruth, gt_predictive, log_px
 from CLUE.explainer import uncertainties
 
@@ -30,12 +31,8 @@ class DatasetSettings:
         return self.tau_aleatoric if target == "aleatoric" else self.tau_epistemic
 
 
-SETTINGS = {
-    "compas": DatasetSettings(0.15, 0.02),
-    "wine": DatasetSettings(0.8, 0.35),
-    "credit": DatasetSettings(0.45, 0.008),
-    "lsat": DatasetSettings(0.68, 0.07),
-}
+# the datasets the evaluation runs on, with their thresholds (from each dataset's row, data.DatasetSpec.thresholds)
+SETTINGS = {name: DatasetSettings(*s.thresholds) for name, s in data.DATASETS.items() if s.thresholds is not None}
 
 
 def bnn_uncertainties(bnn, x: np.ndarray, batch_size: int = 2048) -> dict[str, np.ndarray]:

@@ -91,6 +91,9 @@ class Config:
     n_boot: int = option(1000, "bootstrap resamples of the explained points for the intervals")
     bnn_gradient: str = option("exact", "BNN input gradient of the three methods: exact, or torch13 (the original's "
                                         "stale-weight gradient, as its runs had; DEVIATIONS.md)")
+    original_config: bool = option(False, "the authors' configuration: the torch-1.3 gradient in CLUE, U-FIDO and "
+                                          "sensitivity, and U-FIDO's MNIST input normalisation on classification "
+                                          "(overrides --bnn-gradient and --ufido-mnist-norm)")
     stages: str = option("train", "train: train the stages missing from --out; weights: take them from "
                                   "weights/manifest.json (sha256-checked), where a run with these settings published "
                                   "them; rebuild: as weights, but where their files are neither here nor hosted, "
@@ -206,7 +209,7 @@ def train_ground_truth(config: Config, run_dir: Path, real: data.Dataset) -> ev.
             stages.note_training(run_dir, "gt_vaeac")
             vaeac_train.main(script_config(
                 config, vaeac_train.Config, {"gt_": "", "under_": "under_"}, dataset=config.dataset, targets=True,
-                mask_per_variable=config.dataset == "credit", under_early_stop=config.gt_early_stop,
+                mask_per_variable=data.spec(config.dataset).mask_per_variable, under_early_stop=config.gt_early_stop,
                 max_train_rows=config.max_train_rows, seed=config.seed, data_dir=config.data_dir, out=str(out),
                 progress=config.progress), dataset=real)
     return ev.GroundTruth(load_model(out / "under_best"), real.x_dim, real.task)
@@ -230,7 +233,7 @@ def train_art_models(config: Config, run_dir: Path, ds: data.Dataset) -> tuple[P
     """Stage 3: BNN, CLUE VAE and in-filling VAEAC on the artificial training split (each through its script's
     ``main(config, dataset=ds)``, the settings ``bnn_*``, ``vae_*``, ``art_vaeac_*`` mapped by
     :func:`script_config`)."""
-    latent = vaeac_train.LATENT_DIMS[config.dataset]
+    latent = data.spec(config.dataset).latent_dim
     common = {"dataset": ds.name, "seed": config.seed, "progress": config.progress}
     if not _done(run_dir / "bnn"):
         with _timed(run_dir, "bnn"):
@@ -316,12 +319,15 @@ def load_trained_run(run_dir: str | Path) -> tuple[Config, Stages]:
 
 
 def make_sweep(config: Config) -> ev.Sweep:
+    """The sweep of ``config``; ``original_config`` sets the authors' gradient and, on classification, U-FIDO's
+    MNIST normalisation (the original ``fit_cat`` applies it; ``fit_gauss``, for regression, does not)."""
+    original = config.original_config
     return ev.Sweep.paper(
         {m: getattr(config, f"n_{m}") for m in ev.METHODS},
         clue_max_steps_aleatoric=config.clue_max_steps_aleatoric,
         clue_max_steps_epistemic=config.clue_max_steps_epistemic, clue_n_early_stop=config.clue_n_early_stop,
-        ufido_iterations=config.ufido_iterations, bnn_gradient=config.bnn_gradient,
-        ufido_mnist_norm=config.ufido_mnist_norm)
+        ufido_iterations=config.ufido_iterations, bnn_gradient="torch13" if original else config.bnn_gradient,
+        ufido_mnist_norm=config.ufido_mnist_norm or (original and data.spec(config.dataset).task == "classification"))
 
 
 def explained_sets(config: Config, gt: ev.GroundTruth, bnn, ds: data.Dataset,
@@ -407,6 +413,7 @@ def score(config: Config, run_dir: Path, trained: Stages, sweep: ev.Sweep) -> di
     task = trained.data.task
     boot = {"per_point": points.per_point, "task": task, "n_boot": config.n_boot, "seed": config.seed}
     table.to_csv(run_dir / "table.csv", index=False)
+    ev.save_point_scores(run_dir / "point_scores.npz", points.per_point)
     for target, ref in refs.items():
         ev.plot_sweeps(points, target, float(ref.log_px.mean()), len(ref.x0),
                        run_dir / f"{config.dataset}_{target}.png", title=config.dataset)
@@ -416,6 +423,8 @@ def score(config: Config, run_dir: Path, trained: Stages, sweep: ev.Sweep) -> di
                "seconds": load_json(run_dir / "timings.json") if (run_dir / "timings.json").exists() else {},
                "at_equal_distance": ev.compare_at_distance(table, **boot) if len(table) else [],
                "verdicts": ev.verdicts(table, **boot) if len(table) else [],
+               "overlaps": ev.run_overlaps(table, **boot) if len(table) else [],
+               "sweep": {"bnn_gradient": sweep.bnn_gradient, "ufido_mnist_norm": sweep.ufido_mnist_norm},
                "rows": ev.point_intervals(points, points.per_point, task, config.n_boot, config.seed)}
     save_json(run_dir / "results.json", results)
     logger.info("wrote %s", run_dir / "results.json")

@@ -254,3 +254,29 @@ def read_journal(path) -> dict[tuple, SweepPoint]:
                 continue
             saved[(fingerprint, point.target, point.method, float(point.param))] = point
     return saved
+
+
+def save_point_scores(path: str | os.PathLike, per_point: dict) -> None:
+    """Every sweep value's per-point scores in one compressed npz, compact enough to commit: keys
+    ``<target>/<method>/<value>/<field>`` in float32 (``err0``, the same for every value of a target, once as
+    ``<target>/err0``), so that anyone can recompute every interval and verdict (:func:`load_point_scores`)."""
+    arrays = {}
+    for (target, method, lam), scores in sorted(per_point.items()):
+        arrays.setdefault(f"{target}/err0", np.asarray(scores.err0, np.float32))
+        for field in PointScores.FIELDS:
+            if field != "err0":
+                arrays[f"{target}/{method}/{float(lam)!r}/{field}"] = np.asarray(getattr(scores, field), np.float32)
+    save_npz(path, compressed=True, **arrays)
+
+
+def load_point_scores(path: str | os.PathLike) -> dict:
+    """The per-point scores saved by :func:`save_point_scores`, keyed ``(target, method, value)``, in float64."""
+    out = {}
+    with np.load(path) as saved:
+        keys = [k.rsplit("/", 1)[0] for k in saved.files if k.endswith("/delta_h")]
+        for key in keys:
+            target, method, lam = key.split("/")
+            fields = {f: np.asarray(saved[f"{key}/{f}"], np.float64) for f in PointScores.FIELDS if f != "err0"}
+            out[(target, method, float(lam))] = PointScores(err0=np.asarray(saved[f"{target}/err0"], np.float64),
+                                                            **fields)
+    return out

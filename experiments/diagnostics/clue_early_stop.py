@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from CLUE.evaluation import pipeline as E
 from CLUE import evaluation as ev
+from CLUE.evaluation import pipeline as E
 from CLUE.explainer import CLUE, CLUEConfig, CLUEWeights
 from common.errors import UserError
 from common.utils import jsonable, save_json, setup_logging

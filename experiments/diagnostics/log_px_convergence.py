@@ -30,8 +30,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from CLUE.evaluation import pipeline as E  # noqa: E402
 from CLUE import evaluation as ev  # noqa: E402
+from CLUE.evaluation import pipeline as E  # noqa: E402
 from common.errors import UserError  # noqa: E402
 from common.utils import jsonable, save_json, setup_logging  # noqa: E402
 
