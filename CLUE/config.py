@@ -96,6 +96,8 @@ class CLUEResult:
         that stopped, ``T`` (after the last update) for the others.
       uncertainty_before: float32 ``[n]`` total uncertainty of ``x0``.
       uncertainty_after: float32 ``[n]`` total uncertainty of ``x``.
+      prediction_before, prediction_after: the BNN's predictive mean at ``x0`` and at ``x``: class probabilities
+        ``[n, C]`` (classification) or the mean ``[n]`` (regression).
       seconds: wall time of the optimisation.
       x_trajectory, z_trajectory: ``[T + 1, n, D]`` / ``[T + 1, n, L]`` when recorded (frozen like the rest).
     """
@@ -113,6 +115,8 @@ class CLUEResult:
     freeze_index: np.ndarray
     uncertainty_before: np.ndarray
     uncertainty_after: np.ndarray
+    prediction_before: np.ndarray | None = None
+    prediction_after: np.ndarray | None = None
     seconds: float = 0.0
     x_trajectory: np.ndarray | None = None
     z_trajectory: np.ndarray | None = None
@@ -122,6 +126,14 @@ class CLUEResult:
         """``[n]`` unweighted L1 distance between each explanation and its input."""
         return np.abs(self.x - self.x0).sum(axis=1)
 
+    @property
+    def prediction_changed(self) -> np.ndarray | None:
+        """bool ``[n]``: whether the predicted class of the explanation differs from that of its input
+        (classification; None for regression, whose prediction changes continuously: compare the predictions)."""
+        if self.prediction_before is None or self.prediction_before.ndim != 2:
+            return None
+        return self.prediction_before.argmax(axis=1) != self.prediction_after.argmax(axis=1)
+
     def summary(self) -> dict[str, float]:
         """The ``summary.json`` figures of DESIGN.md."""
         return {
@@ -130,6 +142,8 @@ class CLUEResult:
             "uncertainty_after": float(self.uncertainty_after.mean()),
             "l1_distance": float(self.l1_distance.mean()),
             "fraction_reduced": float(np.mean(self.uncertainty_after < self.uncertainty_before)),
+            **({} if self.prediction_changed is None else
+               {"fraction_prediction_changed": float(np.mean(self.prediction_changed))}),
             "seconds": float(self.seconds),
         }
 

@@ -132,10 +132,11 @@ class CLUE:
         self.config = config or CLUEConfig()
         self.strategy = strategy
         self._step = tf.function(self._step_impl, reduce_retracing=True)
+        self._optimise = tf.function(self._optimise_impl, reduce_retracing=True)
         if strategy is not None:
             self._distributed_step = tf.function(lambda *args: strategy.run(self._step_impl, args=args),
                                                  reduce_retracing=True)
-        self._uncertainty = tf.function(lambda x: uncertainties(self.bnn, x)[0], reduce_retracing=True)
+        self._uncertainty = tf.function(lambda x: uncertainties(self.bnn, x)[::3], reduce_retracing=True)
 
     # ---------------------------------------------------------------------------------------------- objective
     def objective(self, z: tf.Tensor, x0: tf.Tensor, z_init: tf.Tensor, cond_mask: tf.Tensor | None = None,
@@ -221,16 +222,18 @@ class CLUE:
         batches = range(0, len(x0), self.config.batch_size)
         for lo in tqdm(batches, desc="CLUE", unit="batch", disable=not progress):
             sl = slice(lo, lo + self.config.batch_size)
-            parts.append(self._explain_batch(
+            explain_batch = self._explain_batch if self.strategy is None else self._explain_batch_stepwise
+            parts.append(explain_batch(
                 x0[sl], z_init[sl], z_start[sl], None if cond_mask is None else cond_mask[sl],
                 None if desired_preds is None else np.asarray(desired_preds)[sl], record_trajectory))
         merged = {k: np.concatenate([p[k] for p in parts], axis=0 if k in _ROW_FIRST else 1)
                   for k in parts[0] if parts[0][k] is not None}
         x_final = merged.pop("x_final")
+        (u0, pred0), (u1, pred1) = self._predictive_of(x0), self._predictive_of(x_final)
         result = CLUEResult(
             x=x_final, z=merged.pop("z_final"), x0=x0, z_init=z_init, stop_step=merged.pop("stop_step"),
-            freeze_index=merged.pop("freeze_index"), uncertainty_before=self._uncertainty_of(x0),
-            uncertainty_after=self._uncertainty_of(x_final), seconds=time.perf_counter() - start, **merged)
+            freeze_index=merged.pop("freeze_index"), uncertainty_before=u0, uncertainty_after=u1,
+            prediction_before=pred0, prediction_after=pred1, seconds=time.perf_counter() - start, **merged)
         return result
 
     def explain_many(self, x0, n_explanations: int, init_std: float = 0.15, seed: int = 0, z_init=None,
@@ -266,12 +269,112 @@ class CLUE:
         locs = [self.generator.encode(tf.constant(x[i:i + 4096]))[0].numpy() for i in range(0, len(x), 4096)]
         return np.concatenate(locs, axis=0)
 
+    def _predictive_of(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Total uncertainty ``[n]`` and predictive mean of ``x``, in batches."""
+        parts = [self._uncertainty(tf.constant(x[i:i + 4096])) for i in range(0, len(x), 4096)]
+        return tuple(np.concatenate([p[k].numpy() for p in parts]) for k in (0, 1))
+
     def _uncertainty_of(self, x: np.ndarray) -> np.ndarray:
-        return np.concatenate([self._uncertainty(tf.constant(x[i:i + 4096])).numpy()
-                               for i in range(0, len(x), 4096)])
+        return self._predictive_of(x)[0]
 
     def _explain_batch(self, x0, z_init, z_start, cond_mask, desired, record_trajectory) -> dict[str, np.ndarray]:
-        """Runs the optimisation on one batch, dropping rows from the computation once they have stopped.
+        """Runs the optimisation on one batch in one compiled graph (:meth:`_optimise_impl`): every step, the
+        stopping rule and the dropping of stopped rows, with no Python between steps. The same computation as
+        :meth:`_explain_batch_stepwise`, row subset by row subset."""
+        n, T = len(x0), self.config.max_steps
+        const = lambda a: None if a is None else tf.constant(a)  # noqa: E731
+        out = self._optimise(tf.constant(x0), tf.constant(z_init), tf.constant(z_start), const(cond_mask),
+                             const(desired))
+        rows, sizes = out["rows"].numpy(), out["sizes"].numpy()
+        steps = np.repeat(np.arange(len(sizes)), sizes)  # the step of each recorded (row, value)
+        names = ("uncertainty", "aleatoric", "epistemic", "distance_term", "cost")
+        raw = {k: np.zeros((T, n), np.float32) for k in names}
+        for k in names:
+            raw[k][steps, rows] = out[k].numpy()
+        x_hist = np.zeros((T + 1, n, x0.shape[1]), np.float32)
+        z_hist = np.zeros((T + 1, n, z_init.shape[1]), np.float32)
+        x_hist[steps, rows] = out["x"].numpy()
+        z_hist[0], z_hist[steps + 1, rows] = z_start, out["z"].numpy()
+        x_hist[T, out["active"].numpy()] = out["x_last"].numpy()
+        return self._finish(raw, x_hist, z_hist, out["stop"].numpy(), record_trajectory)
+
+    def _optimise_impl(self, x0, z_init, z_start, cond_mask, desired):
+        """The whole optimisation of one batch as a ``tf.while_loop``: per step, one Adam step on the active rows,
+        their terms recorded, the stopping rule (in float64, as the original) applied, stopped rows dropped.
+
+        Returns:
+          dict: per recorded (step, row) in step order, ``rows [K]`` and the five terms, ``x [K, D]`` and the
+          updated ``z [K, L]``; ``sizes [t_end]`` rows per step; ``stop [n]`` (0: never); the rows still active after
+          the last step, ``active``, with ``x_last``, the hard decode of their last z.
+        """
+        cfg = self.config
+        T, n_stop = cfg.max_steps, cfg.n_early_stop
+        names = ("uncertainty", "aleatoric", "epistemic", "distance_term", "cost")
+        n = tf.shape(x0)[0]
+        gather = lambda a, idx: None if a is None else tf.gather(a, idx)  # noqa: E731
+        def record(dtype, shape):  # one element per step run (the loop may end before T)
+            return tf.TensorArray(dtype, size=0, dynamic_size=True, infer_shape=False, element_shape=shape)
+
+        arrays = {k: record(tf.float32, [None]) for k in names}
+        arrays.update(x=record(tf.float32, [None, x0.shape[1]]), z=record(tf.float32, [None, z_init.shape[1]]),
+                      rows=record(tf.int32, [None]), sizes=record(tf.int32, []))
+        cost_hist = tf.zeros([T, n], tf.float64)
+        stop = tf.zeros([n], tf.int64)
+        active = tf.range(n)
+        z = z_start
+        m = v = tf.zeros_like(z_start)
+
+        def body(t, active, z, m, v, cost_hist, stop, arrays):
+            z_new, m, v, terms, _ = self._step_impl(z, m, v, t + 1, gather(x0, active), gather(z_init, active),
+                                                    gather(cond_mask, active), gather(desired, active))
+            arrays = {**arrays, "x": arrays["x"].write(t, terms["x"]), "z": arrays["z"].write(t, z_new),
+                      "rows": arrays["rows"].write(t, active), "sizes": arrays["sizes"].write(t, tf.size(active)),
+                      **{k: arrays[k].write(t, terms[k]) for k in names}}
+            at = tf.stack([tf.fill(tf.shape(active), t), active], axis=1)
+            cost_hist = tf.tensor_scatter_nd_update(cost_hist, at, tf.cast(terms["cost"], tf.float64))
+            keep = tf.ones_like(active, tf.bool)
+            if n_stop > 0:
+                back = tf.gather(cost_hist, tf.maximum(t - n_stop, 0))  # read only where t > min_steps >= n - 1
+                delta = tf.abs(tf.gather(back, active) - tf.gather(cost_hist[t], active))
+                hit = (delta < 0.01 * tf.gather(cost_hist[0], active)) | (delta < 1e-3)
+                hit = hit & (t > cfg.min_steps)
+                stopped = tf.boolean_mask(active, hit)
+                stop = tf.tensor_scatter_nd_update(stop, stopped[:, None],
+                                                   tf.fill(tf.shape(stopped), tf.cast(t, tf.int64)))
+                keep = ~hit
+            return (t + 1, tf.boolean_mask(active, keep), tf.boolean_mask(z_new, keep), tf.boolean_mask(m, keep),
+                    tf.boolean_mask(v, keep), cost_hist, stop, arrays)
+
+        state = tf.TensorShape([None, z_init.shape[1]])
+        shapes = (tf.TensorShape([]), tf.TensorShape([None]), state, state, state, cost_hist.shape, stop.shape,
+                  {k: tf.TensorShape(None) for k in arrays})
+        t, active, z, m, v, cost_hist, stop, arrays = tf.while_loop(
+            lambda t, active, *_: (t < T) & (tf.size(active) > 0), body,
+            (tf.constant(0), active, z, m, v, cost_hist, stop, arrays), shape_invariants=shapes)
+        x_last = self.generator.regenerate(z, straight_through=False)
+        if cond_mask is not None:
+            x_last = x_last * tf.gather(cond_mask, active) + tf.gather(x0, active) * (1.0 - tf.gather(cond_mask,
+                                                                                                    active))
+        out = {k: arrays[k].concat() for k in (*names, "x", "z", "rows")}
+        return {**out, "sizes": arrays["sizes"].stack(), "stop": stop, "active": active,
+                "x_last": x_last}
+
+    def _finish(self, raw, x_hist, z_hist, stop, record_trajectory) -> dict[str, np.ndarray]:
+        """The original's freezing of the recorded values and the final explanation of each row (spec 5.5)."""
+        n_stop, T, n = self.config.n_early_stop, self.config.max_steps, len(stop)
+        out = {k: freeze(v, stop, n_stop) for k, v in raw.items()}
+        final = np.where(stop > 0, stop - n_stop + 1, T) if n_stop > 0 else np.full(n, T)
+        rows = np.arange(n)
+        out["x_final"], out["z_final"], out["stop_step"] = x_hist[final, rows], z_hist[final, rows], stop
+        out["freeze_index"] = final.astype(np.int64)
+        if record_trajectory:
+            out["x_trajectory"] = freeze(x_hist, stop, n_stop)
+            out["z_trajectory"] = freeze(z_hist, stop, n_stop)
+        return out
+
+    def _explain_batch_stepwise(self, x0, z_init, z_start, cond_mask, desired,
+                                record_trajectory) -> dict[str, np.ndarray]:
+        """Runs the optimisation on one batch step by step from Python, dropping rows once they have stopped.
 
         Under a strategy with R replicas the batch is cut into R contiguous shards, one per replica; each step is
         one ``strategy.run`` and each shard drops its own stopped rows. Rows never interact, so the result is the
@@ -320,15 +423,7 @@ class CLUE:
                 if sh["mask"] is not None:
                     x_last = x_last * sh["mask"] + sh["x0"] * (1.0 - sh["mask"])
                 x_hist[T, sh["active"]] = x_last.numpy()
-        out = {k: freeze(raw[k], stop, n_stop) for k in names}
-        final = np.where(stop > 0, stop - n_stop + 1, T) if n_stop > 0 else np.full(n, T)
-        rows = np.arange(n)
-        out["x_final"], out["z_final"], out["stop_step"] = x_hist[final, rows], z_hist[final, rows], stop
-        out["freeze_index"] = final.astype(np.int64)
-        if record_trajectory:
-            out["x_trajectory"] = freeze(x_hist, stop, n_stop)
-            out["z_trajectory"] = freeze(z_hist, stop, n_stop)
-        return out
+        return self._finish(raw, x_hist, z_hist, stop, record_trajectory)
 
     @property
     def _n_replicas(self) -> int:
@@ -352,13 +447,16 @@ _ROW_FIRST = ("x_final", "z_final", "stop_step", "freeze_index")
 
 def adam_step(z, m, v, grad, t, lr: float):
     """One torch.optim.Adam update of ``z`` at step ``t`` (1-based): the new ``(z, m, v)``. As in torch (spec 5.2 of
-    the parity kit), eps is added after bias-correcting sqrt(v)."""
+    the parity kit), eps is added after bias-correcting sqrt(v), and the bias corrections are computed in float64
+    (torch's Python scalars), then applied to the float32 moments."""
     b1, b2 = ADAM_BETAS
     m = m + (1.0 - b1) * (grad - m)
     v = b2 * v + (1.0 - b2) * tf.square(grad)
-    step = tf.cast(t, tf.float32)
-    denom = tf.sqrt(v) / tf.sqrt(1.0 - b2 ** step) + ADAM_EPS
-    return z - (lr / (1.0 - b1 ** step)) * m / denom, m, v
+    step = tf.cast(t, tf.float64)
+    step_size = tf.cast(lr / (1.0 - b1 ** step), tf.float32)
+    bias_correction2_sqrt = tf.cast(tf.sqrt(1.0 - b2 ** step), tf.float32)
+    denom = tf.sqrt(v) / bias_correction2_sqrt + ADAM_EPS
+    return z - step_size * m / denom, m, v
 
 
 def _prediction_distance(preds: tf.Tensor, desired: tf.Tensor) -> tf.Tensor:

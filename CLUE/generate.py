@@ -92,19 +92,19 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def _resolve(folder: str, inner: str) -> Path:
+def _resolve(folder: str, inner: str, flag: str) -> Path:
     path = Path(folder)
     if (path / inner).is_dir():
         return path / inner
     if not path.is_dir():
-        raise FileNotFoundError(f"{path} does not exist: pass the output folder of the training script")
+        raise UserError(f"{flag} {path} does not exist: pass the --out folder of its training run")
     return path
 
 
 def load_models(config: Config) -> tuple[Posterior, Any]:
     """The BNN posterior and the best VAE of two training runs."""
-    posterior = Posterior.load(_resolve(config.bnn, "posterior"))
-    vae = load_vae(_resolve(config.vae, "best"))
+    posterior = Posterior.load(_resolve(config.bnn, "posterior", "--bnn"))
+    vae = load_vae(_resolve(config.vae, "best", "--vae"))
     return posterior, vae
 
 
@@ -169,6 +169,8 @@ def explain_most_uncertain(clue: CLUE, x: np.ndarray, n_explain: int | None = No
     if target not in TARGETS:
         raise UserError(f"--target (target) must be total, aleatoric or epistemic, got {target!r}")
     x = np.asarray(x, dtype=np.float32)
+    if x.ndim != 2 or len(x) == 0:
+        raise UserError(f"x must be a non-empty [n, D] array of inputs, got shape {x.shape}")
     index = select_uncertain(clue.bnn, x, n_to_explain(len(x), n_explain, fraction), target)
     return clue.explain(x[index], progress=progress), index
 

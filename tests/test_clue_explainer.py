@@ -60,6 +60,27 @@ def test_online_stopping_and_freezing_match_the_rule(toy):
     np.testing.assert_array_equal(res.freeze_index[~never], expected_stop[~never] - 2)
 
 
+@pytest.mark.parametrize("n_early_stop", [3, 0])
+def test_the_compiled_optimisation_is_the_stepwise_one(toy, n_early_stop):
+    """The whole optimisation in one graph (the default) gives the Python step loop's result, row by row: the same
+    stop steps, costs, trajectories and explanations, with and without a feature mask."""
+    bnn, gen, x0 = toy
+    clue = CLUE(bnn, gen, _config(n_early_stop=n_early_stop))
+    mask = (np.arange(5) % 2).astype(np.float32)
+    for cond in (None, np.broadcast_to(mask, x0.shape)):
+        z = clue.encode(x0)
+        graph = clue._explain_batch(x0, z, z, cond, None, record_trajectory=True)
+        steps = clue._explain_batch_stepwise(x0, z, z, cond, None, record_trajectory=True)
+        assert set(graph) == set(steps)
+        if n_early_stop:
+            assert 0 < np.sum(steps["stop_step"] > 0) < len(x0)
+        np.testing.assert_array_equal(graph["stop_step"], steps["stop_step"])
+        for key in graph:
+            np.testing.assert_allclose(graph[key], steps[key], rtol=1e-6, atol=1e-7, err_msg=key)
+        if cond is not None:  # fixed features stay at x0
+            np.testing.assert_array_equal(graph["x_final"][:, mask == 0], x0[:, mask == 0])
+
+
 def test_result_does_not_depend_on_batching(toy):
     bnn, gen, x0 = toy
     a = CLUE(bnn, gen, _config(batch_size=256)).explain(x0)
@@ -155,3 +176,19 @@ def test_large_lambda_keeps_the_explanation_close(lsat_models):
     assert runs[1e4].l1_distance.mean() < 0.5 * runs[0.0].l1_distance.mean()
     gain = lambda r: np.mean(r.uncertainty_before - r.uncertainty_after)  # noqa: E731
     assert gain(runs[1e4]) < 0.5 * gain(runs[0.0])
+
+
+def test_result_says_where_the_predicted_class_changed():
+    """The predictive at x0 and at the explanation is kept; ``prediction_changed`` compares their argmax."""
+    from toy_models import IdentityGenerator, ToyCategoricalBNN
+
+    rng = np.random.default_rng(0)
+    x0 = rng.normal(size=(30, 4)).astype(np.float32)
+    bnn = ToyCategoricalBNN(4)
+    res = CLUE(bnn, IdentityGenerator(), _config(max_steps=30, weights=CLUEWeights(uncertainty=1.0, distance=0.01))
+               ).explain(x0)
+    assert res.prediction_before.shape == (30, 3) and res.prediction_after.shape == (30, 3)
+    expected = res.prediction_before.argmax(1) != res.prediction_after.argmax(1)
+    np.testing.assert_array_equal(res.prediction_changed, expected)
+    assert res.summary()["fraction_prediction_changed"] == pytest.approx(expected.mean())
+    np.testing.assert_allclose(res.prediction_after, bnn.predict_samples(res.x).numpy().mean(0), rtol=1e-5)

@@ -64,7 +64,7 @@ def test_generate_refuses_models_of_another_dataset(tmp_path, data_dir):
                          vae=str(tmp_path / "demo" / "vae"), out=str(tmp_path / "x"))
     with pytest.raises(ValueError, match="were they trained on this dataset"):
         generate.main(config)
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(UserError, match="--bnn .* does not exist: pass the --out folder of its training run"):
         generate.main(with_preset(generate.Config, generate.PRESETS, "tiny", dataset="digits",
                                   bnn=str(tmp_path / "nothing"), vae=str(tmp_path / "nothing"),
                                   out=str(tmp_path / "y")))
@@ -153,3 +153,21 @@ def test_changes_table_and_figure_in_readable_units(tmp_path, data_dir):
     png = tmp_path / "changes.png"
     generate.plot_changes(png, ds, result, np.arange(10, 15), table, decimals, "nats", max_points=3)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_missing_model_folders_and_empty_inputs_are_one_line_errors(tmp_path):
+    import subprocess
+    import sys
+
+    from CLUE.generate import explain_most_uncertain
+    from common.utils import PROJECT_ROOT
+
+    done = subprocess.run([sys.executable, "-m", "CLUE.generate", "--dataset", "lsat", "--bnn", str(tmp_path / "no"),
+                           "--vae", str(tmp_path / "no"), "--out", str(tmp_path / "out")], capture_output=True,
+                          text=True, cwd=PROJECT_ROOT)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1] == f"error: --bnn {tmp_path / 'no'} does not exist: pass the --out " \
+                                                   "folder of its training run"
+    assert "Traceback" not in done.stderr and not (tmp_path / "out").exists()
+    with pytest.raises(UserError, match=r"non-empty \[n, D\] array"):
+        explain_most_uncertain(None, np.zeros((0, 12), np.float32))
