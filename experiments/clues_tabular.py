@@ -141,7 +141,8 @@ def changes_records(ds: data.Dataset, result: CLUEResult, test_index: np.ndarray
 def original_figures(dataset: str, reference_dir: Path = REFERENCE_DIR) -> dict[str, dict[str, float]] | None:
     """The PyTorch original's CLUE figures for ``dataset`` (exact and torch-1.3 gradients, lr 0.1), or None.
 
-    :func:`CLUE.parity.original_figures`: the original's own reference run where it states them (LSAT, COMPAS), else
+    :func:`verification.parity.original_figures`: the original's own reference run where it states them (LSAT,
+    COMPAS), else
     computed from the parity kit's arrays (Wine, Credit: its CLUE runs on the original's models, same settings).
     """
     kits = reference_dir / "parity"

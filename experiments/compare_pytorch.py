@@ -2,7 +2,7 @@
 
 Three kinds of rows, over LSAT, COMPAS, Wine, Credit and ``mnist_t10k``:
 
-* **parity**: the original's trained models (the parity kits) run by our code, ``CLUE.parity_checks.check_kit``:
+* **parity**: the original's trained models (the parity kits) run by our code, ``verification.parity_checks.check_kit``:
   each figure it recomputes beside the original's, inside when within the tolerance the checks give it;
 * **own models**: our trained models (committed results, one value per training seed) beside the original's run:
   inside when |diff| <= 2 sd over our seeds, or, with one seed, within the original's range over its two gradient
@@ -10,7 +10,8 @@ Three kinds of rows, over LSAT, COMPAS, Wine, Credit and ``mnist_t10k``:
 * **speed**: timings beside the original's, not judged.
 
 No number is typed here: the original's come from ``../shared/reference/{pytorch-original,mnist-t10k-original}.json``
-(its own runs: LSAT, COMPAS, MNIST) and from the kits' arrays (Wine and Credit), via ``CLUE.parity.original_figures``;
+(its own runs: LSAT, COMPAS, MNIST) and from the kits' arrays (Wine and Credit), via
+``verification.parity.original_figures``;
 ours from ``experiments/results/*.json`` and ``benchmarks/results/*.json``.
 """
 
@@ -22,13 +23,13 @@ from typing import Any
 
 import numpy as np
 
-from CLUE import parity
 from common.utils import PROJECT_ROOT, save_json
+from verification import parity
 
 DATASETS = ("lsat", "compas", "wine", "credit", "mnist_t10k")
 RUNS = {"clue_exact": "exact gradients, lr 0.1", "clue_orig": "torch-1.3 gradients, lr 0.1",
         "clue_exact_lr0.01": "exact gradients, lr 0.01", "clue_orig_lr0.01": "torch-1.3 gradients, lr 0.01"}
-ROWS = [  # (component, metric, figure key of CLUE.parity.kit_figures)
+ROWS = [  # (component, metric, figure key of verification.parity.kit_figures)
     ("BNN", "test RMSE (original units)", "test_rmse"), ("BNN", "test log-likelihood (total std)", "test_loglik"),
     ("BNN", "test log-likelihood (exact mixture)", "test_loglik_mixture"), ("BNN", "test accuracy", "test_accuracy"),
     ("BNN", "test NLL (nats)", "test_nll"), ("BNN", "mean total uncertainty, test rows", "mean_uncertainty_all_test"),
@@ -56,7 +57,7 @@ OURS_KEYS = {"test/rmse": "test_rmse", "test/loglik": "test_loglik", "test/logli
              "recon_l1": "recon_l1", "seconds_per_100_points": "clue_exact/seconds_per_100_points"}
 RULES = {"2 sd": "|diff| <= 2 sd of our seeds (ddof 1); the original is one run, its spread unknown (taken as 0)",
          "original's range": "ours (one seed) within the original's range over its two gradient variants",
-         "tolerance": "parity rows: |diff| <= the tolerance CLUE.parity_checks gives the figure",
+         "tolerance": "parity rows: |diff| <= the tolerance verification.parity_checks gives the figure",
          "timing": "speed rows are not judged"}
 
 
@@ -73,7 +74,7 @@ def load_kits(parity_dir, datasets) -> dict[str, parity.Kit]:
 
 def run_parity(kits, reference_dir, smoke: bool = False) -> dict[str, parity.Report]:
     """``check_kit`` on each kit; smoke: only the main CLUE run optimised end to end, the lr 0.1 runs teacher-forced."""
-    from CLUE.parity_checks import check_kit
+    from verification.parity_checks import check_kit
 
     full, forced = (("clue_exact",), ("clue_exact", "clue_orig")) if smoke else (tuple(RUNS), tuple(RUNS))
     return {n: check_kit(kit, reference_dir=resolve(reference_dir), full_runs=full, teacher_forced=forced)
@@ -158,7 +159,7 @@ def comparison_table(orig, mine, reports: dict[str, parity.Report]) -> list[dict
         for component, metric, key in ROWS:
             if key in figures and ds in reports and key in reports[ds].figures:
                 value, tol = reports[ds].figures[key]
-                rec = record("parity", component, metric, key, [value], "recomputed live (CLUE.parity_checks)")
+                rec = record("parity", component, metric, key, [value], "recomputed live (verification.parity_checks)")
                 rec.update(threshold=tol, inside="yes" if abs(rec["difference"]) <= tol else "no", rule="tolerance")
             if key in figures and key in mine.get(ds, {}):
                 rec = record("own models", component, metric, key, mine[ds][key]["values"], mine[ds][key]["source"])

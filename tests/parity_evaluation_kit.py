@@ -1,10 +1,12 @@
 """The evaluation parity kit in the project's classes, and the checks that compare the project with it.
 
 ``../shared/reference/parity/evaluation`` (format: its ``SCHEMA-EVALUATION.md``) holds what the ORIGINAL PyTorch code
-computed on the Wine and COMPAS kits of ``CLUE.parity`` for the parts of the computational evaluation that the earlier
+computed on the Wine and COMPAS kits of ``verification.parity`` for the parts of the computational evaluation that the
+earlier
 kits do not cover. :func:`load_evaluation_kit` puts it into the project's classes (the kit BNNs and VAEs through
-``CLUE.parity.load_kit``; the VAEAC state dicts into ``VAEAC.model.VAEAC``); each ``check_*`` function recomputes one
-part with the project's functions and records one check per comparison in a ``CLUE.parity.Report``:
+``verification.parity.load_kit``; the VAEAC state dicts into ``VAEAC.model.VAEAC``); each ``check_*`` function
+recomputes one
+part with the project's functions and records one check per comparison in a ``verification.parity.Report``:
 
 * :func:`check_sensitivity`: localized sensitivity (``CLUE.baselines.localized_sensitivity``), section 2.2;
 * :func:`check_clue_teacher_forced` and :func:`check_clue_full_runs`: target-weighted CLUE (``CLUE.explainer.CLUE``
@@ -37,11 +39,11 @@ from CLUE import baselines
 from CLUE.baselines import UFIDOConfig, localized_sensitivity, u_fido
 from CLUE.compat import OriginalGradientMLP
 from CLUE.explainer import CLUE, CLUEConfig, CLUEWeights, uncertainties
-from CLUE.parity import TEACHER_FORCED_STEPS, TOL, Kit, Report, load_kit, rare_allowance
 from common import likelihoods as lk
 from common.layers import PreactResidualBlock, assign_sequential_from_npz
 from VAE.model import load_parity_npz
 from VAEAC.model import VAEAC
+from verification.parity import TEACHER_FORCED_STEPS, TOL, Kit, Report, load_kit, rare_allowance
 
 DATASETS = ("wine", "compas")
 VARIANTS = ("exact", "orig")  # gradient variants: correct per-sample gradients / the torch-1.3 stale-weight ones
@@ -64,8 +66,8 @@ TOL_EVAL = {
     "grad_atol": 1e-4,
     "kink_fraction": 0.01,
     # A CLUE row ends where the original's does: the same early-stop step, and x_final and the returned (frozen)
-    # cost within 1e-3 (as CLUE.parity TOL["row_atol"]); the rows allowed to end elsewhere come from the kit's
-    # z_init + 1e-6 runs (section 2.4), through CLUE.parity.rare_allowance.
+    # cost within 1e-3 (as verification.parity TOL["row_atol"]); the rows allowed to end elsewhere come from the kit's
+    # z_init + 1e-6 runs (section 2.4), through verification.parity.rare_allowance.
     "row_atol": TOL["row_atol"],
     # U-FIDO, teacher-forced from the kit's P_t: dJ/dP within 1e-4 on at least this fraction of the entries (a
     # Gumbel sample whose relaxed mask sits at a BNN kink or at its rounding point 1/2 changes one row's gradient).
@@ -113,7 +115,7 @@ def read_npz(path: Path) -> dict[str, Any]:
 
 
 def kit_files(parity_dir: str | Path) -> list[Path]:
-    """Every file the tests read: the Wine and COMPAS kits of ``CLUE.parity`` and the evaluation kit."""
+    """Every file the tests read: the Wine and COMPAS kits of ``verification.parity`` and the evaluation kit."""
     parity_dir = Path(parity_dir)
     ev = parity_dir / "evaluation"
     files = [parity_dir / name / f for name in DATASETS for f in ("bnn_samples.npz", "vae.npz", "io.npz")]
@@ -126,7 +128,7 @@ def kit_files(parity_dir: str | Path) -> list[Path]:
 
 @dataclass
 class EvaluationKit:
-    """The evaluation kit of one dataset: ``base`` the ``CLUE.parity`` kit (BNN posteriors, VAE), ``folder`` the
+    """The evaluation kit of one dataset: ``base`` the ``verification.parity`` kit (BNN posteriors, VAE), ``folder`` the
     evaluation kit's folder; its files and VAEACs are read on first use and kept."""
 
     name: str
@@ -339,7 +341,7 @@ def kink_distance(kit: EvaluationKit, z: np.ndarray, x: np.ndarray, x0: np.ndarr
 def check_clue_teacher_forced(kit: EvaluationKit, report: Report, variant: str, bnn=None,
                               runs: list[tuple[str, float]] | None = None,
                               steps: tuple[int, ...] = TEACHER_FORCED_STEPS) -> None:
-    """SCHEMA-EVALUATION.md 2.3: ``steps`` of each run (default every 5th of the 50, as ``CLUE.parity``), all 32
+    """SCHEMA-EVALUATION.md 2.3: ``steps`` of each run (default every 5th of the 50, as ``verification.parity``), all 32
     rows, replayed on the original's own z trajectory.
 
     Compared at :func:`det_tol`: z_init (our encoder mean); per step the decoded x, the uncertainty split, the
@@ -402,7 +404,7 @@ def ends_elsewhere(stop, x_final, cost, ref: Mapping[str, Any], p: str) -> np.nd
 def zinit_allowance(kit: EvaluationKit, n_rows: int) -> int:
     """Rows of ``n_rows`` allowed to end elsewhere: the rate at which a 1e-6 change of z_init sends the original's
     own rows elsewhere (section 2.4: both gradient variants' ``*_zinit_1e-6.npz`` against the unperturbed runs,
-    pooled, as ``CLUE.parity.divergent_row_allowance``), through ``CLUE.parity.rare_allowance``."""
+    pooled, as ``verification.parity.divergent_row_allowance``), through ``verification.parity.rare_allowance``."""
     events = trials = 0
     for variant in VARIANTS:
         ref = kit.npz(f"sensitivity_clue/{kit.name}_{variant}.npz")
@@ -565,6 +567,7 @@ class ReplayUniforms:
 def pinned_ufido_step(bnn, vaeac, x: np.ndarray, config: UFIDOConfig, draws: np.ndarray):
     """``u_fido``'s traced step for this problem, with its Gumbel noise replaced by ``draws`` (the replacement is
     installed before the step is first traced, and reloaded with the new draws afterwards)."""
+    baselines._STEPS.clear()  # a fresh traced step: one cached by an earlier caller may be keyed by a recycled id
     step = baselines._mask_step(bnn, vaeac, *x.shape, config)
     if not isinstance(step.rng, ReplayUniforms):
         if step.loss_and_grad.experimental_get_tracing_count():

@@ -46,7 +46,7 @@ def test_original_figures_are_read_from_the_reference_files(cp, kits, parity_dir
         value, source = original[name]["clue_orig_lr0.01/mean_uncertainty_after"]
         assert source == f"parity/{name}/io.npz" and value == float(io["clue_orig_lr0.01/u_after_total_Sm1"].mean())
         assert original[name]["test_elbo"][0] == float(io["vae/elbo_mean_eval"])
-    from CLUE.parity import kit_figures
+    from verification.parity import kit_figures
 
     for name in ("lsat", "compas"):  # the kit reproduces the original's stated run
         from_kit = kit_figures(kits[name])

@@ -2,8 +2,10 @@
 
 ``../shared/reference/parity/{lsat,compas,wine,credit}`` hold the original's trained BNN posteriors and VAEs with the
 outputs its code computed from them (format: ``SCHEMA.md``; what differs for Wine and Credit:
-``SCHEMA-WINE-CREDIT.md``). The comparisons and their one set of tolerance rules live in ``CLUE.parity`` (``TOL``)
-and ``CLUE.parity_checks``, which ``experiments/compare_pytorch.ipynb`` tabulates too; every test here runs one group
+``SCHEMA-WINE-CREDIT.md``). The comparisons and their one set of tolerance rules live in ``verification.parity``
+(``TOL``)
+and ``verification.parity_checks``, which ``experiments/compare_pytorch.ipynb`` tabulates too; every test here runs
+one group
 of them once per kit and asserts that each check passes.
 
 Covered: the preprocessed data; the BNN (architecture, per-sample outputs, the uncertainty split with 53 and 54
@@ -25,11 +27,11 @@ import pytest
 import tensorflow as tf
 
 from BNN.posterior import Posterior
-from CLUE import parity_checks as checks
 from CLUE.compat import OriginalGradientMLP
-from CLUE.parity import KITS, VARIANTS, Report, load_kit, stated_figures
 from common.errors import UserError
 from VAE.model import load_parity_npz
+from verification import parity_checks as checks
+from verification.parity import KITS, VARIANTS, Report, load_kit, stated_figures
 
 
 @pytest.fixture(scope="module", params=list(KITS))

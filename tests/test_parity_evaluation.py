@@ -31,7 +31,7 @@ from parity_evaluation_kit import (
     ufido_configs,
 )
 
-from CLUE.parity import Report
+from verification.parity import Report
 
 
 @pytest.fixture(scope="module")

@@ -46,7 +46,8 @@ from VAEAC.under import UnderVAEAC
 FIXTURES = Path(__file__).parent / "fixtures" / "parity_evaluation_ext"
 DATASETS = ("wine", "compas")
 RTOL = 1e-5  # deterministic float32 quantities: |ours - ref| <= RTOL * max(1, |ref|) + REL_OF_MAX * max|ref|
-# float32 rounding grows with the size of the sums a network accumulates (CLUE.parity.TOL "rel_of_max"): the poorly
+# float32 rounding grows with the size of the sums a network accumulates (verification.parity.TOL "rel_of_max"): the
+# poorly
 # trained GT VAEAC's prior scales reach 18, its z draws 58, and the decoder outputs carry 1.6e-5 at a value of 1.4
 # next to values of 11.5 in the same array.
 REL_OF_MAX = 1e-6

@@ -1,8 +1,8 @@
-"""The parity checks: each recomputes one group of a kit's recorded outputs with our code (see ``CLUE.parity``).
+"""The parity checks: each recomputes one group of a kit's recorded outputs with our code (see ``verification.parity``).
 
-Every function takes a :class:`CLUE.parity.Kit` and a :class:`CLUE.parity.Report`, appends one check per comparison
-and, where it recomputes one of the original's aggregate figures (the keys of :func:`CLUE.parity.kit_figures`), the
-figure with the tolerance it inherits. :func:`check_kit` runs them all.
+Every function takes a :class:`verification.parity.Kit` and a :class:`verification.parity.Report`, appends one check
+per comparison and, where it recomputes one of the original's aggregate figures (the keys of
+:func:`verification.parity.kit_figures`), the figure with the tolerance it inherits. :func:`check_kit` runs them all.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from BNN.posterior import evaluate
-from CLUE.parity import (
+from verification.parity import (
     TEACHER_FORCED_STEPS,
     TOL,
     UNCERTAINTIES,
@@ -94,7 +94,7 @@ def check_bnn_metrics(kit: Kit, report: Report, reference_dir=None) -> None:
 
     Each figure is held to the forward rule propagated to first order: RMSE moves by at most the predictive mean's
     tolerance (times y_std); the NLL by mean(tol / p(y)); the accuracy by the rows whose p(class 1) is within tol of
-    1/2; the Gaussian log-likelihood as :func:`CLUE.parity.gaussian_loglik` says.
+    1/2; the Gaussian log-likelihood as :func:`verification.parity.gaussian_loglik` says.
     """
     io = kit.io
     x, y = io["x_test"], io["y_test"]
