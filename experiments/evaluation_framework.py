@@ -507,22 +507,21 @@ def claim_paragraph(numbers: dict[str, Any], width: int = 118) -> str:
 
     g, ind = numbers["grid"], numbers["in_distribution"]
     parts = [
-        "**The paper's main claim** (section 5.1): at equal L1, CLUE lowers the ground truth's uncertainty "
-        "(aleatoric target) and the BNN's error (epistemic) more than U-FIDO and localized sensitivity, in "
-        "distribution.",
+        "**Claim** (paper section 5.1): at equal L1, CLUE lowers ground-truth uncertainty (aleatoric target) and "
+        "BNN error (epistemic) more than U-FIDO and localized sensitivity, in distribution.",
         f"**Not reproduced, default settings**: over {g['runs']} runs ({g['datasets']} datasets x 3 seeds) on a grid "
         f"of distances, CLUE is best at {g['clue']} of {g['pairs']} (seed, distance) pairs where it meets a baseline "
         f"(a baseline: {g['ufido'] + g['sensitivity']}, no clear winner: {g['tie']}; uncorrected), at "
         f"{g['clue_where_ufido']} of {g['ufido_pairs']} where U-FIDO reaches too."]
-    for switch, label in (("default", "Holm-corrected over every overlap of the sweeps"),
-                          ("original_config", "**The authors' configuration** (torch-1.3 gradient, U-FIDO's MNIST "
-                                              "normalisation)")):
+    for switch, label in (("default", "Over every sweep overlap, Holm-corrected ("),
+                          ("original_config", "**Authors' configuration** (torch-1.3 gradient, U-FIDO's MNIST "
+                                              "normalisation; overlaps, ")):
         if switch in numbers["overlaps"]:
             o = numbers["overlaps"][switch]
-            parts.append(f"{label} ({', '.join(o['runs'])} so far): {_calls(o)}.")
+            parts.append(f"{label}{', '.join(o['runs'])} so far): {_calls(o)}.")
     parts.append(f"**Holds**: CLUE stays in distribution at {ind['values'] - ind['below']} of {ind['values']} values"
                  + (f" (not {'; '.join(ind['where'])})" if ind["where"] else "") + ".")
-    parts.append("Study, per-point scores, caveats: "
+    parts.append("Details: "
                  "[experiments/README.md](experiments/README.md#computational-evaluation-framework).")
     return textwrap.fill(" ".join(parts), width, break_on_hyphens=False, break_long_words=False)
 

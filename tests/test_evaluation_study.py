@@ -165,3 +165,33 @@ def test_scorecard_counts_each_seed_and_distance_where_clue_meets_a_baseline():
     top20 = card.loc[("wine", "top20", "aleatoric")]
     assert top20["tie"] == 1 and top20["CLUE best"] == 0 and top20["seeds"] == 1
     assert efw.study_scorecard([]).empty
+
+
+@pytest.mark.parametrize("name", ["wine_s0", "wine_s0_original_config"])
+def test_a_committed_runs_calls_are_recomputed_from_its_per_point_scores(name):
+    """The per-point scores committed beside a study run (float32) give back its verdicts and overlap comparisons:
+    anyone can recompute every interval."""
+    import pandas as pd
+
+    from CLUE import evaluation as ev
+
+    folder = study.RESULTS / "paper"
+    run = json.loads((folder / f"{name}.json").read_text())
+    per_point = ev.load_point_scores(folder / "points" / f"{name}.npz")
+    table = pd.DataFrame(run["rows"])
+    boot = {"per_point": per_point, "task": "regression", "n_boot": run["config"]["n_boot"],
+            "seed": run["config"]["seed"]}
+    assert len(per_point) == len(table)
+    again = ev.verdicts(table, **boot)
+    assert [(v["target"], v["l1"], v["verdict"], v["best"]) for v in again] == \
+        [(v["target"], v["l1"], v["verdict"], v["best"]) for v in run["verdicts"]]
+    for new, old in zip(again, run["verdicts"]):
+        if old.get("gap_lo") is not None:
+            assert new["gap_lo"] == pytest.approx(old["gap_lo"], abs=1e-4)
+            assert new["gap_hi"] == pytest.approx(old["gap_hi"], abs=1e-4)
+    overlaps = ev.run_overlaps(table, **boot)
+    assert [(o["target"], o["baseline"]) for o in overlaps] == [(o["target"], o["baseline"]) for o in run["overlaps"]]
+    for new, old in zip(overlaps, run["overlaps"]):
+        assert new["gap"] == pytest.approx(old["gap"], abs=1e-5)
+        assert new["gap_lo"] == pytest.approx(old["gap_lo"], abs=1e-4)
+        assert new["p_value"] == pytest.approx(old["p_value"], abs=2e-3)
