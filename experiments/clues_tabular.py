@@ -20,12 +20,13 @@ import data
 import weights
 from BNN import train as bnn_train
 from BNN.posterior import Posterior
-from CLUE import generate, parity
+from CLUE import generate
 from CLUE.explainer import CLUE, CLUEConfig, CLUEResult, CLUEWeights
 from common.config import with_preset
 from common.utils import PROJECT_ROOT
 from VAE import train as vae_train
 from VAE.model import load_vae
+from verification import parity
 
 REFERENCE_DIR = PROJECT_ROOT.parent / "shared" / "reference"
 # the reference run's caps (shared/reference/README.md, section 2); Wine and Credit as its kits' models
