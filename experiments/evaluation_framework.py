@@ -453,6 +453,15 @@ def overlap_scorecard(runs: list[dict], alpha: float = ev.overlaps.ALPHA) -> pd.
     return table.set_index(["switch", "dataset", "seed", "target", "baseline"]).round(4)
 
 
+def _seeds(dataset: str, seeds: list[int]) -> str:
+    """``Wine s0-2`` for contiguous seeds, ``Wine s0, 2`` otherwise."""
+    seeds = sorted(seeds)
+    name = dataset.upper() if dataset in ("lsat", "compas") else dataset.title()
+    if len(seeds) > 1 and seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"{name} s{seeds[0]}-{seeds[-1]}"
+    return f"{name} s" + ", ".join(map(str, seeds))
+
+
 def claim_numbers(runs: list[dict]) -> dict[str, Any]:
     """The figures the README's statement of the paper's claim quotes, from the committed runs of the study.
 
@@ -481,8 +490,10 @@ def claim_numbers(runs: list[dict]) -> dict[str, Any]:
         counts = {c: sum(o["call"] == c for o in calls) for c in ("clue better", "baseline better", "no clear winner",
                                                                    "not measurable")}
         counts["comparisons"] = len(calls)
-        overlaps[switch] = {**counts,
-                            "runs": sorted(f"{r['dataset']} s{r['config']['seed']}" for r in scored)}
+        by_dataset: dict[str, list[int]] = {}
+        for r in scored:
+            by_dataset.setdefault(r["dataset"], []).append(int(r["config"]["seed"]))
+        overlaps[switch] = {**counts, "runs": [_seeds(d, v) for d, v in sorted(by_dataset.items())]}
     below, total, where = 0, 0, []
     for r in default:
         for row in r["at_equal_distance"]:
@@ -507,19 +518,19 @@ def claim_paragraph(numbers: dict[str, Any], width: int = 118) -> str:
 
     g, ind = numbers["grid"], numbers["in_distribution"]
     parts = [
-        "**Claim** (paper section 5.1): at equal L1, CLUE lowers ground-truth uncertainty (aleatoric target) and "
-        "BNN error (epistemic) more than U-FIDO and localized sensitivity, in distribution.",
+        "**Claim** (section 5.1): at equal L1, CLUE lowers ground-truth uncertainty (aleatoric target) and BNN "
+        "error (epistemic) more than U-FIDO and localized sensitivity, in distribution.",
         f"**Not reproduced, default settings**: over {g['runs']} runs ({g['datasets']} datasets x 3 seeds) on a grid "
         f"of distances, CLUE is best at {g['clue']} of {g['pairs']} (seed, distance) pairs where it meets a baseline "
         f"(a baseline: {g['ufido'] + g['sensitivity']}, no clear winner: {g['tie']}; uncorrected), at "
         f"{g['clue_where_ufido']} of {g['ufido_pairs']} where U-FIDO reaches too."]
-    for switch, label in (("default", "Over every sweep overlap, Holm-corrected ("),
+    for switch, label in (("default", "Holm-corrected over every sweep overlap ("),
                           ("original_config", "**Authors' configuration** (torch-1.3 gradient, U-FIDO's MNIST "
-                                              "normalisation; overlaps, ")):
+                                              "normalisation; ")):
         if switch in numbers["overlaps"]:
             o = numbers["overlaps"][switch]
-            parts.append(f"{label}{', '.join(o['runs'])} so far): {_calls(o)}.")
-    parts.append(f"**Holds**: CLUE stays in distribution at {ind['values'] - ind['below']} of {ind['values']} values"
+            parts.append(f"{label}{', '.join(o['runs'])}): {_calls(o)}.")
+    parts.append(f"**Holds**: CLUE in distribution at {ind['values'] - ind['below']} of {ind['values']} values"
                  + (f" (not {'; '.join(ind['where'])})" if ind["where"] else "") + ".")
     parts.append("Details: "
                  "[experiments/README.md](experiments/README.md#computational-evaluation-framework).")
