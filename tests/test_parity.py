@@ -31,7 +31,7 @@ from CLUE.compat import OriginalGradientMLP
 from common.errors import UserError
 from VAE.model import load_parity_npz
 from verification import parity_checks as checks
-from verification.parity import KITS, VARIANTS, Report, load_kit, stated_figures
+from verification.parity import KITS, VARIANTS, Report, load_kit, run_checks, stated_figures
 
 
 @pytest.fixture(scope="module", params=list(KITS))
@@ -41,36 +41,29 @@ def kit(request, parity_dir):
     return load_kit(parity_dir, request.param)
 
 
-def run(check, kit, *args, **kwargs) -> Report:
-    """Runs one group of checks on ``kit`` and asserts that it recorded some and that every one passes."""
-    report = Report(kit.name)
-    check(kit, report, *args, **kwargs)
-    assert report.checks, f"{check.__name__} recorded no check"
-    assert not report.failures(), report.describe_failures()
-    return report
 
 
 # ------------------------------------------------------------------------------------------------------------ data
 def test_preprocessed_data_is_bitwise_the_originals(kit, data_dir):
-    run(checks.check_data, kit, data_dir)
+    run_checks(checks.check_data, kit, data_dir)
 
 
 # ------------------------------------------------------------------------------------------------------------- BNN
 def test_bnn_architecture_and_per_sample_outputs(kit):
-    run(checks.check_bnn_outputs, kit)
+    run_checks(checks.check_bnn_outputs, kit)
 
 
 @pytest.mark.parametrize("suffix", ["Sm1", "S"])
 def test_uncertainty_split_and_predictive_mean(kit, suffix):
-    run(checks.check_uncertainty, kit, suffix)
+    run_checks(checks.check_uncertainty, kit, suffix)
 
 
 def test_bnn_test_metrics(kit, parity_dir):
     """Against the kit's own predictive, and for LSAT and COMPAS against pytorch-original.json's stated figures (the
     kits store per-sample outputs for only the first 1000 LSAT rows, so its log-likelihood is checked there)."""
     reference_dir = parity_dir.parent
-    report = run(checks.check_bnn_metrics, kit, reference_dir if (reference_dir / "pytorch-original.json").exists()
-                 else None)
+    stated = reference_dir if (reference_dir / "pytorch-original.json").exists() else None
+    report = run_checks(checks.check_bnn_metrics, kit, stated)
     if kit.name in ("lsat", "compas") and (reference_dir / "pytorch-original.json").exists():
         n_stated = sum(1 for k in checks.STATED_METRICS.values() if k in stated_figures(reference_dir, kit.name))
         assert n_stated == (3 if kit.name == "lsat" else 2)
@@ -87,11 +80,11 @@ def test_bnn_export_round_trip_preserves_predictions(kit, tmp_path):
 
 # ------------------------------------------------------------------------------------------------------------- VAE
 def test_vae_kind_encoder_decoder_and_regenerate(kit):
-    run(checks.check_vae, kit)
+    run_checks(checks.check_vae, kit)
 
 
 def test_vae_elbo_terms_and_row_sums(kit):
-    run(checks.check_vae_elbo, kit)
+    run_checks(checks.check_vae_elbo, kit)
 
 
 def test_parity_loader_refuses_an_unknown_vae_kind(tmp_path):
@@ -103,17 +96,17 @@ def test_parity_loader_refuses_an_unknown_vae_kind(tmp_path):
 
 # ------------------------------------------------------------------------------------------------------------ CLUE
 def test_clue_selection_start_and_reconstruction_uncertainty(kit):
-    run(checks.check_clue_selection, kit)
+    run_checks(checks.check_clue_selection, kit)
 
 
 @pytest.mark.parametrize("prefix", list(VARIANTS))
 def test_clue_steps_teacher_forced(kit, prefix):
-    run(checks.check_clue_teacher_forced, kit, prefix)
+    run_checks(checks.check_clue_teacher_forced, kit, prefix)
 
 
 @pytest.mark.parametrize("prefix", list(VARIANTS))
 def test_clue_full_run_matches_point_by_point(kit, prefix):
-    report = run(checks.check_clue_full_run, kit, prefix)
+    report = run_checks(checks.check_clue_full_run, kit, prefix)
     assert {f"{prefix}/mean_uncertainty_after", f"{prefix}/mean_l1"} <= set(report.figures)
 
 

@@ -31,7 +31,7 @@ from parity_evaluation_kit import (
     ufido_configs,
 )
 
-from verification.parity import Report
+from verification.parity import Report, run_checks
 
 
 @pytest.fixture(scope="module")
@@ -50,13 +50,6 @@ def kit(request, evaluation_parity_dir):
     return load_evaluation_kit(evaluation_parity_dir, request.param)
 
 
-def run(check, kit, *args, **kwargs) -> Report:
-    """Runs one group of checks and asserts that it recorded some and that every one passes."""
-    report = Report(kit.name)
-    check(kit, report, *args, **kwargs)
-    assert report.checks, f"{check.__name__} recorded no check"
-    assert not report.failures(), report.describe_failures()
-    return report
 
 
 def failing(check, kit, *args, **kwargs) -> list[str]:
@@ -72,7 +65,7 @@ def failing(check, kit, *args, **kwargs) -> list[str]:
 def test_localized_sensitivity_matches_the_original(kit, variant):
     """Section 2.2, all 32 rows, both targets, steps 1e-3 .. 10: the gradient and objective, the stepped points and
     their uncertainties, within 1e-5 of each array's largest |value| (x' within max(1, step) times that)."""
-    run(check_sensitivity, kit, variant)
+    run_checks(check_sensitivity, kit, variant)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -89,8 +82,8 @@ def test_target_weighted_clue_matches_the_original(kit, variant):
     steps (subset, for time) teacher-forced on the original's z (terms at 1e-5 relative, dJ/dz too except at kinks),
     and each run optimised end to end over all 50 steps, where the rows that end elsewhere (stop step, x_final or
     cost off by > 1e-3) may not exceed what the kit's own z_init + 1e-6 runs allow."""
-    run(check_clue_teacher_forced, kit, variant)
-    run(check_clue_full_runs, kit, variant)
+    run_checks(check_clue_teacher_forced, kit, variant)
+    run_checks(check_clue_full_runs, kit, variant)
 
 
 def test_clue_checks_fail_on_a_nudged_decoder_and_the_other_gradient(kit):
@@ -111,7 +104,7 @@ def test_vaeac_matches_the_original(kit, role):
     """Section 3, the original's trained weights in our VAEAC, 64 rows, every mask: posterior, prior, decoder, ELBO
     terms, in-filling at the prior mean and with the kit's 8 noise draws, within 1e-5 of each array's largest
     |value|."""
-    run(check_vaeac, kit, role)
+    run_checks(check_vaeac, kit, role)
 
 
 def test_vaeac_check_fails_on_a_nudged_weight_and_a_wrong_noise_draw(kit):
@@ -133,7 +126,7 @@ def test_ufido_matches_the_original(kit):
     keep-probabilities within 1e-3 on >= 99% of the entries). Subset, for time: those iterations, and one file per
     dataset, Wine ``exact`` and COMPAS ``orig`` (with ``mnist_norm_quirk``), so each dataset and each gradient
     variant is run once."""
-    run(check_ufido, kit, UFIDO_TESTED[kit.name], iterations=UFIDO_TEACHER_FORCED)
+    run_checks(check_ufido, kit, UFIDO_TESTED[kit.name], iterations=UFIDO_TEACHER_FORCED)
 
 
 def test_ufido_check_fails_on_a_wrong_noise_draw(kit):

@@ -208,6 +208,15 @@ class Report:
                          + (f" ({c['detail']})" if c["detail"] else "") for c in self.failures())
 
 
+def run_checks(check, kit, *args, **kwargs) -> Report:
+    """Runs one group of checks on ``kit`` and asserts that it recorded some and that every one passes (the parity
+    tests' common step)."""
+    report = Report(kit.name)
+    check(kit, report, *args, **kwargs)
+    assert report.checks, f"{check.__name__} recorded no check"
+    assert not report.failures(), report.describe_failures()
+    return report
+
 
 # ------------------------------------------------------------------------------------------ the original's figures
 def gaussian_loglik(io: dict[str, np.ndarray]) -> tuple[float, float] | None:
