@@ -102,7 +102,7 @@ class Config:
             return self._resolved_expvae()
         if self.dataset in data.DATASETS:
             defaults = data.spec(self.dataset).vae
-        else:  # another dataset (passed in, or data.register-ed) takes the defaults of its kind
+        else:  # a dataset passed in (data.from_frame, artificial data) takes the defaults of its kind
             is_image = (dataset if dataset is not None else data.load(self.dataset)).image_shape is not None
             defaults = data.spec("mnist").vae if is_image else _TABULAR
             if self.latent_dim is None:
