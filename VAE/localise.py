@@ -60,7 +60,7 @@ from common.config import option
 from common.errors import UserError
 from common.export import KERAS_WEIGHTS
 from common.io import atomic_path
-from common.training import RunState, fit_with_early_stopping, optimizer_step, shuffled_batches, traced
+from common.training import RunState, fit_with_early_stopping, mean_terms, optimizer_step, shuffled_batches, traced
 from common.utils import make_run_dir, philox, save_json, save_npz, set_seed
 from common.validation import load_weights_h5
 from data import anomaly_images
@@ -180,13 +180,8 @@ def loss_function(model: ResNetVAE, graph: bool):
 
 def evaluate_loss(model: ResNetVAE, x: np.ndarray, batch_size: int, graph: bool = True) -> dict[str, float]:
     """Eval-mode (``z = mu``, BatchNorm's moving statistics) mean ELBO terms per image: ``elbo``, ``rec``, ``kl``."""
-    step = loss_function(model, graph)
-    sums = {"rec": 0.0, "kl": 0.0}
-    for start in range(0, len(x), batch_size):
-        terms = step(tf.constant(x[start:start + batch_size]))
-        for key in sums:
-            sums[key] += float(tf.reduce_sum(terms[key]))
-    rec, kl = sums["rec"] / len(x), sums["kl"] / len(x)
+    means = mean_terms(loss_function(model, graph), x, ("rec", "kl"), batch_size)
+    rec, kl = means["rec"], means["kl"]
     return {"elbo": -(rec + kl), "rec": rec, "kl": kl}
 
 

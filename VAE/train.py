@@ -45,7 +45,7 @@ import data
 from common.config import option
 from common.errors import UserError
 from common.radam import RAdam
-from common.training import RunState, fit_with_early_stopping, make_train_epoch, optimizer_step, traced
+from common.training import RunState, fit_with_early_stopping, make_train_epoch, mean_terms, optimizer_step, traced
 from common.utils import make_run_dir, philox, save_json, set_seed
 from VAE.expvae import ExpVAE, load_expvae, save_expvae
 from VAE.model import ARCHS, VAE, build_vae, load_vae, save_vae
@@ -189,13 +189,8 @@ def one_class(ds, digit: int):
 
 def evaluate_expvae(model: ExpVAE, x: np.ndarray, batch_size: int = 1024) -> dict[str, float]:
     """Eval-mode (``z = mu``) loss per image, as the original's validation: ``elbo = -(bce + kl)``."""
-    step = traced(model, "loss_terms")
-    sums = {"bce": 0.0, "kl": 0.0}
-    for start in range(0, len(x), batch_size):
-        terms = step(tf.constant(x[start:start + batch_size]))
-        for key in sums:
-            sums[key] += float(tf.reduce_sum(terms[key]))
-    bce, kl = sums["bce"] / len(x), sums["kl"] / len(x)
+    means = mean_terms(traced(model, "loss_terms"), x, ("bce", "kl"), batch_size)
+    bce, kl = means["bce"], means["kl"]
     return {"elbo": -(bce + kl), "loss": bce + kl, "bce": bce, "kl": kl}
 
 

@@ -241,3 +241,15 @@ def optimizer_step(model: Any, optimizer: Any, loss_fn: Callable[[], tuple[tf.Te
     grads = tape.gradient(loss, model.trainable_variables)
     optimizer.apply_gradients(zip(grads, model.trainable_variables))
     return report
+
+
+def mean_terms(step: Callable[[tf.Tensor], Mapping[str, tf.Tensor]], x, keys: tuple[str, ...],
+               batch_size: int) -> dict[str, float]:
+    """The per-row means of ``step``'s ``keys`` terms (each ``[b]``) over ``x``, taken ``batch_size`` rows at a
+    time: the evaluation loop every model's eval-mode ELBO shares."""
+    sums = dict.fromkeys(keys, 0.0)
+    for start in range(0, len(x), batch_size):
+        terms = step(tf.constant(x[start:start + batch_size]))
+        for key in keys:
+            sums[key] += float(tf.reduce_sum(terms[key]))
+    return {key: value / len(x) for key, value in sums.items()}
