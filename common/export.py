@@ -10,10 +10,7 @@ An exported model is a folder, written atomically by :func:`write_model`, holdin
      "weights": ["model.weights.h5"],     # the weights files beside it
      "epoch": 33, ...}                    # kind-specific fields (training epoch, run settings, sample count)
 
-:func:`read_model` reads it back, and reads the layouts written before this format too (:data:`LEGACY_FILES`):
-``model_config.json`` of the VAE, ExpVAE and VAEAC exports (``{"model": config, "model_class"?, "kind"?, ...}``)
-and ``config.json`` of the BNN posterior (``{"format": "clue-tf/bnn-posterior/v1", ...}``), as in the committed
-``weights/bnn/*`` and ``weights/vae/*``.
+:func:`read_model` reads it back.
 
 The components register a loader per kind when imported (``register_loader("vae", load_vae)`` in ``VAE.model``);
 :func:`load` looks the kind up, so that code below the components (``weights``) loads models without importing them.
@@ -38,20 +35,13 @@ MODEL_FILE = "model.json"
 RESERVED = ("format", "kind", "config", "dataset", "weights")
 KERAS_WEIGHTS = "model.weights.h5"  # the weights file of the Keras models (VAE, ExpVAE, VAEAC, UnderVAEAC)
 
-# Metadata files of the layouts written before FORMAT, by kind (read only).
-LEGACY_BNN_FILE, LEGACY_KERAS_FILE = "config.json", "model_config.json"
-LEGACY_FILES = {"bnn_posterior": LEGACY_BNN_FILE, "vae": LEGACY_KERAS_FILE, "expvae": LEGACY_KERAS_FILE,
-                "vaeac": LEGACY_KERAS_FILE, "under_vaeac": LEGACY_KERAS_FILE}
-LEGACY_BNN_FORMAT = "clue-tf/bnn-posterior/v1"
-_LEGACY_KERAS_KINDS = {"VAEAC": "vaeac", "UnderVAEAC": "under_vaeac"}  # model_config.json "kind" -> kind
-
 
 @dataclass(frozen=True)
 class ModelInfo:
     """The metadata of an exported model.
 
     Attributes:
-      folder: the export folder; path: the metadata file read (``model.json``, or a legacy file).
+      folder: the export folder; path: its ``model.json``.
       kind, config, dataset, weights: as in ``model.json``.
       fields: the kind-specific fields (``epoch``, ``train_config``, ``n_samples``, ...).
     """
@@ -63,10 +53,6 @@ class ModelInfo:
     dataset: str | None = None
     weights: tuple[str, ...] = ()
     fields: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def legacy(self) -> bool:
-        return self.path.name != MODEL_FILE
 
 
 def write_model(folder: str | os.PathLike, kind: str, config: Mapping[str, Any],
@@ -98,23 +84,10 @@ def _article(noun: str) -> str:
 
 
 def _parse(folder: Path, path: Path, raw: Any) -> ModelInfo:
-    """``ModelInfo`` of a parsed metadata file; KeyError / TypeError / AttributeError where it is malformed."""
-    if path.name == MODEL_FILE:
-        rest = {k: v for k, v in raw.items() if k not in RESERVED}
-        return ModelInfo(folder, path, raw["kind"], dict(raw["config"]), _name(raw.get("dataset")),
-                         tuple(raw.get("weights") or ()), rest)
-    if path.name == LEGACY_BNN_FILE:  # the BNN posterior before FORMAT
-        config = {k: raw[k] for k in ("architecture", "likelihood", "input_norm")}
-        return ModelInfo(folder, path, "bnn_posterior", config, None, ("samples.npz",),
-                         {"n_samples": raw.get("n_samples")})
-    # model_config.json: {"model": config, "model_class": "ExpVAE"?, "kind": "VAEAC" | "UnderVAEAC"?, **extra}
-    rest = {k: v for k, v in raw.items() if k not in ("model", "model_class", "kind")}
-    if raw.get("model_class") == "ExpVAE":
-        kind = "expvae"
-    else:
-        kind = _LEGACY_KERAS_KINDS[raw["kind"]] if "kind" in raw else "vae"
-    dataset = rest.pop("dataset", None) or (rest.get("train_config") or {}).get("dataset")
-    return ModelInfo(folder, path, kind, dict(raw["model"]), _name(dataset), (KERAS_WEIGHTS,), rest)
+    """``ModelInfo`` of a parsed ``model.json``; KeyError / TypeError / AttributeError where it is malformed."""
+    rest = {k: v for k, v in raw.items() if k not in RESERVED}
+    return ModelInfo(folder, path, raw["kind"], dict(raw["config"]), _name(raw.get("dataset")),
+                     tuple(raw.get("weights") or ()), rest)
 
 
 def _name(dataset: Any) -> str | None:
@@ -123,7 +96,7 @@ def _name(dataset: Any) -> str | None:
 
 def read_model(folder: str | os.PathLike, kinds: Iterable[str], what: str, writer: str,
                retrain: str | None = None) -> ModelInfo:
-    """The metadata of the export in ``folder``, which must be of one of ``kinds``; legacy layouts are read too.
+    """The metadata of the export in ``folder``, which must be of one of ``kinds``.
 
     Args:
       folder: the export folder.
@@ -133,13 +106,12 @@ def read_model(folder: str | os.PathLike, kinds: Iterable[str], what: str, write
       retrain: the command that retrains it, for the advice on a damaged file.
 
     Raises:
-      FileNotFoundError: no metadata file (neither ``model.json`` nor a legacy one).
+      FileNotFoundError: no ``model.json``.
       UserError: it is truncated or malformed, of another format, or describes another kind of model.
     """
     folder, kinds = Path(folder), tuple(kinds)
-    candidates = [MODEL_FILE, *dict.fromkeys(LEGACY_FILES[k] for k in kinds if k in LEGACY_FILES)]
-    path = next((folder / name for name in candidates if (folder / name).is_file()), None)
-    if path is None:
+    path = folder / MODEL_FILE
+    if not path.is_file():
         raise FileNotFoundError(f"{folder / MODEL_FILE} not found: {folder} holds no {what} export (one written by "
                                 f"{writer})")
     try:
@@ -147,9 +119,8 @@ def read_model(folder: str | os.PathLike, kinds: Iterable[str], what: str, write
         got = raw.get("format")
     except (*FILE_ERRORS, AttributeError) as err:
         raise unreadable_file(path, err, f"the {what} config", retrain) from err
-    expected = {MODEL_FILE: FORMAT, LEGACY_BNN_FILE: LEGACY_BNN_FORMAT}.get(path.name)
-    if got != expected:
-        raise UserError(f"{path}: format {got!r}, expected {expected!r}: not {_article(what)} export written by "
+    if got != FORMAT:
+        raise UserError(f"{path}: format {got!r}, expected {FORMAT!r}: not {_article(what)} export written by "
                         f"{writer}")
     try:
         info = _parse(folder, path, raw)

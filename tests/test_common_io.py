@@ -1,5 +1,5 @@
 """common.io (checksums, verified downloads through a real 127.0.0.1 server, atomic placement) and common.export
-(the one model format, its legacy read path on the committed weights, and the loader registry)."""
+(the one model format on the committed weights, and the loader registry)."""
 
 from __future__ import annotations
 
@@ -162,7 +162,7 @@ def test_write_and_read_model(tmp_path):
     info = export.read_model(folder, ["toy"], "toy model", "write_model")
     assert (info.kind, info.config, info.dataset, info.weights, info.fields) == (
         "toy", {"width": 3}, "lsat", ("w.npz",), {"epoch": 4})
-    assert not info.legacy and info.path == folder / "model.json"
+    assert info.path == folder / "model.json"
 
     def failing(path):
         path.write_bytes(b"half")
@@ -215,17 +215,17 @@ def test_components_register_their_kinds_and_weights_imports_none_of_them():
     assert out.strip() == "[]"
 
 
-# ------------------------------------------------------------------------------- legacy layouts: committed weights
+# ------------------------------------------------------------------------------------------------ committed weights
 @pytest.mark.parametrize("name", ["bnn_lsat", "vae_lsat"])
-def test_committed_weights_load_through_the_legacy_path_and_re_export(name, tmp_path):
+def test_committed_weights_load_and_re_export_alike(name, tmp_path):
     if not weights.available(name):
         pytest.skip(f"committed weights {name} not present or not verified")
     entry = weights.read_manifest().entry(name)
     folder = weights.path(name, download=False)
     info = export.read_model(folder, [entry.kind], "model", "its writer")
-    assert info.legacy and info.kind == entry.kind and info.path.name in ("config.json", "model_config.json")
+    assert info.kind == entry.kind and info.path.name == "model.json" and info.dataset == "lsat"
     model = weights.load(name)
-    assert model.dataset == "lsat"  # from train_config.json (BNN) or model_config.json (VAE)
+    assert model.dataset == "lsat"
     x = np.random.RandomState(0).normal(size=(4, 12)).astype(np.float32)
     if entry.kind == "bnn_posterior":
         from BNN.posterior import Posterior
@@ -240,7 +240,6 @@ def test_committed_weights_load_through_the_legacy_path_and_re_export(name, tmp_
     meta = json.loads((tmp_path / "new" / "model.json").read_text())
     assert (meta["format"], meta["kind"], meta["dataset"], meta["config"]) == (export.FORMAT, entry.kind, "lsat",
                                                                                 info.config)
-    assert not any((tmp_path / "new" / f).exists() for f in ("config.json", "model_config.json"))
     for other in (reloaded, helper):
         np.testing.assert_array_equal(np.asarray(getattr(other, outputs.__name__)(x)), np.asarray(outputs(x)))
 

@@ -64,7 +64,8 @@ def test_export_round_trip_and_refusals(tmp_path):
     with pytest.raises(FileNotFoundError, match="save_expvae"):
         load_expvae(tmp_path / "nothing")
     (tmp_path / "vae").mkdir()
-    (tmp_path / "vae" / "model_config.json").write_text(json.dumps({"model": {"latent_dim": 4}}))  # a VAE, old layout
+    (tmp_path / "vae" / "model.json").write_text(json.dumps({"format": "clue-tf/model/v1", "kind": "vae",
+                                                             "config": {"latent_dim": 4}}))
     with pytest.raises(ValueError, match="not an ExpVAE"):
         load_expvae(tmp_path / "vae")
 

@@ -94,11 +94,6 @@ def test_under_vaeac_trains_only_itself_and_regenerates(tmp_path):
     assert (meta["kind"], meta["config"], meta["epoch"]) == ("under_vaeac", under.get_config(), 2)
     loaded = load_model(tmp_path / "under")
     np.testing.assert_array_equal(loaded.u_regenerate(loc).numpy(), under.u_regenerate(loc).numpy())
-    # Exports written before model.json (model_config.json with the class name as "kind") still load.
-    (tmp_path / "under" / "model.json").unlink()
-    (tmp_path / "under" / "model_config.json").write_text(json.dumps({"kind": "UnderVAEAC", "model": meta["config"]}))
-    np.testing.assert_array_equal(load_model(tmp_path / "under").u_regenerate(loc).numpy(),
-                                  under.u_regenerate(loc).numpy())
     save_model(base, tmp_path / "base", {"dataset": "toy"})
     assert json.loads((tmp_path / "base" / "model.json").read_text())["kind"] == "vaeac"
     assert isinstance(load_model(tmp_path / "base"), VAEAC)

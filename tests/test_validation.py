@@ -165,8 +165,8 @@ def test_corrupt_member_of_the_samples_is_refused_too(tmp_path):
     (folder / "samples.npz").write_bytes(bytes(data))
     with pytest.raises(UserError, match=str(folder / "samples.npz")):
         Posterior.load(folder)
-    (folder / "config.json").write_text("{not json")
-    with pytest.raises(UserError, match=str(folder / "config.json")):
+    (folder / "model.json").write_text("{not json")
+    with pytest.raises(UserError, match=str(folder / "model.json")):
         Posterior.load(folder)
 
 
@@ -187,8 +187,8 @@ def test_damaged_vaeac_expvae_and_parity_files_name_the_file(tmp_path):
     with pytest.raises(UserError, match=str(tmp_path / "vaeac" / "model.weights.h5")):
         load_model(tmp_path / "vaeac")
     (tmp_path / "expvae").mkdir()
-    (tmp_path / "expvae" / "model_config.json").write_text('{"model_class": "ExpV')
-    with pytest.raises(UserError, match=str(tmp_path / "expvae" / "model_config.json")):
+    (tmp_path / "expvae" / "model.json").write_text('{"format": "clue-tf/model/v1", "kind": "expv')
+    with pytest.raises(UserError, match=str(tmp_path / "expvae" / "model.json")):
         load_expvae(tmp_path / "expvae")
     (tmp_path / "vae.npz").write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(UserError, match=str(tmp_path / "vae.npz")):
