@@ -20,7 +20,7 @@ import pytest
 
 import weights
 from tests import local_server
-from weights import WeightsError, download, publish
+from weights import WeightsError, download, kits, publish
 
 PAYLOADS = {name: np.random.default_rng(i).bytes(size) for i, (name, size) in
             enumerate((("samples.npz", 200_000), ("model.weights.h5", 120_000), ("lost.bin", 1000)))}
@@ -130,8 +130,8 @@ KITS = ["parity_lsat", "parity_compas", "parity_wine", "parity_credit"]  # the i
 def test_every_entry_on_this_machine_and_the_parity_kits_round_trip(tmp_path, serve, monkeypatch):
     """``python -m weights.publish OUT`` on the real manifest: every entry whose files are here and the parity kits
     are published with their cards, served on 127.0.0.1 and fetched back into a fresh root, sha256-checked."""
-    if not (publish.DEFAULT_PARITY_DIR / "lsat" / "io.npz").is_file():
-        pytest.skip(f"the parity kits are not at {publish.DEFAULT_PARITY_DIR}")
+    if not (kits.DEFAULT_PARITY_DIR / "lsat" / "io.npz").is_file():
+        pytest.skip(f"the parity kits are not at {kits.DEFAULT_PARITY_DIR}")
     monkeypatch.delenv(weights.ENV_URL, raising=False)
     monkeypatch.delenv(download.ENV_PARITY, raising=False)
     src = tmp_path / "src"  # a copy of the manifest, so that recording the kits does not touch weights/
@@ -140,7 +140,7 @@ def test_every_entry_on_this_machine_and_the_parity_kits_round_trip(tmp_path, se
     shipped = weights.read_manifest()
     out = tmp_path / "pub"
     result = publish.publish(out, manifest_path=src / "manifest.json", sources=[weights.ROOT],
-                             parity_dir=publish.DEFAULT_PARITY_DIR)
+                             parity_dir=kits.DEFAULT_PARITY_DIR)
 
     # Every entry is published or reported, and published exactly when its files are on this machine.
     models = [n for n, e in shipped.entries.items() if e.kind != download.PARITY_KIND]
@@ -149,8 +149,8 @@ def test_every_entry_on_this_machine_and_the_parity_kits_round_trip(tmp_path, se
     for name in models:
         assert (name in result.names) == weights.available(name, shipped), name
     assert all("train it with" in why or "fetch it" in why for why in result.unavailable.values())
-    kits = [*KITS, "parity_evaluation", publish.PARITY_DOCS]
-    assert set(kits) <= set(result.names)
+    kit_names = [*KITS, "parity_evaluation", kits.PARITY_DOCS]
+    assert set(kit_names) <= set(result.names)
     if result.unavailable:
         warnings.warn(f"{len(models) - len(result.unavailable)} of {len(models)} manifest entries published; not on "
                       f"this machine, so not round-tripped: {', '.join(result.unavailable)}", stacklevel=1)
@@ -159,7 +159,7 @@ def test_every_entry_on_this_machine_and_the_parity_kits_round_trip(tmp_path, se
     recorded = weights.read_manifest(src / "manifest.json")
     raw_shipped = {m["name"]: m for m in json.loads(weights.MANIFEST.read_text())["models"]}
     raw_recorded = {m["name"]: m for m in json.loads((src / "manifest.json").read_text())["models"]}
-    for kit in kits:
+    for kit in kit_names:
         assert raw_recorded[kit] == raw_shipped.get(kit), f"{kit}: run `python -m weights.publish OUT` to record it"
         assert recorded.entry(kit).kind == download.PARITY_KIND
 
@@ -186,36 +186,36 @@ def test_every_entry_on_this_machine_and_the_parity_kits_round_trip(tmp_path, se
         _assert_verified(fresh, name)
     view = download.parity_view(fresh)
     assert view.local_dir("parity_lsat") == parity / "lsat" and download.parity_root(fresh) == parity
-    for kit in kits:
+    for kit in kit_names:
         _assert_verified(view, kit)
     assert (parity / "lsat" / "io.npz").is_file() and (parity / "SCHEMA.md").is_file()
     assert (parity / "evaluation" / "vaeac" / "wine_gt_weights.npz").is_file()
 
 
 def test_parity_kits_are_recorded_and_fetched_like_models(toy_root, tmp_path, serve, monkeypatch):
-    kits = tmp_path / "kits"
+    kit_dir = tmp_path / "kit_dir"
     for rel, content in (("lsat/io.npz", b"io"), ("lsat/sub/vae.npz", b"vae"), ("compas/io.npz", b"c"),
                          ("SCHEMA.md", b"# schema\n"), (".hidden", b"x")):
-        (kits / rel).parent.mkdir(parents=True, exist_ok=True)
-        (kits / rel).write_bytes(content)
+        (kit_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+        (kit_dir / rel).write_bytes(content)
     out = tmp_path / "pub"
-    result = publish.publish(out, manifest_path=toy_root, parity_dir=kits)
-    assert result.names == ["toy_committed", "toy_cached", publish.PARITY_DOCS, "parity_compas", "parity_lsat"]
+    result = publish.publish(out, manifest_path=toy_root, parity_dir=kit_dir)
+    assert result.names == ["toy_committed", "toy_cached", kits.PARITY_DOCS, "parity_compas", "parity_lsat"]
     assert list(result.unavailable) == ["toy_absent"]
     raw = {m["name"]: m for m in json.loads(toy_root.read_text())["models"]}
     assert raw["parity_lsat"]["kind"] == "parity_kit" and raw["parity_lsat"]["path"] == "parity/lsat"
     assert [(f["file"], f["url"], f["sha256"]) for f in raw["parity_lsat"]["files"]] == [
         ("io.npz", "parity/lsat/io.npz", hashlib.sha256(b"io").hexdigest()),
         ("sub/vae.npz", "parity/lsat/sub/vae.npz", hashlib.sha256(b"vae").hexdigest())]
-    assert [f["file"] for f in raw[publish.PARITY_DOCS]["files"]] == ["SCHEMA.md"]  # top level only, no dot files
+    assert [f["file"] for f in raw[kits.PARITY_DOCS]["files"]] == ["SCHEMA.md"]  # top level only, no dot files
     assert (out / "parity/lsat/sub/vae.npz").read_bytes() == b"vae" and (out / "parity/README.md").is_file()
 
     # Republishing an unchanged kit leaves the manifest as it is; a changed kit is recorded anew.
     before = toy_root.read_text()
-    publish.publish(tmp_path / "pub2", manifest_path=toy_root, parity_dir=kits)
+    publish.publish(tmp_path / "pub2", manifest_path=toy_root, parity_dir=kit_dir)
     assert toy_root.read_text() == before
-    (kits / "compas" / "io.npz").write_bytes(b"changed")
-    publish.publish(tmp_path / "pub3", manifest_path=toy_root, parity_dir=kits)
+    (kit_dir / "compas" / "io.npz").write_bytes(b"changed")
+    publish.publish(tmp_path / "pub3", manifest_path=toy_root, parity_dir=kit_dir)
     changed = weights.read_manifest(toy_root).entry("parity_compas").files[0]
     assert changed.sha256 == hashlib.sha256(b"changed").hexdigest()
 

@@ -8,32 +8,9 @@ Usage::
     python -m weights.publish dist/release --flat                 # flat names: bnn--lsat--samples.npz, ...
     python -m weights.publish --set-base-url https://huggingface.co/ORG/REPO --revision COMMIT   # after uploading
 
-Every entry of ``weights/manifest.json`` is looked for in its own folder (``weights/<path>`` when committed,
-``weights/cache/<path>`` otherwise) and then in each ``--from`` folder laid out like ``weights/`` or
-``weights/cache/`` (``<from>/<path>`` or ``<from>/cache/<path>``). Entries whose files are on this machine are
-copied, each file checked against the manifest's size and sha256 while it is copied (a file that differs stops the
-run); the others are named, with the reason and the command that makes them, in the log and in the returned report.
-``--require-all`` makes an absent entry an error.
-
-The parity kits (``--parity-dir``, default ``../shared/reference/parity``: the original PyTorch code's trained models
-with the outputs it computed, format ``SCHEMA.md`` there) are published beside the models, under ``parity/``: each
-kit folder becomes a manifest entry of kind ``parity_kit`` (``parity_lsat``, ``parity_compas``, ``parity_wine``,
-``parity_credit``, ``parity_evaluation``) and the files at the top of the folder (the schemas and verify reports that
-``verification.parity`` reads beside the kits) the entry ``parity_docs``; their sha256 are recorded in the manifest
-(``weights/manifest.json`` is updated when they change), so ``python -m weights.download --parity`` fetches them like
-models.
-
-The folder is laid out as a model host serves it: each file at ``<base_url>/<url>`` (a tree, e.g. a Hugging Face
-model repo, whose ``base_url`` is ``https://huggingface.co/ORG/REPO/resolve/<revision>``), or with ``--flat`` under
-its flat name for a base holding ``{flat}`` (GitHub release assets, Zenodo). Beside the files: a model card
-(``README.md``) in each entry's folder, generated from the manifest (what it is, dataset, command and seed, metrics,
-files with sha256, intended use, limitations), an index card ``README.md`` at the top (the Hugging Face repo card),
-``manifest.json`` (the published entries; ``base_url`` and ``revision`` when given) and ``SHA256SUMS``. The folder is
-written beside ``OUT`` and renamed onto it only when everything is good; an existing non-empty ``OUT`` is refused
-unless ``--force`` is given.
-
-After uploading, ``--set-base-url URL --revision REV`` writes the address into ``weights/manifest.json``: those two
-are the only things a maintainer sets by hand (``weights/README.md``, "Publishing").
+Each file is checked against the manifest's size and sha256 while it is copied; entries whose files are not here are
+named with the command that makes them. The layout, the parity kit entries, the model cards and the maintainer's
+steps are in ``weights/README.md`` ("Publishing").
 """
 
 from __future__ import annotations
@@ -53,14 +30,13 @@ from typing import Any
 
 from common.utils import atomic_path, save_json
 from weights import CACHE, FORMAT, MANIFEST, Manifest, WeightsError, read_manifest
-from weights.download import FLAT, PARITY_KIND, PARITY_PATH, flat_name
+from weights.cards import CARD, index_card, model_card
+from weights.download import FLAT, PARITY_KIND, flat_name
+from weights.kits import DEFAULT_PARITY_DIR, kit_entry, parity_kits, record_kits
 
 logger = logging.getLogger(__name__)
 
 SUMS = "SHA256SUMS"
-CARD = "README.md"
-DEFAULT_PARITY_DIR = MANIFEST.parent.parent.parent / "shared" / "reference" / "parity"
-PARITY_DOCS = "parity_docs"  # the files at the top of the parity folder (schemas, verify reports)
 HUB = re.compile(r"^https://huggingface\.co/(?P<repo>[^/]+/[^/]+?)/?$")
 HUB_RESOLVE = re.compile(r"^https://huggingface\.co/[^/]+/[^/]+/resolve/(?P<revision>[^/]+)/?$")
 
@@ -156,175 +132,6 @@ def present_models(manifest: Manifest, names: Sequence[str] | None = None, sourc
     return present, absent
 
 
-# ------------------------------------------------------------------------------------------------- the parity kits
-KIT_DESCRIPTIONS = {
-    "lsat": "the original PyTorch CLUE code's trained LSAT BNN posterior (SG-HMC samples, Gaussian MLP) and VAE, with "
-            "the reference inputs and the outputs its code computed from them (bnn_samples.npz, vae.npz, io.npz)",
-    "compas": "the original PyTorch CLUE code's trained COMPAS BNN posterior (SG-HMC samples, categorical MLP) and "
-              "VAE, with the reference inputs and the outputs its code computed from them",
-    "wine": "the original PyTorch CLUE code's trained Wine BNN posterior (SG-HMC samples, Gaussian MLP) and its "
-            "continuous-only Gaussian VAE, with the reference inputs and outputs (format SCHEMA-WINE-CREDIT.md)",
-    "credit": "the original PyTorch CLUE code's trained Credit BNN posterior (SG-HMC samples, categorical MLP) and "
-              "VAE, with the reference inputs and outputs (format SCHEMA-WINE-CREDIT.md)",
-    "evaluation": "the original evaluation framework's reference outputs for Wine and COMPAS: sensitivity and CLUE "
-                  "runs, the ground-truth and in-filling VAEACs' weights and outputs, U-FIDO (format "
-                  "evaluation/SCHEMA-EVALUATION.md)",
-}
-KIT_DATASETS = {"evaluation": "wine, compas"}
-KIT_COMMAND = ("exported from the original PyTorch code (cambridge-mlg/CLUE@3aaea125, patched as "
-               "../shared/reference/README.md lists); not reproducible from this repository")
-
-
-def _files_of(folder: Path, recursive: bool) -> list[Path]:
-    found = folder.rglob("*") if recursive else folder.iterdir()
-    return [p for p in sorted(found) if p.is_file()
-            and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
-
-
-def parity_kits(parity_dir: str | os.PathLike) -> dict[str, tuple[Path, list[Path]]]:
-    """The kits of ``parity_dir``: entry name -> (its folder, its files). Each sub-folder is a kit ``parity_<folder>``
-    (all files below it); the files at the top are ``parity_docs``."""
-    parity_dir = Path(parity_dir)
-    if not parity_dir.is_dir():
-        raise WeightsError(f"--parity-dir {parity_dir} is not a folder (give the parity kits' folder, or --no-parity)")
-    kits = {}
-    top = _files_of(parity_dir, recursive=False)
-    if top:
-        kits[PARITY_DOCS] = (parity_dir, top)
-    for sub in sorted(p for p in parity_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if files := _files_of(sub, recursive=True):
-            kits[f"parity_{sub.name}"] = (sub, files)
-    return kits
-
-
-def kit_entry(name: str, folder: Path, files: list[dict[str, Any]]) -> dict[str, Any]:
-    """The manifest entry of one parity kit (``files``: file, sha256, bytes, url records)."""
-    kit = name.removeprefix("parity_")
-    if name == PARITY_DOCS:
-        path, dataset = PARITY_PATH, "lsat, compas, wine, credit"
-        description = ("the parity kits' format descriptions (SCHEMA*.md) and the independent numpy recomputation "
-                       "reports (verify_report*.json) that verification.parity reads beside the kits")
-    else:
-        path, dataset = f"{PARITY_PATH}/{kit}", KIT_DATASETS.get(kit, kit)
-        description = KIT_DESCRIPTIONS.get(kit, f"parity kit {kit} of the original PyTorch code")
-    return {"name": name, "kind": PARITY_KIND, "dataset": dataset, "description": description, "path": path,
-            "committed": False, "command": KIT_COMMAND, "seed": 0,
-            "seed_note": "the original driver's torch and numpy seed; its create_net reseeds torch with 42",
-            "source": "../shared/reference/parity" + ("" if name == PARITY_DOCS else f"/{kit}"),
-            "files": files, "metrics": {}}
-
-
-# ---------------------------------------------------------------------------------------------------- model cards
-INTENDED_USE = (
-    "Reproducing the experiments of Antorán et al., *Getting a CLUE: A Method for Explaining Uncertainty Estimates* "
-    "(ICLR 2021) with the TensorFlow 2 code these files belong to, and research on explaining predictive "
-    "uncertainty. Not for decisions about people, and not a general-purpose model.")
-DATASET_LIMITATIONS = {
-    "compas": "COMPAS (ProPublica's Broward County recidivism data) is fairness-sensitive: it records people's race, "
-              "sex, age and criminal history, and the risk scores it was collected around are contested for racial "
-              "bias. The `is_recid` input nearly equals the label (`two_year_recid`): it leaks the label, which is why "
-              "the BNN reaches about 98% accuracy. The model says nothing valid about predicting recidivism; the "
-              "leak-free variant is `data.load(\"compas\", leak_free=True)`. Never use it to assess a person.",
-    "credit": "Default of credit card clients (Taiwan, 2005; UCI) is data about individuals: sex, education, marriage, "
-              "age, bill and payment history. Fairness-sensitive; never use it for credit decisions.",
-    "lsat": "The law-school data (LSAT, UGPA, first-year average) includes race and sex columns; fairness-sensitive. "
-            "Never use it to assess applicants.",
-    "wine": "Red wine quality (Cortez et al., 2009): physico-chemical measurements, no personal data.",
-    "mnist_t10k": "MNIST digits: the `mnist_t10k` split trains on 8000 of the 10,000 official test images and tests on "
-                  "the other 2000 (`data/README.md`); not comparable with models trained on the official train set.",
-}
-GENERAL_LIMITATIONS = (
-    "MNIST/tabular only: trained on one dataset, preprocessed exactly as `data.load` does (standardised continuous "
-    "columns, one-hot categories; images flat in [0, 1]); other data, or inputs prepared otherwise, give meaningless "
-    "outputs and uncertainties. BNN posteriors are finite SG-HMC sample sets: their uncertainty is only as good as "
-    "that approximation.")
-
-
-def _datasets(item: dict[str, Any]) -> list[str]:
-    return [d.strip() for d in str(item.get("dataset", "")).split(",") if d.strip()]
-
-
-def model_card(item: dict[str, Any], base_url: str | None = None, revision: str | None = None) -> str:
-    """The model card (Markdown) of one manifest entry, generated from its fields alone."""
-    name, kind = item["name"], item["kind"]
-    parity = kind == PARITY_KIND
-    rows = [("kind", f"`{kind}`"), ("dataset", ", ".join(f"`{d}`" for d in _datasets(item)) or "-"),
-            ("produced by", item["command"] if parity else f"`{item['command']}`"),
-            ("seed", f"{item['seed']}" + (f" ({item['seed_note']})" if item.get("seed_note") else ""))]
-    for key, label in (("code_commit", "code commit"), ("trained", "trained"), ("trained_on", "trained on"),
-                       ("rebuildable", "rebuildable bit for bit"), ("source", "source")):
-        if key in item:
-            value = item[key]
-            rows.append((label, ", ".join(map(str, value)) if isinstance(value, list) else f"{value}"))
-    if base_url:
-        rows.append(("hosted at", f"{base_url}/{item['path']}/" + (f" (revision `{revision}`)" if revision else "")))
-    lines = [f"# {name}", "", item.get("description", ""), "", "| | |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in rows]
-    if parity:
-        fetch = ["python -m weights.download --parity   # every kit, into $CLUE_PARITY_DIR or weights/cache/parity",
-                 f"python -m weights.download {name}"]
-        use = ["from verification.parity import load_kit   # the kits' format: parity/SCHEMA.md",
-               "import weights.download",
-               "kit = load_kit(weights.download.parity_root(), \"lsat\")"]
-    else:
-        fetch = [f"python -m weights.download {name}"]
-        use = ["import weights", f"folder = weights.path({name!r})   # sha256-verified; downloads when hosted"]
-        loader = {"bnn_posterior": "load_posterior", "vae": "load_vae", "expvae": "load_expvae"}.get(kind)
-        if loader:
-            use.append(f"model = weights.{loader}({name!r})")
-    lines += ["", "## Fetch and use", "", "```bash", *fetch, "```", "", "```python", *use, "```"]
-    metrics = item.get("metrics") or {}
-    lines += ["", "## Metrics", ""]
-    if metrics:
-        lines += ["| metric | value |", "|---|---:|"]
-        lines += [f"| `{k}` | {v:.6g} |" if isinstance(v, float) else f"| `{k}` | {v} |" for k, v in metrics.items()]
-        lines += ["", "Recorded by the training run (`metrics.json`); see `weights/README.md` for their definitions."]
-    elif parity:
-        lines.append("The kit stores the original's reference outputs rather than summary figures; the parity tests "
-                     "(`tests/test_parity*.py`) reproduce them, and `verify_report*.json` (entry `parity_docs`) holds "
-                     "an independent numpy recomputation's largest differences.")
-    else:
-        lines.append("None recorded for this entry; its run's own files (`*/metrics.json`) hold the stages' figures.")
-    if "stage_config" in item:
-        lines += ["", "## Stage configuration", "", "```json", json.dumps(item["stage_config"], indent=1), "```"]
-    lines += ["", "## Files", "", "| file | bytes | sha256 |", "|---|---:|---|"]
-    lines += [f"| `{f['file']}` | {f['bytes']:,} | `{f['sha256']}` |" for f in item["files"]]
-    limitations = [DATASET_LIMITATIONS[d] for d in _datasets(item) if d in DATASET_LIMITATIONS]
-    limitations.append(GENERAL_LIMITATIONS)
-    if kind == "evaluation_stages":
-        limitations.append("Evaluation stages (ground-truth and under-fitted VAEACs, artificial data, the BNN, VAE and "
-                           "in-filling VAEAC trained on it) only mean something inside `python -m CLUE.evaluate`, "
-                           "which rebuilds or reuses them.")
-    if parity:
-        limitations.append("These are the original code's models and outputs, quirks included (the BNN drops its "
-                           "last sample; CLUE's gradients use the last-loaded sample's weights): see SCHEMA.md and "
-                           "../shared/reference/README.md. Their licence is the original repository's.")
-    lines += ["", "## Intended use", "", INTENDED_USE, "", "## Limitations", ""]
-    lines += [f"- {text}" for text in limitations]
-    return "\n".join(lines) + "\n"
-
-
-def index_card(published: dict[str, Any], unavailable: dict[str, str]) -> str:
-    """The top-level ``README.md`` (the Hugging Face repo card): front matter and one row per published entry."""
-    lines = ["---", "license: mit", "library_name: keras",
-             "tags: [bayesian-neural-network, vae, uncertainty, explainability, clue, tabular, mnist, tensorflow]",
-             "---", "", "# CLUE (ICLR 2021) in TensorFlow 2: pretrained weights and parity kits", "",
-             "Files for the TensorFlow 2 reproduction of Antorán et al., *Getting a CLUE* (ICLR 2021). Fetch them with "
-             "the project's `python -m weights.download NAME` (`--parity` for the PyTorch parity kits), which checks "
-             "every file against the sha256 in its `weights/manifest.json`. Each folder has its model card.", "",
-             f"{INTENDED_USE}", "", "| name | kind | dataset | size | card |", "|---|---|---|---:|---|"]
-    for m in published["models"]:
-        size = sum(f["bytes"] for f in m["files"]) / 1e6
-        lines.append(f"| `{m['name']}` | {m['kind']} | {m.get('dataset', '')} | {size:.1f} MB | "
-                     f"[{m['path']}/{CARD}]({m['path']}/{CARD}) |")
-    if unavailable:
-        lines += ["", "Not in this upload (their files were not on the publishing machine; train them with the command "
-                      "in `weights/manifest.json`): " + ", ".join(f"`{n}`" for n in unavailable) + "."]
-    lines += ["", "## Limitations", "", f"- {GENERAL_LIMITATIONS}",
-              f"- {DATASET_LIMITATIONS['compas']}", f"- {DATASET_LIMITATIONS['credit']}"]
-    return "\n".join(lines) + "\n"
-
-
 # ------------------------------------------------------------------------------------------------------- base url
 def hub_base_url(url: str, revision: str | None) -> str:
     """The pinned base url: a Hugging Face repo address ``https://huggingface.co/ORG/REPO`` becomes
@@ -379,31 +186,6 @@ def set_base_url(url: str, revision: str | None, manifest_path: str | os.PathLik
 
 
 # ---------------------------------------------------------------------------------------------------------- publish
-def _record_kits(manifest_path: Path, kits: list[dict[str, Any]]) -> bool:
-    """Adds or updates the parity kits' entries in the manifest; returns whether it changed."""
-    from weights.manifest import lock
-
-    with lock(manifest_path):
-        raw = json.loads(manifest_path.read_text())
-        by_name = {m["name"]: i for i, m in enumerate(raw["models"])}
-        changed = False
-        for kit in kits:
-            if kit["name"] in by_name:
-                old = raw["models"][by_name[kit["name"]]]
-                if old != kit:
-                    if old.get("files") != kit["files"]:
-                        logger.warning("%s: the kit's files differ from the manifest's record; recording them anew",
-                                       kit["name"])
-                    raw["models"][by_name[kit["name"]]] = kit
-                    changed = True
-            else:
-                raw["models"].append(kit)
-                changed = True
-        if changed:
-            save_json(manifest_path, raw)
-    return changed
-
-
 def publish(out: str | os.PathLike, names: Sequence[str] | None = None, manifest_path: str | os.PathLike = MANIFEST,
             flat: bool = False, base_url: str | None = None, force: bool = False,
             sources: Sequence[str | os.PathLike] = (), parity_dir: str | os.PathLike | None = None,
@@ -501,7 +283,7 @@ def publish(out: str | os.PathLike, names: Sequence[str] | None = None, manifest
         (tmp / CARD).write_text(index_card(published, unavailable))
         (tmp / "manifest.json").write_text(json.dumps(published, indent=2) + "\n")
         (tmp / SUMS).write_text("\n".join(sums) + "\n")
-    if kit_entries and _record_kits(manifest_path, kit_entries):
+    if kit_entries and record_kits(manifest_path, kit_entries):
         logger.info("recorded the parity kits %s in %s", ", ".join(k["name"] for k in kit_entries), manifest_path)
     return Publication(published, {**present, **{n: f for n, (f, _) in kits.items()}}, unavailable)
 
