@@ -1,37 +1,14 @@
 """CLUE for any probabilistic Keras model: adapters with the ``predict_samples`` contract of a BNN posterior.
 
-:class:`CLUE.explainer.CLUE` reaches a model only through ``predict_samples(x)``: class probabilities ``[S, B, C]``
-(classification) or a pair of Gaussian means and scales ``([S, B], [S, B])`` (regression), differentiable with
-respect to ``x``, where S indexes samples of the predictive distribution's parameters. The total / aleatoric /
-epistemic split of :func:`CLUE.explainer.uncertainties` (entropies or standard deviations, spec section 3) then
-applies unchanged [1, 2]. The adapters also expose what CLUE's input checks read from a BNN: ``arch.input_dim``,
-``arch.image_shape`` and ``dataset`` (see :func:`CLUE.explainer.input_spec`), plus ``likelihood_name`` and
-``n_samples``.
+``predict_samples(x)`` gives S samples of the predictive distribution's parameters, differentiable in ``x``:
+probabilities ``[S, B, C]`` or Gaussian ``(mu, sigma)`` each ``[S, B]``; the uncertainty split of [1, 2] (spec
+section 3) then applies unchanged. Adapters: :class:`DeepEnsemble` [3], :class:`MCDropout` [4],
+:class:`DistributionHead`.
 
-* :class:`DeepEnsemble`: K Keras models, one sample per member [3] (logits or softmax outputs; regression members
-  output ``[mean, log_std]`` or ``[mean, pre_softplus_std]``); :func:`train_ensemble` fits one in a call.
-* :class:`MCDropout`: one Keras model whose ``Dropout`` layers stay on at prediction [4]. Sample s is one fixed,
-  seeded dropout mask shared by every input row, i.e. one draw of the thinned weights from the dropout posterior:
-  the objective CLUE optimises is then deterministic, and a row's result does not depend on which rows share its
-  batch (CLUE drops rows once they have stopped).
-* :class:`DistributionHead`: a Keras model that returns a ``tfp.distributions`` object, either a head per sample
-  (``mode="heads"``: a ``Categorical`` or ``Normal`` whose batch shape is ``[B, S]``, or a ``MixtureSameFamily`` over
-  S such heads) or a Gaussian over the raw outputs (``mode="parameters"``: ``Normal``, ``MultivariateNormalDiag`` or
-  ``Independent(Normal)`` over logits or ``[mean, log_std]``, sampled by reparameterisation with S seeded noise
-  vectors shared by every row).
-
-#### Example
->>> ensemble = train_ensemble(ds.x_train, ds.y_train, "classification", n_members=5, seed=0)
->>> result = CLUE(ensemble, vae, CLUEConfig(CLUEWeights.paper(2.0, ds.x_dim))).explain(x0)
-
-#### References
-[1] Antorán, J., Bhatt, U., Adel, T., Weller, A., Hernández-Lobato, J. M. "Getting a CLUE: A Method for Explaining
-    Uncertainty Estimates." ICLR 2021.
-[2] Depeweg, S., Hernández-Lobato, J. M., Doshi-Velez, F., Udluft, S. "Decomposition of uncertainty in Bayesian deep
-    learning for efficient and risk-sensitive learning." ICML 2018.
-[3] Lakshminarayanan, B., Pritzel, A., Blundell, C. "Simple and Scalable Predictive Uncertainty Estimation using
-    Deep Ensembles." NeurIPS 2017.
-[4] Gal, Y., Ghahramani, Z. "Dropout as a Bayesian Approximation." ICML 2016.
+[1] Antorán et al. "Getting a CLUE: A Method for Explaining Uncertainty Estimates." ICLR 2021.
+[2] Depeweg et al. "Decomposition of uncertainty in Bayesian deep learning ..." ICML 2018.
+[3] Lakshminarayanan et al. "Simple and Scalable Predictive Uncertainty Estimation using Deep Ensembles." NeurIPS 2017.
+[4] Gal, Ghahramani. "Dropout as a Bayesian Approximation." ICML 2016.
 """
 
 from __future__ import annotations
@@ -79,16 +56,8 @@ def _input_dim(model: keras.Model, input_dim: int | None) -> int | None:
 
 
 def to_predictive(raw: tf.Tensor, likelihood: str, output: str):
-    """The ``predict_samples`` value of raw per-sample outputs ``[S, B, K]``.
-
-    Args:
-      raw: float ``[S, B, K]``: logits or probabilities (``K = C``), or regression ``[mean, scale]`` (``K = 2``).
-      likelihood: ``"categorical"`` or ``"gaussian"``.
-      output: categorical ``"logits"`` or ``"probs"``; gaussian ``"log_std"`` (std = exp) or ``"softplus"``.
-
-    Returns:
-      probabilities ``[S, B, C]``, or ``(mu, sigma)`` each ``[S, B]``.
-    """
+    """The ``predict_samples`` value of raw outputs ``[S, B, K]``: probabilities ``[S, B, C]`` or ``(mu, sigma)``;
+    ``output``: categorical ``"logits"`` / ``"probs"``, gaussian ``"log_std"`` (std = exp) or ``"softplus"``."""
     if likelihood == "categorical":
         return tf.nn.softmax(raw, axis=-1) if output == "logits" else raw
     if raw.shape[-1] != 2:
@@ -98,15 +67,8 @@ def to_predictive(raw: tf.Tensor, likelihood: str, output: str):
 
 
 class SampledPredictive:
-    """Base of the adapters: checks ``x`` as a BNN posterior does and turns raw outputs into ``predict_samples``.
-
-    Args:
-      likelihood: ``"categorical"`` or ``"gaussian"``.
-      output: how raw outputs are read (:func:`to_predictive`); None: ``"logits"`` or ``"log_std"``.
-      input_dim: flat input width (checked on every call); None: taken from the model when it is built.
-      dataset: the ``data.load`` name the model was trained on, for messages about inputs of the wrong layout.
-      image_shape: ``(H, W, C)`` for models of flat images, for messages only.
-    """
+    """Base of the adapters: checks ``x`` as a BNN posterior does and turns raw outputs into ``predict_samples``
+    (``input_dim`` None: read from the built model; ``dataset``, ``image_shape``: for error messages)."""
 
     def __init__(self, likelihood: str, output: str | None, input_dim: int | None, dataset: str | None = None,
                  image_shape: tuple[int, int, int] | None = None):
@@ -133,14 +95,8 @@ class SampledPredictive:
         return tf.convert_to_tensor(x, tf.float32)
 
     def predict_samples(self, x):
-        """Per-sample predictive distributions at ``x`` float ``[B, D]`` (gradients flow to a tensor ``x``).
-
-        Returns:
-          categorical: probabilities ``[S, B, C]``; gaussian: ``(mu, sigma)``, each ``[S, B]``.
-
-        Raises:
-          UserError: ``x`` is empty, not ``[B, input_dim]``, or holds NaN or inf (checked as a BNN posterior does).
-        """
+        """Per-sample predictive at ``x [B, D]``: probabilities ``[S, B, C]`` or ``(mu, sigma)`` each ``[S, B]``;
+        UserError if ``x`` is empty, not ``[B, input_dim]``, or holds NaN or inf."""
         return to_predictive(self.raw_samples(self._check(x)), self.likelihood_name, self.output)
 
     def uncertainty(self, x) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
@@ -152,17 +108,7 @@ class SampledPredictive:
 
 
 class DeepEnsemble(SampledPredictive):
-    """K independently trained Keras models as K samples of the predictive distribution [3].
-
-    Args:
-      members: Keras models mapping ``[B, D]`` to ``[B, C]`` (logits or probabilities) or ``[B, 2]`` (regression).
-      likelihood, output, input_dim, dataset: as :class:`SampledPredictive` (``input_dim`` default: the first
-        member's).
-
-    Example:
-      >>> ensemble = DeepEnsemble([model_a, model_b], "categorical", output="probs")  # softmax members
-      >>> total, aleatoric, epistemic = ensemble.uncertainty(x)
-    """
+    """K Keras models (``[B, D] -> [B, C]`` or ``[B, 2]``) as K samples of the predictive distribution [3]."""
 
     def __init__(self, members: Sequence[keras.Model], likelihood: str = "categorical", output: str | None = None,
                  input_dim: int | None = None, dataset: str | None = None):
@@ -180,24 +126,11 @@ class DeepEnsemble(SampledPredictive):
 
 
 class MCDropout(SampledPredictive):
-    """A Keras model with ``Dropout`` layers, kept on at prediction, as S samples of its dropout posterior [4].
+    """A Keras chain of layers with ``Dropout`` kept on at prediction, as S samples of its dropout posterior [4].
 
-    The model must be a chain of layers (a ``keras.Sequential``, or a functional model whose layers each take the
-    previous one's output). Sample s multiplies each ``Dropout`` layer's input by a Bernoulli mask drawn from the
-    stateless seed ``(seed, s, layer)`` and rescales by ``1 / (1 - rate)``; the mask covers the feature axes and is
-    shared by every row, so the S samples are S fixed thinned networks (see the module docstring). Every other
-    layer runs in inference mode (BatchNorm uses its moving statistics).
-
-    Args:
-      model: the Keras model.
-      n_samples: S.
-      seed: seed of the masks.
-      rate: dropout rate for every ``Dropout`` layer; None: each layer's own ``rate``.
-      likelihood, output, input_dim, dataset: as :class:`SampledPredictive`.
-
-    Raises:
-      UserError: the model has no ``Dropout`` layer or is not a chain of layers, or ``n_samples`` < 1.
-    """
+    Sample s multiplies each ``Dropout`` input by a Bernoulli mask from the stateless seed ``(seed, s, layer)``,
+    rescaled by ``1 / (1 - rate)`` and shared by every row (S fixed thinned networks; rows stay independent).
+    ``rate`` None: each layer's own. Other layers run in inference mode."""
 
     def __init__(self, model: keras.Model, n_samples: int = 32, seed: int = 0, rate: float | None = None,
                  likelihood: str = "categorical", output: str | None = None, input_dim: int | None = None,
@@ -246,25 +179,11 @@ class MCDropout(SampledPredictive):
 
 
 class DistributionHead(SampledPredictive):
-    """A Keras model whose output is a ``tfp.distributions`` object, read as S samples of predictive parameters.
+    """A Keras model ``[B, D] -> tfd.Distribution``, read as S samples of predictive parameters.
 
-    Modes:
-      ``"heads"``: the distribution holds one predictive head per sample on the last batch axis: ``Categorical``
-        (batch ``[B, S]``, event ``[]``, classification) or ``Normal`` (batch ``[B, S]``, regression), possibly as
-        the components of a ``MixtureSameFamily`` (the mixture weights are not used: every head is one sample).
-      ``"parameters"``: a Gaussian over the raw outputs (batch ``[B]``, event ``[K]``: logits, or ``[mean,
-        log_std]``), e.g. a heteroscedastic-logit head. Sample s is ``mean + stddev * eps_s`` with ``eps_s ~ N(0, I)``
-        ``[K]`` drawn from the stateless seed ``(seed, s)`` and shared by every row (reparameterised, so CLUE's
-        gradient flows through mean and stddev, and rows stay independent).
-
-    Args:
-      model: Keras model ``[B, D] -> tfd.Distribution``.
-      mode: ``"heads"`` or ``"parameters"``.
-      n_samples: S, for ``"parameters"`` (``"heads"`` reads S from the distribution).
-      seed: seed of the noise of ``"parameters"``.
-      likelihood, output, input_dim, dataset: as :class:`SampledPredictive` (``output`` is only read in
-        ``"parameters"`` mode).
-    """
+    ``mode="heads"``: ``Categorical`` / ``Normal`` of batch ``[B, S]`` (or a ``MixtureSameFamily`` of them, weights
+    unused), one head per sample. ``mode="parameters"``: a Gaussian over the raw outputs (event ``[K]``); sample s is
+    ``mean + stddev * eps_s``, ``eps_s ~ N(0, I)`` from the stateless seed ``(seed, s)``, shared by every row."""
 
     def __init__(self, model, mode: str = "heads", n_samples: int = 32, seed: int = 0,
                  likelihood: str = "categorical", output: str | None = None, input_dim: int | None = None,
@@ -322,8 +241,7 @@ class DistributionHead(SampledPredictive):
 
 def make_member(input_dim: int, output_dim: int, hidden: Sequence[int] = (200, 200), dropout: float = 0.0,
                 seed: int = 0) -> keras.Sequential:
-    """An MLP ``input_dim -> hidden ... -> output_dim`` with ReLU (and ``Dropout(dropout)`` after each hidden layer
-    when ``dropout`` > 0), initialised from ``seed``."""
+    """An MLP ``input_dim -> hidden ... -> output_dim``, ReLU, ``Dropout(dropout)`` after each hidden layer if > 0."""
     layers = [keras.Input((input_dim,))]
     for i, width in enumerate(hidden):
         layers.append(keras.layers.Dense(width, activation="relu",
@@ -345,20 +263,8 @@ def train_ensemble(x: np.ndarray, y: np.ndarray, task: str, n_members: int = 5, 
                    epochs: int = 40, batch_size: int = 128, lr: float = 1e-3, weight_decay: float = 1e-4,
                    seed: int = 0, n_classes: int | None = None, dataset: str | None = None,
                    progress: bool = False) -> DeepEnsemble:
-    """Fits a deep ensemble [3]: ``n_members`` MLPs (:func:`make_member`) from seeds ``seed, seed + 1, ...``, each
-    with ``keras.Model.fit`` (Adam, its own shuffling seed), cross-entropy on logits or the Gaussian NLL of
-    ``[mean, log_std]`` outputs.
-
-    Args:
-      x: float32 ``[N, D]``; y: ``[N]`` class indices (classification) or ``[N]`` / ``[N, 1]`` targets.
-      task: ``"classification"`` or ``"regression"`` (a ``data.Dataset.task``).
-      n_classes: classes of a classification task (default ``max(y) + 1``).
-      weight_decay: AdamW's decoupled weight decay.
-      progress: a progress bar over members.
-
-    Returns:
-      A :class:`DeepEnsemble` with ``output="logits"`` or ``"log_std"``.
-    """
+    """Fits a deep ensemble [3] of ``n_members`` MLPs (seeds ``seed, seed + 1, ...``) with ``keras.Model.fit``, AdamW,
+    cross-entropy on logits or the Gaussian NLL of ``[mean, log_std]``; returns a :class:`DeepEnsemble`."""
     if task not in ("classification", "regression"):
         raise UserError(f"task must be 'classification' or 'regression', got {task!r}")
     if n_members < 1 or epochs < 1:
@@ -372,7 +278,7 @@ def train_ensemble(x: np.ndarray, y: np.ndarray, task: str, n_members: int = 5, 
         y, out_dim, loss = np.asarray(y, np.float32).reshape(-1), 2, gaussian_nll
     members = []
     for k in tqdm(range(n_members), desc="ensemble", unit="member", disable=not progress):
-        keras.utils.set_random_seed(seed + k)  # the member's shuffling; its initialisation is seeded in make_member
+        keras.utils.set_random_seed(seed + k)  # the member's shuffling; its initialization is seeded in make_member
         member = make_member(x.shape[1], out_dim, hidden, seed=1000 * (seed + k))
         member.compile(optimizer=keras.optimizers.AdamW(lr, weight_decay=weight_decay), loss=loss)
         history = member.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0, shuffle=True)

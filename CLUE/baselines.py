@@ -1,22 +1,14 @@
 """The paper's baselines for explaining uncertainty: U-FIDO and input-gradient sensitivity (spec 6.1, 6.2).
 
-* **U-FIDO** [2] (uncertainty-targeted FIDO [1]): learns, per example and per feature, the probability of keeping
-  that feature; dropped features are in-filled by a VAEAC conditioned on the kept ones (prior mean, no gradient).
-  The mask is a Gumbel-sigmoid relaxation with straight-through rounding (temperature 0.1), optimised by Adam (lr
-  0.05, step decay x0.8 every 5 iterations) for 30 iterations on
-  ``sum_batch [a H_ale + e H_epi + (L1w / D) sum_j mask_j] / n_mask_samples``.
-* **Global sensitivity**: the mean over a dataset of ``|d(a U_ale + e U_epi)/dx|``, a per-feature importance.
-* **Localized sensitivity**: one gradient step ``x' = x + step * grad_x(a U_ale + e U_epi)`` (negative = descent),
-  optionally with the gradient normalised by its mean absolute value.
+* **U-FIDO** [2] (FIDO [1] for uncertainty): per-feature keep probabilities; dropped features are in-filled by a
+  VAEAC (prior mean, no gradient). Straight-through Gumbel-sigmoid mask [3] (temperature 0.1), Adam (lr 0.05,
+  x0.8 every 5 iterations), 30 iterations on ``sum_batch [a H_ale + e H_epi + (L1w / D) sum_j mask_j] / n_samples``.
+* **Global sensitivity**: the dataset mean of ``|d(a U_ale + e U_epi)/dx|``, a per-feature importance.
+* **Localized sensitivity**: ``x' = x + step * grad_x(a U_ale + e U_epi)`` (optionally normalized gradient).
 
-The BNN is reached through ``bnn.predict_samples`` (via :func:`CLUE.explainer.uncertainties`), the VAEAC through
-``inpaint(x, mask, z_mean=True)``.
-
-#### References
-[1] Chang, C.-H., Creager, E., Goldenberg, A., Duvenaud, D. "Explaining Image Classifiers by Counterfactual
-    Generation." ICLR 2019.
-[2] Antorán, J. et al. "Getting a CLUE: A Method for Explaining Uncertainty Estimates." ICLR 2021, section 5.
-[3] Jang, E., Gu, S., Poole, B. "Categorical Reparameterization with Gumbel-Softmax." ICLR 2017.
+[1] Chang et al. "Explaining Image Classifiers by Counterfactual Generation." ICLR 2019.
+[2] Antorán et al. "Getting a CLUE: A Method for Explaining Uncertainty Estimates." ICLR 2021, section 5.
+[3] Jang, Gu, Poole. "Categorical Reparameterization with Gumbel-Softmax." ICLR 2017.
 """
 
 from __future__ import annotations
@@ -39,19 +31,9 @@ _GUMBEL_EPS = 1e-20
 
 @dataclass(frozen=True)
 class UFIDOConfig:
-    """U-FIDO settings (spec 6.1 defaults).
-
-    Attributes:
-      l1_weight: L1w; the mask penalty is ``l1_weight / D`` per masked feature.
-      aleatoric, epistemic: weights a and e of the uncertainty terms.
-      n_iterations: optimisation iterations.
-      mask_samples, late_mask_samples, late_from: mask samples per iteration (20, then 10 from iteration 11 on).
-      lr, decay_period, gamma: Adam step size and its StepLR schedule.
-      temperature: of the Gumbel-sigmoid relaxation.
-      init_p: initial keep probability.
-      mnist_norm_quirk: apply the MNIST pixel normalisation before the BNN even for tabular data, as the
-        original's ``fit_cat`` does (spec trap 27); off by default (our posteriors normalise their own inputs).
-    """
+    """U-FIDO settings (spec 6.1 defaults): mask penalty ``l1_weight / D`` per masked feature, uncertainty weights a, e;
+    ``mask_samples`` per iteration (``late_mask_samples`` from ``late_from``); ``lr`` with StepLR (``decay_period``,
+    ``gamma``); ``mnist_norm_quirk``: the original ``fit_cat``'s MNIST normalization (spec trap 27)."""
 
     l1_weight: float = 1.0
     aleatoric: float = 1.0
@@ -70,15 +52,9 @@ class UFIDOConfig:
 
 @dataclass
 class UFIDOResult:
-    """U-FIDO explanations of ``n`` points.
-
-    Attributes:
-      x: float32 ``[n, D]``: masked features in-filled by the VAEAC (prior mean), the rest kept.
-      mask: float32 ``[n, D]``: 1 where a feature is replaced (``1 - round(P)``).
-      mask_probs: float32 ``[n, D]``: probability of replacing each feature (``1 - P``), in [0, 1].
-      loss: float32 ``[n_iterations]``: objective per example over the iterations.
-      aleatoric, epistemic: float32 ``[n_iterations]``: mean uncertainty terms over the iterations.
-    """
+    """U-FIDO explanations of ``n`` points: ``x [n, D]`` (replaced features in-filled by the VAEAC), ``mask [n, D]``
+    (1 where replaced, ``1 - round(P)``), ``mask_probs`` (``1 - P``); ``loss``, ``aleatoric``, ``epistemic`` per
+    iteration."""
 
     x: np.ndarray
     mask: np.ndarray
@@ -89,12 +65,7 @@ class UFIDOResult:
 
 
 def _gumbel_sigmoid_keep(p: tf.Tensor, u: tf.Tensor, temperature: float) -> tf.Tensor:
-    """Straight-through relaxed Bernoulli(p) sample: forward ``round(s)``, backward ``ds/dp`` [3].
-
-    The original adds 1e-20 inside each log; a floor at 1e-20 is the same wherever it matters (at p = 0 or 1 the
-    relaxation is saturated either way) and, unlike ``1 - p + 1e-20``, cannot be re-associated by graph
-    optimisation into ``log(0)``.
-    """
+    """Straight-through relaxed Bernoulli(p) sample: forward ``round(s)``, backward ``ds/dp`` [3]."""
     log = lambda t: tf.math.log(tf.maximum(t, _GUMBEL_EPS))  # noqa: E731
     logits = log(p) - log(1.0 - p) + log(u) - log(1.0 - u)
     soft = tf.sigmoid(logits / temperature)
@@ -113,13 +84,8 @@ def _blend_and_score(bnn, vaeac, x, replace, config: UFIDOConfig):
 
 
 class _MaskStep:
-    """U-FIDO's objective and mask gradient for one problem shape, traced once and reused by later calls.
-
-    A sweep calls :func:`u_fido` once per L1 weight on the same points; tracing the in-filling VAEAC, the BNN and the
-    gradient loop takes tens of seconds, more than the 30 iterations on a small explained set, so the traced
-    function is kept per (BNN, VAEAC, shape, temperature, normalisation) with the L1 weight and the target weights as
-    tensor arguments. Its variables (mask, inputs, Gumbel generator) are reset by every call.
-    """
+    """U-FIDO's objective and mask gradient for one problem shape, traced once and reused across a sweep's calls;
+    cached per (BNN, VAEAC, shape, temperature, normalization), its variables reset by every call."""
 
     def __init__(self, bnn, vaeac, n: int, d: int, temperature: float, mnist_norm_quirk: bool):
         self.keep_p = tf.Variable(tf.zeros([n, d]), name="keep_p")
@@ -162,21 +128,8 @@ def _mask_step(bnn, vaeac, n: int, d: int, config: UFIDOConfig) -> _MaskStep:
 
 
 def u_fido(bnn, vaeac, x, config: UFIDOConfig | None = None, seed: int = 0) -> UFIDOResult:
-    """Learns U-FIDO masks for every row of ``x`` (one batch; spec 6.1 ``train_mask``).
-
-    Args:
-      bnn: posterior with ``predict_samples``.
-      vaeac: in-filling model with ``inpaint(x, mask, n_samples, z_mean)`` (mask 1 = missing).
-      x: float32 ``[n, D]`` inputs in the model-input space.
-      config: :class:`UFIDOConfig`.
-      seed: seeds the Gumbel noise.
-
-    Returns:
-      A :class:`UFIDOResult`.
-
-    Raises:
-      UserError: ``x`` is empty, not ``[n, D]`` of the models' width, or holds NaN or inf (the rows are named).
-    """
+    """Learns U-FIDO masks for every row of ``x [n, D]`` in one batch (spec 6.1 ``train_mask``); ``vaeac`` needs
+    ``inpaint(x, mask, n_samples, z_mean)`` (mask 1 = missing). UserError if ``x`` does not fit the models."""
     config = config or UFIDOConfig()
     x = tf.constant(check_inputs(x, name="x", **input_spec(bnn, vaeac)))
     n, d = x.shape
@@ -220,11 +173,7 @@ def _uncertainty_gradient(bnn, x: tf.Tensor, aleatoric: float, epistemic: float)
 
 
 def global_sensitivity(bnn, x, aleatoric: float = 1.0, epistemic: float = 1.0, batch_size: int = 1024) -> np.ndarray:
-    """Mean absolute input-gradient of the uncertainty over a dataset: a ``[D]`` feature importance (spec 6.2).
-
-    Raises:
-      UserError: ``x`` is empty, not ``[n, D]`` of the BNN's width, or holds NaN or inf (the rows are named).
-    """
+    """Mean absolute input-gradient of the uncertainty over ``x``: a ``[D]`` feature importance (spec 6.2)."""
     x = check_inputs(x, name="x", **input_spec(bnn))
     total = np.zeros(x.shape[1], np.float64)
     for i in range(0, len(x), batch_size):
@@ -235,14 +184,7 @@ def global_sensitivity(bnn, x, aleatoric: float = 1.0, epistemic: float = 1.0, b
 
 def localized_sensitivity(bnn, x, step: float, aleatoric: float = 1.0, epistemic: float = 1.0,
                           normalize_grad: bool = False, batch_size: int = 1024) -> np.ndarray:
-    """One input-gradient step per row (spec 6.2 ``input_uncertainty_step``); ``step < 0`` lowers uncertainty.
-
-    Returns:
-      float32 ``[n, D]``, the stepped inputs in the order given.
-
-    Raises:
-      UserError: ``x`` is empty, not ``[n, D]`` of the BNN's width, or holds NaN or inf (the rows are named).
-    """
+    """One input-gradient step per row, ``[n, D]`` (spec 6.2 ``input_uncertainty_step``); ``step < 0`` descends."""
     x = check_inputs(x, name="x", **input_spec(bnn))
     out = np.empty_like(x)
     for i in range(0, len(x), batch_size):

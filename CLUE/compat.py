@@ -1,13 +1,8 @@
-"""The original's gradient quirk, for comparing with the PyTorch figures labelled ``clue`` (parity kit 5.3).
+"""The torch-1.3 original's gradient quirk, to compare with the PyTorch figures labeled ``clue`` (parity kit 5.3).
 
-Under torch 1.3 the original's ``sample_predict(grad=True)`` loaded every weight sample into one module by copying
-into ``param.data``; the saved tensors then shared storage with the parameters, so back-propagation used the
-*last-loaded* sample's weight matrices for every sample, while forward values and ReLU masks stayed per-sample. It
-also dropped the last saved sample from the forward average (its ``out[:idx]``), yet that sample's kernels are the
-ones loaded last. :class:`OriginalGradientMLP` reproduces both, for a stacked ReLU MLP posterior. Nothing else in
-the project uses it by default: our BNN's gradients are the exact per-sample ones. The evaluation framework can run
-its explanation methods with it (``CLUE.evaluate --bnn-gradient torch13``), as the original's CLUE, U-FIDO and
-localized sensitivity all took their input gradients through ``sample_predict(grad=True)``.
+The original's ``sample_predict(grad=True)`` back-propagated every sample through the *last-loaded* sample's
+weights (forward values and ReLU masks stayed per-sample) and dropped that sample from the forward
+(``out[:idx]``). Used by ``CLUE.evaluate --bnn-gradient torch13``.
 """
 
 from __future__ import annotations
@@ -32,13 +27,10 @@ def _dense_with_stale_input_grad(h: tf.Tensor, kernel: tf.Tensor, bias: tf.Tenso
 
 
 class OriginalGradientMLP:
-    """A stacked ReLU MLP posterior with the torch-1.3 original's forward samples and backward weights.
+    """A ReLU MLP posterior with the torch-1.3 original's forward samples and backward weights.
 
-    Args:
-      kernels: per layer, float32 ``[S, in, out]`` (all saved samples, in saved order).
-      biases: per layer, float32 ``[S, out]``.
-      likelihood: ``"categorical"`` (softmax of the logits) or ``"gaussian"`` (mean, softplus scale).
-    """
+    ``kernels`` per layer ``[S, in, out]`` and ``biases`` ``[S, out]``, all saved samples in saved order;
+    ``likelihood``: ``"categorical"`` (softmax) or ``"gaussian"`` (mean, softplus scale)."""
 
     def __init__(self, kernels: Sequence[np.ndarray], biases: Sequence[np.ndarray], likelihood: str):
         if likelihood not in ("categorical", "gaussian"):
@@ -59,11 +51,7 @@ class OriginalGradientMLP:
 
     @classmethod
     def from_posterior(cls, posterior) -> OriginalGradientMLP:
-        """The same weight samples as a ``BNN.posterior.Posterior`` of an MLP without input normalisation.
-
-        Raises:
-          ValueError: for a CNN posterior or one with input normalisation (the original's quirk is not defined here).
-        """
+        """The same weight samples from a ``BNN.posterior.Posterior``; ValueError for a CNN or input normalization."""
         if posterior.arch.kind != "mlp" or posterior.input_norm is not None:
             raise ValueError("the torch-1.3 gradient is reproduced for MLP posteriors without input normalisation; "
                              f"got a {posterior.arch.kind} posterior with input_norm={posterior.input_norm}")

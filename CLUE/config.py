@@ -1,7 +1,4 @@
-"""CLUE's settings (the weights of its objective, the optimiser and stopping rule) and its result (spec 5.2-5.5).
-
-:mod:`CLUE.explainer` runs the optimisation; these are the values it takes and returns.
-"""
+"""CLUE's settings (objective weights, optimizer, stopping rule) and its result (spec 5.2-5.5)."""
 
 from __future__ import annotations
 
@@ -18,17 +15,11 @@ ADAM_EPS = 1e-8
 
 @dataclass(frozen=True)
 class CLUEWeights:
-    """Weights of the terms of the CLUE objective (spec 5.3).
+    """Weights of the terms of the CLUE objective J(z) (spec 5.3; see :mod:`CLUE.explainer`).
 
-    Attributes:
-      uncertainty: weight of the total uncertainty (entropy for classification, std for regression).
-      aleatoric: weight of the aleatoric part.
-      epistemic: weight of the epistemic part.
-      distance: weight of the input distance d(x, x0); the paper uses lambda / D for D flat input columns.
-      prior: weight of +log N(z; 0, I) (note the sign: a positive weight pushes z away from the prior mode).
-      latent_l2: weight of ||z - z_init||^2.
-      prediction_similarity: weight of the prediction term (needs ``desired_preds``).
-    """
+    ``distance`` weighs d(x, x0) (the paper: lambda / D); ``prior`` weighs +log N(z; 0, I) (a positive weight pushes
+    z away from the prior mode); ``latent_l2`` weighs ||z - z_init||^2; ``prediction_similarity`` needs
+    ``desired_preds``."""
 
     uncertainty: float = 1.0
     aleatoric: float = 0.0
@@ -50,17 +41,10 @@ class CLUEWeights:
 
 @dataclass(frozen=True)
 class CLUEConfig:
-    """Optimisation settings (spec 5.4-5.6; the reference tabular run: lr 0.1, 3 / 50 / 3, batch 256).
+    """Optimization settings (spec 5.4-5.6; the reference tabular run: lr 0.1, 3 / 50 / 3, batch 256).
 
-    Attributes:
-      weights: the objective's term weights.
-      lr: Adam step size on z.
-      min_steps: early stopping is only checked for steps t > min_steps.
-      max_steps: at most this many Adam steps.
-      n_early_stop: window n of the stopping rule; 0 disables early stopping.
-      batch_size: points optimised together (results do not depend on it: every row is independent).
-      distance: ``"l1"`` (sum |x - x0|, the paper's) or ``"l2"`` (Euclidean norm).
-    """
+    ``lr``: Adam step on z; the stopping rule (window ``n_early_stop``, 0 = off) is checked for t > ``min_steps``;
+    ``batch_size`` does not change results (rows are independent); ``distance``: ``"l1"`` (the paper's) or ``"l2"``."""
 
     weights: CLUEWeights = field(default_factory=CLUEWeights)
     lr: float = 0.1
@@ -81,26 +65,13 @@ class CLUEConfig:
 
 @dataclass
 class CLUEResult:
-    """CLUEs of ``n`` points. Per-step arrays are frozen after each row's early stop, as the original returns them.
+    """CLUEs of ``n`` points; per-step arrays are frozen after each row's early stop, as the original returns them.
 
-    Attributes:
-      x: float32 ``[n, D]`` the explanations (counterfactual inputs).
-      z: float32 ``[n, L]`` their latent codes.
-      x0: float32 ``[n, D]`` the inputs explained.
-      z_init: float32 ``[n, L]`` where the search started.
-      uncertainty, aleatoric, epistemic, distance_term, cost: float32 ``[T, n]`` per-step values at the step's z
-        (``distance_term`` is the objective's weighted distance, lambda / D times L1 for the paper's weights; the
-        cost is the whole objective; the unweighted L1 of the result is :attr:`l1_distance`).
-      stop_step: int64 ``[n]`` step at which the stopping rule first held (0: never).
-      freeze_index: int64 ``[n]`` step whose values the result holds: ``stop_step - n_early_stop + 1`` for rows
-        that stopped, ``T`` (after the last update) for the others.
-      uncertainty_before: float32 ``[n]`` total uncertainty of ``x0``.
-      uncertainty_after: float32 ``[n]`` total uncertainty of ``x``.
-      prediction_before, prediction_after: the BNN's predictive mean at ``x0`` and at ``x``: class probabilities
-        ``[n, C]`` (classification) or the mean ``[n]`` (regression).
-      seconds: wall time of the optimisation.
-      x_trajectory, z_trajectory: ``[T + 1, n, D]`` / ``[T + 1, n, L]`` when recorded (frozen like the rest).
-    """
+    ``x``, ``x0`` ``[n, D]``; ``z``, ``z_init`` ``[n, L]``; per-step ``[T, n]``: ``uncertainty``, ``aleatoric``,
+    ``epistemic``, ``distance_term`` (weighted distance), ``cost``; ``stop_step [n]`` (0: never stopped);
+    ``freeze_index [n]``: ``stop_step - n_early_stop + 1``, or ``T``; ``uncertainty_before`` / ``_after [n]``: total
+    uncertainty of x0 / x; ``prediction_*``: predictive mean, ``[n, C]`` or ``[n]``; ``seconds``: wall time;
+    ``x_trajectory`` / ``z_trajectory`` ``[T + 1, n, .]`` when recorded."""
 
     x: np.ndarray
     z: np.ndarray
@@ -128,8 +99,7 @@ class CLUEResult:
 
     @property
     def prediction_changed(self) -> np.ndarray | None:
-        """bool ``[n]``: whether the predicted class of the explanation differs from that of its input
-        (classification; None for regression, whose prediction changes continuously: compare the predictions)."""
+        """bool ``[n]``: whether the explanation's predicted class differs from its input's (None for regression)."""
         if self.prediction_before is None or self.prediction_before.ndim != 2:
             return None
         return self.prediction_before.argmax(axis=1) != self.prediction_after.argmax(axis=1)

@@ -1,15 +1,12 @@
 """``make demo``: the whole pipeline on one dataset, offline, in a few minutes on a laptop CPU.
 
-Trains a BNN with scale-adapted SG-HMC (``BNN.train``), a VAE (``VAE.train``), then explains the 16 most uncertain
-test points with CLUE (``CLUE.generate``) and prints where the results are. The default dataset, scikit-learn's
-bundled 8x8 digits, needs no download; ``--dataset lsat`` (or compas, credit, wine) works when the data files are
-available (``CLUE_DATA_DIR``). Schedules are shortened versions of the paper's; the full ones are the scripts'
-``--preset paper``. Rerunning resumes the finished or interrupted steps.
+``BNN.train`` (SG-HMC), ``VAE.train``, then ``CLUE.generate`` on the 16 most uncertain test points, with shortened
+schedules (the full ones: each script's ``--preset paper``). Default dataset: scikit-learn's bundled 8x8 digits;
+``--dataset lsat`` (compas, credit, wine) needs the data files (``CLUE_DATA_DIR``). Reruns resume.
 
 Usage::
 
-    python -m CLUE.demo                       # digits
-    python -m CLUE.demo --dataset lsat --out runs/demo_lsat
+    python -m CLUE.demo [--dataset lsat --out runs/demo_lsat]
 """
 
 from __future__ import annotations
@@ -29,7 +26,7 @@ from VAE import train as vae_train
 
 logger = logging.getLogger(__name__)
 
-# Shortened schedules: digits (1,437 images) and the tabular sets; each finishes in about a minute on 2 cores.
+# shortened schedules for digits (1,437 images) and the tabular sets
 BNN_DEMO = {
     "digits": {"n_epochs": 150, "batch_size": 128, "burn_in": 30, "save_every": 2, "n_saves": 50},
     "tabular": {"n_epochs": 200, "burn_in": 80, "save_every": 4, "n_saves": 30},

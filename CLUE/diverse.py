@@ -1,31 +1,17 @@
 """δ-CLUE: diverse sets of K CLUEs per point, each inside a δ-ball around the point's latent code [1, 2].
 
-For an uncertain input x0 with encoder mean z0, δ-CLUE searches for K latent codes z_1..z_K, each constrained to
-the ball ``||z_k - z0|| <= δ`` (L2 or L∞), whose decodes are explanations as in CLUE [2]. Per point it minimises
+For x0 with encoder mean z0, K codes z_1..z_K with ``||z_k - z0|| <= δ`` (L2 or L∞) minimize, per point,
 
     J_set(z_1..z_K) = (1/K) sum_k J(z_k) - w_div * D(z_1..z_K),
 
-where J is CLUE's per-example objective (:meth:`CLUE.explainer.CLUE.objective`, spec 5.3, with the latent-L2 term
-pulling towards z0) and D the mean pairwise L2 distance of the K decoded inputs (``diversity_space="x"``) or of the
-latent codes (``"z"``): with ``w_div > 0`` the set is pushed apart, which [1] motivates as covering the different
-ways the uncertainty can be resolved. The K codes start at z0 plus perturbations inside the ball (``init``:
-``"uniform"`` over the ball, ``"normal"`` with a spread scaled to δ and projected, or ``"center"``); every Adam step
-(CLUE's, torch's form) is followed by the Euclidean projection onto the ball (projected gradient descent). The
-stopping rule is CLUE's (spec 5.5) applied to each point's J_set, and a stopped point's K rows are frozen together.
+J being CLUE's objective (spec 5.3, latent-L2 term towards z0) and D the mean pairwise L2 distance of the decoded
+inputs (``diversity_space="x"``) or codes (``"z"``). Each Adam step is followed by the Euclidean projection onto
+the ball; CLUE's stopping rule (spec 5.5) applies to each point's J_set. With K = 1, δ = inf, ``init="center"``
+and ``w_div = 0`` this is plain CLUE, step for step.
 
-The K explanations of every point run as one batch of ``n * K`` rows. With K = 1, δ = inf, ``init="center"`` and
-``w_div = 0`` the search is plain CLUE, step for step.
-
-#### Example
->>> config = DiverseConfig(CLUEConfig(CLUEWeights.paper(2.0, 17)), n_explanations=5, delta=1.0, diversity_weight=1.0)
->>> sets = DeltaCLUE(bnn, vae, config).explain(x0)
->>> sets.x.shape, sets.diversity_x, sets.n_classes_reached
-
-#### References
-[1] Ley, D., Bhatt, U., Weller, A. "δ-CLUE: Diverse Sets of Explanations for Uncertainty Estimates." ICLR 2021
-    workshop on Security and Safety in Machine Learning Systems; arXiv:2104.06323.
-[2] Antorán, J., Bhatt, U., Adel, T., Weller, A., Hernández-Lobato, J. M. "Getting a CLUE: A Method for Explaining
-    Uncertainty Estimates." ICLR 2021.
+[1] Ley, Bhatt, Weller. "δ-CLUE: Diverse Sets of Explanations for Uncertainty Estimates." ICLR 2021 workshop on
+    Security and Safety in Machine Learning Systems; arXiv:2104.06323.
+[2] Antorán et al. "Getting a CLUE: A Method for Explaining Uncertainty Estimates." ICLR 2021.
 """
 
 from __future__ import annotations
@@ -75,22 +61,11 @@ def check_options(n_explanations: int, delta: float | None, norm: str = "l2", di
 
 @dataclass(frozen=True)
 class DiverseConfig:
-    """Settings of a δ-CLUE search.
+    """Settings of a δ-CLUE search; ``clue.batch_size`` counts points (each runs as K rows).
 
-    Attributes:
-      clue: CLUE's objective weights, Adam step size, steps, stopping rule; ``batch_size`` counts *points* (each
-        runs as K rows).
-      n_explanations: K, explanations per point.
-      delta: radius of the latent ball around z0; None or inf: unconstrained.
-      norm: ``"l2"`` or ``"linf"``, the ball's norm.
-      diversity_weight: w_div of the module docstring (0: K independent restarts inside the ball).
-      diversity_space: ``"x"`` (decoded inputs) or ``"z"`` (latent codes), where D is measured.
-      init: ``"uniform"`` (uniform over the ball of radius ``init_scale * delta``), ``"normal"`` (N(0, s^2 I) with
-        ``s = init_scale * delta / sqrt(L)`` for L2, ``init_scale * delta / 2`` for L∞, projected onto the ball),
-        or ``"center"`` (all K at z0). With an unconstrained ball the radius is ``init_scale`` itself.
-      init_scale: the starting spread, as a fraction of delta.
-      seed: seed of the starting perturbations.
-    """
+    ``delta`` None or inf: unconstrained (start radius ``init_scale``). ``init``: ``"uniform"`` over the ball of radius
+    ``init_scale * delta``; ``"normal"``: N(0, s^2 I), ``s = init_scale * delta / sqrt(L)`` (L2) or ``/ 2`` (L∞),
+    projected; ``"center"``: all K at z0. ``diversity_weight`` 0: K independent restarts inside the ball."""
 
     clue: CLUEConfig = field(default_factory=CLUEConfig)
     n_explanations: int = 10
@@ -113,8 +88,7 @@ class DiverseConfig:
 
 
 def project(z: tf.Tensor, center: tf.Tensor, delta: float, norm: str = "l2") -> tf.Tensor:
-    """Euclidean projection of each row of ``z`` ``[N, L]`` onto the ``norm`` ball of radius ``delta`` around the
-    same row of ``center``; ``z`` itself when ``delta`` is inf."""
+    """Euclidean projection of each row of ``z [N, L]`` onto the ``norm`` ball of radius ``delta`` around ``center``."""
     if math.isinf(delta):
         return z
     d = z - center
@@ -175,18 +149,9 @@ def _pairwise_numpy(v: np.ndarray) -> np.ndarray:
 class DiverseResult:
     """δ-CLUE sets of ``n`` points, K explanations each.
 
-    Attributes:
-      x: float32 ``[n, K, D]`` explanations; z: ``[n, K, L]`` their codes; x0 ``[n, D]``; z0 ``[n, L]`` the centres.
-      uncertainty: ``[n, K]`` total uncertainty of each explanation; uncertainty_before: ``[n]`` of x0.
-      l1_distance: ``[n, K]`` L1 distance of each explanation to x0 (unweighted, as ``CLUEResult.l1_distance``).
-      latent_distance: ``[n, K]`` ``||z - z0||`` in the ball's norm (<= delta).
-      diversity_x, diversity_z: ``[n]`` mean pairwise L2 distance of the set's inputs / codes.
-      cost: ``[T, n]`` the set objective per step (frozen after each point's early stop).
-      stop_step, freeze_index: ``[n]`` as :class:`CLUE.config.CLUEResult`, per point.
-      predicted_class: ``[n, K]`` argmax of each explanation's mean prediction (classification; else None);
-      original_class: ``[n]`` that of x0.
-      delta, norm: the ball.
-    """
+    ``x [n, K, D]``, ``z [n, K, L]``, ``x0 [n, D]``, ``z0 [n, L]`` (the centers); ``uncertainty``, ``l1_distance``
+    (to x0) and ``latent_distance`` (ball norm) ``[n, K]``; ``diversity_x`` / ``diversity_z`` ``[n]``; ``cost [T, n]``
+    (set objective, frozen); ``predicted_class [n, K]`` and ``original_class [n]`` (classification, else None)."""
 
     x: np.ndarray
     z: np.ndarray
@@ -251,14 +216,7 @@ class DiverseResult:
 
 
 class DeltaCLUE:
-    """Diverse sets of CLUEs inside δ-balls (module docstring), with any model that has CLUE's
-    ``predict_samples`` contract (a BNN posterior or a :mod:`CLUE.adapters` adapter) and a generator.
-
-    Args:
-      bnn: the model explained (``predict_samples(x)``).
-      generator: ``regenerate(z, straight_through=...)`` and ``encode(x) -> (loc, scale)``.
-      config: a :class:`DiverseConfig`.
-    """
+    """Diverse sets of CLUEs inside δ-balls for any model with CLUE's ``predict_samples`` contract and a generator."""
 
     def __init__(self, bnn, generator, config: DiverseConfig | None = None):
         self.bnn, self.generator = bnn, generator
@@ -277,20 +235,12 @@ class DeltaCLUE:
                 v_set = terms["x"] if cfg.diversity_space == "x" else z
                 set_cost -= cfg.diversity_weight * pairwise_diversity(tf.reshape(v_set, [-1, k, v_set.shape[-1]]))
             total = tf.reduce_sum(set_cost)
-        z_new, m, v = adam_step(z, m, v, tape.gradient(total, z), t, cfg.clue.lr)  # CLUE's optimiser, then the ball
+        z_new, m, v = adam_step(z, m, v, tape.gradient(total, z), t, cfg.clue.lr)  # CLUE's optimizer, then the ball
         return project(z_new, z0, cfg.radius, cfg.norm), m, v, set_cost, terms
 
     def explain(self, x0, z_init=None, cond_mask=None, desired_preds=None, progress: bool = False) -> DiverseResult:
-        """K explanations for every row of ``x0``, ``config.clue.batch_size`` points (``* K`` rows) at a time.
-
-        Args:
-          x0: float32 ``[n, D]`` inputs; z_init: ``[n, L]`` ball centres (default: the encoder mean of x0).
-          cond_mask, desired_preds: as :meth:`CLUE.explainer.CLUE.explain`, per point.
-          progress: a progress bar over batches.
-
-        Raises:
-          UserError: ``x0`` or ``z_init`` do not fit the models (as CLUE.explain).
-        """
+        """K explanations for every row of ``x0 [n, D]``, ``config.clue.batch_size`` points at a time. ``z_init``
+        ``[n, L]``: the ball centers (default: encoder mean); ``cond_mask``, ``desired_preds``: as ``CLUE.explain``."""
         cfg, k = self.config, self.config.n_explanations
         x0 = check_inputs(x0, name="x0", **input_spec(self.bnn, self.generator))
         z0 = self.clue.encode(x0) if z_init is None else np.asarray(z_init, np.float32)

@@ -1,32 +1,16 @@
 """CLUE: Counterfactual Latent Uncertainty Explanations [1] (spec sections 5.1-5.8).
 
-Given an uncertain input ``x0``, CLUE searches the latent space of a generative model for a nearby input the BNN is
-confident about. Per example it minimises (Eq. 3 of [1], spec 5.3)
+For an uncertain ``x0``, CLUE searches a generative model's latent space for a nearby input the BNN is confident
+about, minimizing per example (Eq. 3 of [1], spec 5.3), with Adam [2] from ``z_init`` (the encoder mean of ``x0``),
 
     J(z) = w_u H_total(x) + w_a H_ale(x) + w_e H_epi(x) + w_d d(x, x0)
-           + w_p log N(z; 0, I) + w_l ||z - z_init||^2 + w_y d_y(p(y|x), y_desired),     x = regenerate(z),
+           + w_p log N(z; 0, I) + w_l ||z - z_init||^2 + w_y d_y(p(y|x), y_desired),     x = regenerate(z).
 
-with Adam on ``z`` from ``z_init`` (the encoder mean of ``x0``), and the early-stopping rule of the original
-(spec 5.5): the first step t > min_steps with ``|J[t - n] - J[t]| < max(0.01 J[0], 1e-3)`` (the two thresholds are
-or-ed) freezes the explanation at step ``t - n + 1``.
+Stopping rule (spec 5.5): the first t > min_steps with ``|J[t - n] - J[t]| < max(0.01 J[0], 1e-3)`` freezes the
+explanation at step ``t - n + 1``. Deviations from the original: DEVIATIONS.md.
 
-How this differs from the original (all listed in DEVIATIONS.md):
-
-* rows that have met the stopping rule are no longer computed (the original runs all ``max_steps`` for every row
-  and only freezes the recorded values afterwards; the frozen result is the same, bit for bit);
-* the latent-L2 term really acts (in the original ``z_init`` aliases the optimised ``z``, so the term is 0);
-* the BNN's posterior predictive over all S samples is one vectorised computation with exact per-sample gradients
-  (the torch-1.3 original back-propagated every sample through the last-loaded sample's weights; see
-  :mod:`CLUE.compat` to reproduce that);
-* conditional CLUE (a mask of features allowed to change) works.
-
-The BNN is reached only through ``bnn.predict_samples(x)`` (class probabilities ``[S, B, C]``, or a pair of
-Gaussian means and scales ``[S, B]``) and the generator only through ``generator.regenerate(z)``.
-
-#### References
-[1] Antorán, J., Bhatt, U., Adel, T., Weller, A., Hernández-Lobato, J. M. "Getting a CLUE: A Method for Explaining
-    Uncertainty Estimates." ICLR 2021.
-[2] Kingma, D. P., Ba, J. "Adam: A Method for Stochastic Optimization." ICLR 2015 (Algorithm 1, in PyTorch's form).
+[1] Antorán et al. "Getting a CLUE: A Method for Explaining Uncertainty Estimates." ICLR 2021.
+[2] Kingma, Ba. "Adam: A Method for Stochastic Optimization." ICLR 2015 (Algorithm 1, in PyTorch's form).
 """
 
 from __future__ import annotations
@@ -47,11 +31,8 @@ logger = logging.getLogger(__name__)
 
 
 def uncertainties(bnn, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
-    """Total, aleatoric, epistemic uncertainty ``[B]`` and the predictive mean of ``bnn`` at ``x`` (spec 5.2).
-
-    Classification: entropies (nats) and mean probabilities ``[B, C]``; regression: standard deviations and the
-    mean of the sample means ``[B]``.
-    """
+    """Total, aleatoric, epistemic uncertainty ``[B]`` and predictive mean of ``bnn`` at ``x`` (spec 5.2): entropies
+    (nats) and mean probabilities ``[B, C]``, or stds and the mean of the sample means ``[B]``."""
     out = bnn.predict_samples(x)
     if isinstance(out, (tuple, list)):
         mu, sigma = out
@@ -62,12 +43,8 @@ def uncertainties(bnn, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, t
 
 
 def input_spec(bnn, generator=None) -> dict:
-    """What inputs the models take, for :func:`common.validation.check_inputs`: ``width``, ``dataset``,
-    ``image_shape`` and ``what`` (each None when the models do not say; stand-in models often do not).
-
-    Raises:
-      UserError: the BNN and the generator take inputs of different widths (trained on different datasets).
-    """
+    """The models' inputs for :func:`common.validation.check_inputs`: ``width``, ``dataset``, ``image_shape``, ``what``
+    (None where the models do not say); UserError if the BNN's and the generator's widths differ."""
     arch = getattr(bnn, "arch", None)
     bnn_width = getattr(arch, "input_dim", None)
     gen_width = getattr(generator, "input_dim", None)
@@ -81,12 +58,8 @@ def input_spec(bnn, generator=None) -> dict:
 
 
 def early_stop_steps(cost: np.ndarray, min_steps: int = 3, n_early_stop: int = 3) -> np.ndarray:
-    """The original's ``update_stopvec`` over a whole cost trajectory ``[T, n]`` (spec 5.5).
-
-    Returns:
-      int64 ``[n]``: for each row, the first step ``t > min_steps`` with ``|cost[t - n] - cost[t]|`` below
-      ``0.01 * cost[0]`` or below ``1e-3`` (compared in float64), and 0 where that never happens.
-    """
+    """The original's ``update_stopvec`` (spec 5.5): per row of ``cost [T, n]``, the first ``t > min_steps`` with
+    ``|cost[t - n] - cost[t]|`` below ``0.01 * cost[0]`` or ``1e-3`` (in float64), else 0."""
     cost = np.asarray(cost, dtype=np.float64)
     stop = np.zeros(cost.shape[1], dtype=np.int64)
     if n_early_stop <= 0:
@@ -111,20 +84,10 @@ def freeze(arr: np.ndarray, stop_step: np.ndarray, n_early_stop: int) -> np.ndar
 class CLUE:
     """Generates CLUEs with a BNN posterior and a generative model.
 
-    Args:
-      bnn: object with ``predict_samples(x)`` (``[S, B, C]`` probabilities or ``([S, B], [S, B])`` Gaussian
-        means and scales), differentiable with respect to ``x``.
-      generator: object with ``regenerate(z, straight_through=...)`` (flat ``[B, D]``) and ``encode(x)``
-        returning ``(loc, scale)``; a VAE, or a VAEAC for conditional CLUE.
-      config: a :class:`CLUEConfig`.
-      strategy: optional ``tf.distribute`` strategy: each batch is sharded over its replicas, one shard per
-        replica, and the results gathered (equal to the single-device run up to float rounding).
-
-    Example:
-      >>> clue = CLUE(posterior, vae, CLUEConfig(CLUEWeights.paper(lam=2, x_dim=12), lr=0.1))
-      >>> result = clue.explain(x0)
-      >>> result.uncertainty_after.mean() < result.uncertainty_before.mean()
-    """
+    ``bnn.predict_samples(x)``: ``[S, B, C]`` probabilities or ``([S, B], [S, B])`` Gaussian means and scales,
+    differentiable in ``x``. ``generator``: ``regenerate(z, straight_through=...)`` (flat ``[B, D]``) and
+    ``encode(x) -> (loc, scale)``; a VAE, or a VAEAC for conditional CLUE. ``strategy``: optional
+    ``tf.distribute`` strategy, one shard of each batch per replica."""
 
     def __init__(self, bnn, generator, config: CLUEConfig | None = None,
                  strategy: tf.distribute.Strategy | None = None):
@@ -141,12 +104,8 @@ class CLUE:
     # ---------------------------------------------------------------------------------------------- objective
     def objective(self, z: tf.Tensor, x0: tf.Tensor, z_init: tf.Tensor, cond_mask: tf.Tensor | None = None,
                   desired_preds: tf.Tensor | None = None, straight_through: bool = True) -> dict[str, tf.Tensor]:
-        """Per-example terms of J(z) (spec 5.3) at ``z [B, L]``.
-
-        Returns:
-          dict of ``[B]`` tensors ``cost``, ``uncertainty``, ``aleatoric``, ``epistemic``, ``distance_term`` (the
-          weighted distance) and ``x [B, D]``, the regenerated input (blended with ``x0`` outside ``cond_mask``).
-        """
+        """Per-example terms of J(z) (spec 5.3) at ``z [B, L]``: ``[B]`` ``cost``, ``uncertainty``, ``aleatoric``,
+        ``epistemic``, ``distance_term`` (weighted), and ``x [B, D]``, the regenerated input (x0 outside the mask)."""
         w = self.config.weights
         x = self.generator.regenerate(z, straight_through=straight_through)
         if cond_mask is not None:  # conditional CLUE: only features with mask 1 may change (spec 5.8)
@@ -187,19 +146,12 @@ class CLUE:
           x0: float32 ``[n, D]`` inputs in the model-input space.
           z_init: float32 ``[n, L]`` start of the search; default the generator's encoder mean of ``x0``.
           cond_mask: optional float ``[n, D]`` (or ``[D]``), 1 where a feature may change (conditional CLUE).
-          desired_preds: optional targets for the prediction-similarity term: ``[n]`` class indices, ``[n, C]``
-            soft labels, or ``[n]`` regression targets.
+          desired_preds: prediction-term targets: ``[n]`` class indices, ``[n, C]`` soft labels or ``[n]`` values.
           record_trajectory: also return the x and z of every step.
-          progress: show a progress bar over batches.
-          z_start: float32 ``[n, L]`` where Adam starts, if not at ``z_init`` (the latent-L2 term still pulls
-            towards ``z_init``); used by :meth:`explain_many`.
+          z_start: ``[n, L]`` where Adam starts, if not at ``z_init`` (used by :meth:`explain_many`).
 
-        Returns:
-          A :class:`CLUEResult`.
-
-        Raises:
-          UserError: ``x0`` is empty, not ``[n, D]`` with the width the models take, or holds NaN or inf (the
-            message names the rows); or ``z_init``, ``z_start`` or ``cond_mask`` do not fit ``x0``.
+        Returns a :class:`CLUEResult`; raises UserError if ``x0`` is empty, not ``[n, D]`` of the models' width, holds
+        NaN or inf, or ``z_init``, ``z_start`` or ``cond_mask`` do not fit it.
         """
         x0 = self._check_x(x0, "x0")
         if z_init is None:
@@ -238,14 +190,7 @@ class CLUE:
 
     def explain_many(self, x0, n_explanations: int, init_std: float = 0.15, seed: int = 0, z_init=None,
                      **kwargs) -> list[CLUEResult]:
-        """Several CLUEs per point from perturbed starts ``z_init + init_std * eps`` (spec 5.7).
-
-        Each restart has a fresh Adam state (the original carried the moments over between restarts) and the
-        latent-L2 term, if weighted, pulls towards the unperturbed ``z_init``.
-
-        Returns:
-          ``n_explanations`` :class:`CLUEResult` objects, one per restart.
-        """
+        """``n_explanations`` CLUEResults from starts ``z_init + init_std * eps`` (spec 5.7), each with a fresh Adam."""
         x0 = self._check_x(x0, "x0")
         z_init = self._encode(x0) if z_init is None else np.asarray(z_init, np.float32)
         rng = np.random.default_rng(seed)
@@ -262,7 +207,7 @@ class CLUE:
         return self._uncertainty_of(self._check_x(x))
 
     def _check_x(self, x, name: str = "x") -> np.ndarray:
-        """``x`` as float32 ``[n, D]``, or a UserError saying what is wrong (the public boundary's check)."""
+        """``x`` as float32 ``[n, D]``, or a UserError saying what is wrong."""
         return check_inputs(x, name=name, **input_spec(self.bnn, self.generator))
 
     def _encode(self, x: np.ndarray) -> np.ndarray:
@@ -278,9 +223,7 @@ class CLUE:
         return self._predictive_of(x)[0]
 
     def _explain_batch(self, x0, z_init, z_start, cond_mask, desired, record_trajectory) -> dict[str, np.ndarray]:
-        """Runs the optimisation on one batch in one compiled graph (:meth:`_optimise_impl`): every step, the
-        stopping rule and the dropping of stopped rows, with no Python between steps. The same computation as
-        :meth:`_explain_batch_stepwise`, row subset by row subset."""
+        """Optimizes one batch in one compiled graph (:meth:`_optimise_impl`); same result as the stepwise path."""
         n, T = len(x0), self.config.max_steps
         const = lambda a: None if a is None else tf.constant(a)  # noqa: E731
         out = self._optimise(tf.constant(x0), tf.constant(z_init), tf.constant(z_start), const(cond_mask),
@@ -299,14 +242,10 @@ class CLUE:
         return self._finish(raw, x_hist, z_hist, out["stop"].numpy(), record_trajectory)
 
     def _optimise_impl(self, x0, z_init, z_start, cond_mask, desired):
-        """The whole optimisation of one batch as a ``tf.while_loop``: per step, one Adam step on the active rows,
-        their terms recorded, the stopping rule (in float64, as the original) applied, stopped rows dropped.
+        """One batch's whole optimization as a ``tf.while_loop``: Adam step, record, stopping rule (float64), drop rows.
 
-        Returns:
-          dict: per recorded (step, row) in step order, ``rows [K]`` and the five terms, ``x [K, D]`` and the
-          updated ``z [K, L]``; ``sizes [t_end]`` rows per step; ``stop [n]`` (0: never); the rows still active after
-          the last step, ``active``, with ``x_last``, the hard decode of their last z.
-        """
+        Returns per recorded (step, row), in step order: ``rows [K]``, the five terms, ``x [K, D]``, the updated
+        ``z [K, L]``; ``sizes [t_end]``; ``stop [n]``; the rows still ``active`` with ``x_last``, their hard decode."""
         cfg = self.config
         T, n_stop = cfg.max_steps, cfg.n_early_stop
         names = ("uncertainty", "aleatoric", "epistemic", "distance_term", "cost")
@@ -374,12 +313,7 @@ class CLUE:
 
     def _explain_batch_stepwise(self, x0, z_init, z_start, cond_mask, desired,
                                 record_trajectory) -> dict[str, np.ndarray]:
-        """Runs the optimisation on one batch step by step from Python, dropping rows once they have stopped.
-
-        Under a strategy with R replicas the batch is cut into R contiguous shards, one per replica; each step is
-        one ``strategy.run`` and each shard drops its own stopped rows. Rows never interact, so the result is the
-        single-device one up to the rounding of products over different batch sizes.
-        """
+        """Optimizes one batch step by step from Python; with R replicas, one contiguous shard per replica."""
         cfg = self.config
         n, T, n_stop = len(x0), cfg.max_steps, cfg.n_early_stop
         names = ("uncertainty", "aleatoric", "epistemic", "distance_term", "cost")
@@ -389,7 +323,7 @@ class CLUE:
         z_hist[0] = z_start
         stop = np.zeros(n, np.int64)
         const = lambda a, rows: None if a is None else tf.constant(a[rows])  # noqa: E731
-        shards = []  # per replica: its active rows and their optimisation state
+        shards = []  # per replica: its active rows and their optimization state
         for rows in np.array_split(np.arange(n), self._n_replicas):
             z = const(z_start, rows)
             shards.append({"active": rows, "z": z, "m": tf.zeros_like(z), "v": tf.zeros_like(z),
@@ -446,9 +380,8 @@ _ROW_FIRST = ("x_final", "z_final", "stop_step", "freeze_index")
 
 
 def adam_step(z, m, v, grad, t, lr: float):
-    """One torch.optim.Adam update of ``z`` at step ``t`` (1-based): the new ``(z, m, v)``. As in torch (spec 5.2 of
-    the parity kit), eps is added after bias-correcting sqrt(v), and the bias corrections are computed in float64
-    (torch's Python scalars), then applied to the float32 moments."""
+    """One torch.optim.Adam update of ``z`` at step ``t`` (1-based), returning ``(z, m, v)``; as torch (parity kit 5.2),
+    eps is added after bias-correcting sqrt(v) and the bias corrections are computed in float64."""
     b1, b2 = ADAM_BETAS
     m = m + (1.0 - b1) * (grad - m)
     v = b2 * v + (1.0 - b2) * tf.square(grad)
@@ -460,11 +393,8 @@ def adam_step(z, m, v, grad, t, lr: float):
 
 
 def _prediction_distance(preds: tf.Tensor, desired: tf.Tensor) -> tf.Tensor:
-    """Prediction-similarity term per example (spec 5.3; trap 17).
-
-    Regression: squared error. Classification with class indices: ``-p_bar[target]`` (the original applies
-    ``nll_loss`` to probabilities). With soft labels ``[B, C]``: cross-entropy ``-sum_c t_c log p_bar_c``.
-    """
+    """Prediction-similarity term per example (spec 5.3; trap 17): squared error (regression), ``-p_bar[target]`` for
+    class indices (the original's ``nll_loss`` on probabilities), or ``-sum_c t_c log p_bar_c`` for soft labels."""
     if preds.shape.rank == 1:
         return tf.square(preds - tf.cast(desired, preds.dtype))
     if desired.shape.rank == 1:

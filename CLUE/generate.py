@@ -1,32 +1,10 @@
 """Explains a trained BNN's most uncertain test points with CLUE, using a trained VAE (paper section 4).
 
-Loads the posterior written by ``BNN.train`` and the best VAE written by ``VAE.train``, ranks the test set by
-total uncertainty, explains the top ``--n-explain`` points (or ``--fraction`` of them), and writes into ``--out``:
-
-* ``explanations.npz``: the :class:`CLUE.explainer.CLUEResult` arrays and ``test_index``, the rows explained;
-* ``summary.json``: ``n_explained``, ``uncertainty_before``, ``uncertainty_after``, ``l1_distance``, ``seconds``
-  and more (means over the explained points);
-* tabular data: ``changes.csv``, every feature CLUE changed, in original units rounded to each column's
-  resolution in the raw data (counts and scores as integers, categories by name), and ``changes.png``, the changed
-  features of the most uncertain points with their uncertainty before and after;
-* images: ``clues.png``, a grid of original, CLUE and difference with the predictions before and after;
-* with ``--diverse K`` (``--delta D``, ``--delta-norm``, ``--diversity-weight``, ``--diverse-init``): ``diverse.npz``,
-  the :class:`CLUE.diverse.DiverseResult` of K δ-CLUEs per explained point, and its means under ``"diverse"`` in
-  ``summary.json``.
-
-In Python, :func:`explain_most_uncertain` does the ranking and the CLUE run on any inputs::
-
-    result, rows = explain_most_uncertain(CLUE(posterior, vae, config), ds.x_test, n_explain=8)
-
-Usage::
+Writes into ``--out``: ``explanations.npz`` (:class:`CLUE.explainer.CLUEResult` arrays, ``test_index``),
+``summary.json``, for tabular data ``changes.csv`` and ``changes.png`` (changed features in original units), for
+images ``clues.png``; with ``--diverse K`` also ``diverse.npz`` (δ-CLUE sets).
 
     python -m CLUE.generate --dataset lsat --bnn runs/bnn_lsat --vae runs/vae_lsat --out runs/clue_lsat
-    python -m CLUE.generate --dataset digits --bnn runs/bnn_digits --vae runs/vae_digits --n-explain 16
-    python -m CLUE.generate --dataset mnist_t10k --bnn ... --vae ... --strategy mirrored  # one shard per GPU
-
-#### References
-[1] Antorán, J., Bhatt, U., Adel, T., Weller, A., Hernández-Lobato, J. M. "Getting a CLUE: A Method for Explaining
-    Uncertainty Estimates." ICLR 2021.
 """
 
 from __future__ import annotations
@@ -120,8 +98,7 @@ TARGETS = ("total", "aleatoric", "epistemic")
 
 
 def check_counts(n_explain: int | None = None, fraction: float = 0.1) -> None:
-    """Raises :class:`UserError` unless ``n_explain`` is None or a whole number >= 1, and (when ``n_explain`` is
-    None) ``fraction`` is in (0, 1]."""
+    """Raises :class:`UserError` unless ``n_explain`` is None or a whole number >= 1 (else ``fraction`` in (0, 1])."""
     if n_explain is not None:
         if isinstance(n_explain, bool) or not isinstance(n_explain, (int, np.integer)) or n_explain < 1:
             raise UserError(f"--n-explain (n_explain) must be a whole number >= 1, the count of most uncertain points "
@@ -133,12 +110,7 @@ def check_counts(n_explain: int | None = None, fraction: float = 0.1) -> None:
 
 
 def n_to_explain(n_rows: int, n_explain: int | None = None, fraction: float = 0.1) -> int:
-    """How many of ``n_rows`` points to explain: ``n_explain`` (at most ``n_rows``), or else ``ceil(fraction *
-    n_rows)``.
-
-    Raises:
-      UserError: ``n_explain`` is not a whole number >= 1, or ``fraction`` is not in (0, 1].
-    """
+    """How many of ``n_rows`` points to explain: ``n_explain`` (at most ``n_rows``) or ``ceil(fraction * n_rows)``."""
     check_counts(n_explain, fraction)
     if n_explain is None:
         return min(math.ceil(fraction * n_rows), n_rows)
@@ -152,20 +124,8 @@ def explain_most_uncertain(clue: CLUE, x: np.ndarray, n_explain: int | None = No
                            target: str = "total", progress: bool = False) -> tuple[CLUEResult, np.ndarray]:
     """CLUEs of the most uncertain rows of ``x`` under ``clue``'s BNN: the paper's protocol (section 4).
 
-    Ranks ``x`` by the BNN's ``target`` uncertainty over all posterior samples and explains the top ``n_explain``
-    rows (or ``ceil(fraction * len(x))`` of them, the reference's 10% by default) with ``clue``.
-
-    Returns:
-      ``(result, index)``: the :class:`CLUEResult`, most uncertain first, and the rows of ``x`` it explains
-      (``result.x0 == x[index]``).
-
-    Raises:
-      UserError: a bad ``n_explain``, ``fraction`` or ``target``.
-
-    Example:
-      >>> clue = CLUE(posterior, vae, CLUEConfig(CLUEWeights.paper(lam=2.0, x_dim=ds.x_dim)))
-      >>> result, rows = explain_most_uncertain(clue, ds.x_test, n_explain=8)
-    """
+    Explains the top ``n_explain`` rows by ``target`` uncertainty (or ``ceil(fraction * len(x))``, default 10%).
+    Returns ``(result, index)``, most uncertain first, with ``result.x0 == x[index]``; UserError for bad arguments."""
     if target not in TARGETS:
         raise UserError(f"--target (target) must be total, aleatoric or epistemic, got {target!r}")
     x = np.asarray(x, dtype=np.float32)
@@ -176,17 +136,8 @@ def explain_most_uncertain(clue: CLUE, x: np.ndarray, n_explain: int | None = No
 
 
 def column_decimals(ds: data.Dataset, max_decimals: int = 6, share: float = 0.99) -> dict[str, int]:
-    """Decimals each continuous variable of ``ds`` is recorded with in the raw data (its training split).
-
-    The models see standardised float32 values, so a raw count of 12 comes back from ``to_original_units`` as
-    12.000000166928347 and a CLUE as 11.73. Rounding to the raw data's own resolution prints counts, scores and
-    ages as integers, a GPA with one decimal, a wine density with five. The resolution is read from the data rather
-    than a fixed number of significant digits because columns of one dataset range from densities near 0.997 to
-    bill amounts near 10^6: it is the fewest decimals (0 to ``max_decimals``) at which ``share`` of the training
-    values lie on the grid, up to the float32 round-off of standardisation (within ``1e-6 * (|x - mean| + std)``,
-    well above that round-off, 2^-24 of ``|x - mean|``, and far below any grid step tested). ``share`` below 1
-    ignores a few odd rows (Wine's alcohol has a handful like 11.0666667 among values of one decimal).
-    """
+    """Decimals each continuous variable of ``ds`` is recorded with in its raw training data: the fewest (0 to
+    ``max_decimals``) at which ``share`` of the values lie on the grid, within ``1e-6 * (|x - mean| + std)``."""
     raw = ds.to_original_units(ds.x_train)
     decimals = {}
     for var, s in zip(ds.variables, tabular.block_slices(ds.input_dim_vec)):
@@ -200,8 +151,7 @@ def column_decimals(ds: data.Dataset, max_decimals: int = 6, share: float = 0.99
 
 
 def rounded_original_units(ds: data.Dataset, x: np.ndarray, decimals: dict[str, int]) -> pd.DataFrame:
-    """``ds.to_original_units(x)`` with each continuous column rounded to ``decimals`` (integers where 0);
-    categorical columns keep their category labels."""
+    """``ds.to_original_units(x)``, continuous columns rounded to ``decimals`` (integers where 0)."""
     table = ds.to_original_units(x)
     for name, d in decimals.items():
         table[name] = np.round(table[name].to_numpy(np.float64), d) + 0.0  # + 0.0: no -0.0
@@ -212,13 +162,8 @@ def rounded_original_units(ds: data.Dataset, x: np.ndarray, decimals: dict[str, 
 
 def changed_features(ds: data.Dataset, result: CLUEResult, test_index: np.ndarray, threshold: float,
                      decimals: dict[str, int] | None = None) -> pd.DataFrame:
-    """One row per (point, feature) that CLUE changed, in original units rounded to ``decimals``
-    (default :func:`column_decimals`).
-
-    A categorical feature counts as changed when its category changes; a continuous one when it moves by more than
-    ``threshold`` training standard deviations and the move still shows at the column's resolution (a count that
-    moves from 3 to 3.3 rounds back to 3 and is not listed).
-    """
+    """One row per (point, feature) that CLUE changed, in original units rounded to ``decimals``: a category changed, or
+    a continuous value moved more than ``threshold`` training stds and the move shows at the column's resolution."""
     decimals = column_decimals(ds) if decimals is None else decimals
     before = rounded_original_units(ds, result.x0, decimals)
     after = rounded_original_units(ds, result.x, decimals)
@@ -248,9 +193,7 @@ def _shown(value: Any, decimals: int | None) -> str:
 
 def plot_changes(path: Path, ds: data.Dataset, result: CLUEResult, test_index: np.ndarray, table: pd.DataFrame,
                  decimals: dict[str, int], unit: str, max_points: int = 6) -> None:
-    """PNG for tabular data: per point (the ``max_points`` most uncertain), the BNN's uncertainty before and after
-    as two bars, and a table of the features CLUE changed, original value beside CLUE value (``table`` is
-    :func:`changed_features`' output; ``changes.csv`` holds every point)."""
+    """PNG for tabular data: per point (``max_points`` most uncertain), uncertainty bars and the changed features."""
     from matplotlib.figure import Figure
 
     n = min(len(result.x), max_points)
@@ -298,10 +241,7 @@ def plot_changes(path: Path, ds: data.Dataset, result: CLUEResult, test_index: n
 
 def plot_image_grid(path: Path, ds: data.Dataset, result: CLUEResult, posterior: Posterior,
                     per_row: int = 4, max_images: int = 32) -> None:
-    """PNG grid: per point, the original, the CLUE and their difference (red added, blue removed).
-
-    Only the first ``max_images`` points (the most uncertain) are drawn; ``explanations.npz`` holds them all.
-    """
+    """PNG grid of the first ``max_images`` points: original, CLUE and their difference (red added, blue removed)."""
     from matplotlib.figure import Figure
 
     h, w, _ = ds.image_shape

@@ -1,31 +1,10 @@
 """The trained stages of an evaluation run as pretrained weights, so that its sweeps can be rerun without training.
 
-A run of ``CLUE.evaluate`` trains five things before it explains anything: the ground-truth VAEAC with its under-
-VAEAC, the artificial data drawn from them, and, on that data, the BNN, CLUE's VAE and U-FIDO's in-filling VAEAC.
-:func:`publish` copies them (with each stage's ``metrics.json``) into one folder under ``weights/`` and records it in
-``weights/manifest.json`` as an ``evaluation_stages`` entry whose ``stage_config`` holds every setting the stages
-depend on; :func:`fetch` finds the entry matching a run's settings, verifies every file's sha256 (downloading it where
-it is hosted rather than committed) and places the stages into the run folder, where ``CLUE.evaluate`` then finds them
-finished. ``python -m CLUE.evaluate ... --publish-stages true`` and ``--stages weights`` call them. This module knows
-nothing of the pipeline that trains the stages (:mod:`CLUE.evaluation.pipeline`), which imports it.
-
-Stages that are neither committed nor hosted can be rebuilt. Training is seeded, and a fresh single-threaded process
-(``TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1``) retrains them bit for bit, where more threads can change the
-last bit of a sum and with it every later step. The published copies leave out what no retraining can repeat: wall-
-clock seconds in ``metrics.json`` and the absolute run folder in a ``model.json`` (made relative to the project).
-``--stages rebuild`` takes the published stages where their files are available; otherwise the pipeline's
-``rebuild_stages`` retrains them in such a process, in the run folder of the entry's command, and :func:`install`
-checks every retrained file against the manifest's sha256 and only on a full match places them where ``--stages
-weights`` looks (``weights/cache/``), so that the sweeps that follow run on exactly the published models.
-
-Bit for bit holds on one kind of CPU only: TensorFlow (oneDNN) picks other kernels for other instruction sets, and
-stages trained on an AVX2 machine come out different on an AVX-512 / AMX one (COMPAS seeds 0 and 1, measured). So each
-time a stage starts (or resumes) training, the run records TensorFlow's thread counts and the CPU (model and
-instruction sets, :func:`cpu_signature`) in ``stage_threads.json`` (:func:`note_training`); :func:`publish` copies the
-CPUs into the entry (``trained_on``) and marks it ``"rebuildable": false`` when any stage trained with more than one
-intra-op thread, and :func:`check_rebuildable` stops a rebuild at once, saying what to do instead, for such an entry
-or one trained on another instruction set than this machine's. (A run resumed from its checkpoints on the same machine
-and thread count is the uninterrupted run, byte for byte: ``tests/test_vaeac_train.py``.)
+:func:`publish` copies the stages (ground truth, artificial data, BNN, VAE, in-filling VAEAC) into ``weights/`` as
+an ``evaluation_stages`` manifest entry keyed by the settings they depend on; :func:`fetch` places them, checked by
+sha256, into a run folder; :func:`install` accepts stages retrained by ``--stages rebuild`` only if every sha256
+matches, which needs one TensorFlow thread and the same CPU instruction sets (:func:`check_rebuildable`).
+The pipeline (:mod:`CLUE.evaluation.pipeline`) imports this module, not the reverse.
 """
 
 from __future__ import annotations
@@ -73,8 +52,7 @@ def entry_name(config) -> str:
 
 
 def tf_threads() -> dict[str, int]:
-    """TensorFlow's intra-op and inter-op thread counts in this process: ``TF_NUM_INTRAOP_THREADS`` /
-    ``TF_NUM_INTEROP_THREADS`` where set, else the configured value, else TensorFlow's default of one per core."""
+    """TensorFlow's intra-op and inter-op thread counts: ``TF_NUM_*_THREADS``, else configured, else one per core."""
     import tensorflow as tf
 
     def count(env: str, configured: int) -> int:
@@ -100,9 +78,7 @@ def _stage_record(run_dir: str | os.PathLike) -> dict[str, list[dict[str, Any]]]
 
 
 def note_training(run_dir: str | os.PathLike, stage: str) -> None:
-    """Records in ``run_dir/stage_threads.json`` that ``stage`` starts (or resumes) training in this process, with
-    its :func:`tf_threads` and :func:`cpu_signature`: one record per start, so a stage resumed under other settings
-    or on another machine shows both."""
+    """Appends to ``run_dir/stage_threads.json`` that ``stage`` starts (or resumes) training, with threads and CPU."""
     if stage not in TRAINED_STAGES:
         raise ValueError(f"unknown stage {stage!r}; one of {TRAINED_STAGES}")
     record = _stage_record(run_dir)
@@ -117,9 +93,8 @@ def trained_on(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
 
 
 def rebuildable(run_dir: str | os.PathLike) -> bool | None:
-    """Whether a single-threaded retrain can repeat the stages of ``run_dir``: True when every stage recorded its
-    training and each start had one intra-op thread, False when any start had more, None when a stage has no
-    record (trained before the record existed, or taken from the weights)."""
+    """Whether a single-threaded retrain can repeat ``run_dir``'s stages: False if any start had > 1 intra-op thread,
+    None if a stage has no record, else True."""
     record = _stage_record(run_dir)
     if any(t["intra_op"] != 1 for starts in record.values() for t in starts):
         return False
@@ -132,20 +107,10 @@ def missing_stages(run_dir: str | os.PathLike) -> list[str]:
 
 def publish(config, run_dir: str | os.PathLike, command: str, committed: bool | None = None,
             root: str | os.PathLike | None = None) -> str:
-    """Copies the trained stages of ``run_dir`` into the weights folder and records them in its manifest.
+    """Copies the trained stages of ``run_dir`` into the weights folder and its manifest; returns the entry name.
 
-    Args:
-      config: the run's ``CLUE.evaluate.Config``.
-      run_dir: the run folder, whose stages are all trained.
-      command: the command line that trained them (recorded in the manifest).
-      committed: whether the files go into git (``weights/eval/<name>``) or the git-ignored cache for hosting
-        (``weights/cache/eval/<name>``); None: committed when every file is under the size limit of committed
-        weights and the committed total stays under its limit.
-      root: the folder holding ``manifest.json`` (default: ``weights/``).
-
-    Returns:
-      the manifest name of the stages.
-    """
+    ``committed``: ``weights/eval/<name>`` (git) or ``weights/cache/eval/<name>`` (hosted); None: committed if within
+    the committed weights' size limits. ``root``: the folder of ``manifest.json`` (default ``weights/``)."""
     from weights import MANIFEST
     from weights.manifest import MAX_COMMITTED_BYTES, MAX_FILE_BYTES, lock, rebuild
 
@@ -199,11 +164,8 @@ def publish(config, run_dir: str | os.PathLike, command: str, committed: bool | 
 
 
 def fetch(config, run_dir: str | os.PathLike, manifest=None) -> str:
-    """Places the published stages matching ``config`` into ``run_dir`` (sha256-checked; downloaded if hosted).
-
-    Stages already in ``run_dir`` are left as they are. Raises a :class:`UserError` naming what is published for
-    the dataset when no entry matches the run's stage settings.
-    """
+    """Places the published stages matching ``config`` into ``run_dir`` (sha256-checked; downloaded if hosted), keeping
+    stages already there; UserError naming what is published if no entry matches."""
     import weights
 
     manifest = manifest or weights.read_manifest(weights.MANIFEST)
@@ -225,11 +187,7 @@ def fetch(config, run_dir: str | os.PathLike, manifest=None) -> str:
 
 
 def published(config, manifest=None):
-    """The manifest entry (``weights.Entry``) of the published stages matching ``config``'s stage settings.
-
-    Raises:
-      UserError: none matches; the message names what is published for the dataset and how it differs.
-    """
+    """The manifest entry (``weights.Entry``) matching ``config``'s stage settings; UserError if none."""
     import weights
 
     manifest = manifest or weights.read_manifest(weights.MANIFEST)
@@ -247,9 +205,7 @@ def published(config, manifest=None):
 
 
 def _portable(path: Path) -> None:
-    """Rewrites a stage's JSON record without what no retraining repeats: the wall-clock seconds of a
-    ``metrics.json``, and the absolute run folder in a ``model.json``'s training settings (relative to the project
-    when inside it)."""
+    """Rewrites a stage's JSON record without wall-clock seconds and with run folders relative to the project."""
     record = load_json(path)
     if path.name == "metrics.json":
         record = {k: v for k, v in record.items() if not k.split("/")[-1].startswith("seconds")}
@@ -264,8 +220,7 @@ def _portable(path: Path) -> None:
 
 
 def _stage_copy(run_dir: Path, files: list[Path], staging: Path, config) -> None:
-    """Copies the stage ``files`` of ``run_dir`` into ``staging`` as they are published (JSON records made portable,
-    ``stage_config.json`` added)."""
+    """Copies the stage ``files`` of ``run_dir`` into ``staging`` as published (portable JSON, plus stage_config)."""
     for p in files:
         target = staging / p.relative_to(run_dir)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -281,12 +236,7 @@ def _stage_files(run_dir: Path) -> list[Path]:
 
 
 def needs_rebuild(config, manifest=None) -> bool:
-    """Whether ``--stages rebuild`` must retrain the published stages matching ``config``: their files are missing
-    here and no base url hosts them. (A local copy that differs is no reason: :func:`fetch` refuses it.)
-
-    Raises:
-      UserError: no published stages match ``config``.
-    """
+    """Whether ``--stages rebuild`` must retrain: the published files are missing here and not hosted."""
     import weights
     from weights.download import base_url
 
@@ -305,9 +255,7 @@ def training_folder(entry) -> Path:
 
 
 def check_rebuildable(entry) -> None:
-    """Raises a :class:`UserError` saying what to do instead when a single-threaded retrain on this machine cannot
-    repeat the sha256s of the published stages ``entry``: they trained with more than one TensorFlow thread, or on a
-    CPU with other instruction sets."""
+    """Raises UserError (saying what to do) if a single-threaded retrain here cannot repeat ``entry``'s sha256s."""
     if entry.info.get("rebuildable") is False:
         raise UserError(f"{entry.name} was trained with more than one TensorFlow thread, so a single-threaded "
                         "retrain cannot repeat its sha256s; host its files (CLUE_WEIGHTS_URL), or score a run on "
@@ -323,14 +271,8 @@ def check_rebuildable(entry) -> None:
 
 
 def install(config, run_dir: str | os.PathLike, manifest=None) -> str:
-    """Checks the stages trained in ``run_dir`` against the published entry matching ``config``, file by file
-    (sha256 of the copies :func:`publish` would make), and on a full match places them where the weights are looked
-    up (the cache, for an entry not committed), so that ``--stages weights`` runs take them from there.
-
-    Raises:
-      UserError: a stage is missing, or a retrained file differs from the published one; nothing is placed then,
-        and the message names the files.
-    """
+    """Places the stages retrained in ``run_dir`` where ``--stages weights`` looks if every sha256 matches the entry;
+    else raises UserError naming the files, and places nothing."""
     import weights
     from common.io import sha256_of
 

@@ -1,8 +1,4 @@
-"""The ground truth of the evaluation framework: a VAEAC on the joint (x, y) and its under-VAEAC (spec 6.3).
-
-Metric 1 (GT uncertainty), the reference label of metric 2 and metric 3 (``log p_gt(x)``) are computed here; see
-:mod:`CLUE.evaluation` for the definitions.
-"""
+"""The evaluation's ground truth: a VAEAC on the joint (x, y) and its under-VAEAC (spec 6.3; metrics 1-3)."""
 
 from __future__ import annotations
 
@@ -20,13 +16,7 @@ from common.training import traced
 
 @dataclass(frozen=True)
 class GroundTruth:
-    """The ground-truth pair: ``under.base`` is the VAEAC on the joint (x, y) with y last (spec 6.3).
-
-    Attributes:
-      under: the trained ``VAEAC.under.UnderVAEAC``.
-      x_dim: flat width of x; the y variable occupies the remaining columns.
-      task: ``"classification"`` or ``"regression"``.
-    """
+    """The ground truth: ``under`` (a ``VAEAC.under.UnderVAEAC``), whose ``base`` is the VAEAC on (x, y), y last."""
 
     under: object
     x_dim: int
@@ -82,16 +72,11 @@ class GroundTruth:
 
 
 def sample_artificial_xy(gt: GroundTruth, n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``sample_artificial_dataset`` with the [nb] post-processing (spec 6.3).
+    """``sample_artificial_dataset`` with the [nb] post-processing (spec 6.3): ``(x [n, x_dim], y, xy [n, D_xy])``.
 
-    ``u ~ N(0, I)`` is decoded by the under-decoder and the base decoder. Gaussian (``pred_sig``) bases are sampled
-    from their Normal; gauss_cat bases through ``selective_softmax(mode="sample")``: a Gumbel-max one-hot per
-    categorical variable and N(0, 1) noise on every continuous column (trap 10). Labels: the sampled one-hot's class
-    (classification), the *noise-free* decoder output (gauss_cat regression, as [nb]), or the Gaussian sample (wine).
-
-    Returns:
-      ``(x float32 [n, x_dim], y, xy float32 [n, D_xy])``; y is float32 ``[n]`` class indices or ``[n, 1]``.
-    """
+    ``u ~ N(0, I)`` goes through the under-decoder and the base decoder; ``pred_sig`` bases are sampled from their
+    Normal, gauss_cat ones by ``selective_softmax(mode="sample")`` (trap 10). y: the sampled class ``[n]``, the
+    noise-free decoder output (gauss_cat regression, as [nb]) or the Gaussian sample, ``[n, 1]``."""
     base = gt.vaeac
     seeds = tf.random.experimental.stateless_split(tf.constant([seed, 7], tf.int64), 2)
     out = gt.under.sample(n, seeds[0])  # [n, D'] raw base output
@@ -113,11 +98,7 @@ def sample_artificial_xy(gt: GroundTruth, n: int, seed: int) -> tuple[np.ndarray
 
 
 def make_artificial_dataset(gt: GroundTruth, real: data.Dataset, seed: int, name: str | None = None) -> data.Dataset:
-    """Draws ``N_train + N_test`` points of the real data; the first ``N_train`` are the training split ([nb]).
-
-    The result has the real dataset's flat layout, variables and class names, in normalised units (means 0,
-    stds 1), named ``art_<real name>`` by default; the training scripts take it as their ``dataset`` argument.
-    """
+    """Draws ``N_train + N_test`` points shaped like ``real`` (normalized units); the first ``N_train`` train ([nb])."""
     n_train, n_test = len(real.x_train), len(real.x_test)
     x, y, _ = sample_artificial_xy(gt, n_train + n_test, seed)
     return artificial_dataset(real, x[:n_train], y[:n_train], x[n_train:], y[n_train:], seed, name)
@@ -125,8 +106,7 @@ def make_artificial_dataset(gt: GroundTruth, real: data.Dataset, seed: int, name
 
 def artificial_dataset(real: data.Dataset, x_train, y_train, x_test, y_test, seed: int,
                        name: str | None = None) -> data.Dataset:
-    """Artificial points (drawn by :func:`make_artificial_dataset`, or reloaded) as a :class:`data.Dataset` in the
-    layout of ``real``."""
+    """Artificial points as a :class:`data.Dataset` in the layout of ``real``, named ``art_<real name>`` by default."""
     d = real.x_dim
     return data.Dataset(
         name=name or f"art_{real.name}", task=real.task, x_train=x_train, y_train=y_train, x_test=x_test,
@@ -136,20 +116,16 @@ def artificial_dataset(real: data.Dataset, x_train, y_train, x_test, y_test, see
 
 
 def gt_conditional_samples(gt: GroundTruth, x: np.ndarray, n_samples: int, seed: int):
-    """Samples of the ground-truth conditional ``p_gt(y | x)`` from the base VAEAC's prior net, y masked (spec 6.3).
-
-    Returns:
-      classification: probabilities float32 ``[N, B, C]``; regression: ``(mu [N, B], sigma [N, B])`` with
-      ``sigma = 1`` for gauss_cat bases and the decoder scale for ``pred_sig`` bases.
-    """
-    # as a graph: about two thirds of the eager time, with the same random numbers
+    """Samples of ``p_gt(y | x)`` from the base VAEAC's prior net, y masked (spec 6.3): probabilities ``[N, B, C]``, or
+    ``(mu, sigma)`` each ``[N, B]`` (sigma = 1 for gauss_cat bases)."""
+    # as a graph, with the same random numbers as eager
     return traced(gt, "conditional_samples")(tf.constant(np.asarray(x, np.float32)), n_samples,
                                              tf.constant([seed, 11], tf.int64))
 
 
 def summarize_conditional(samples, task: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(uncertainty [B], target [B])`` of conditional samples: entropy of the mean probabilities and its argmax
-    (classification), or the total std ``sqrt(mean sigma^2 + var mu)`` and the mean of mu (regression)."""
+    """``(uncertainty [B], target [B])``: entropy of the mean probabilities and its argmax, or ``sqrt(mean sigma^2 + var
+    mu)`` and the mean of mu."""
     if task == "classification":
         probs = tf.convert_to_tensor(samples)
         total = decompose_entropy_cat(probs)[0]
@@ -170,11 +146,8 @@ def gt_predictive(gt: GroundTruth, x: np.ndarray, n_samples: int = 500, seed: in
 
 def log_px(gt: GroundTruth, x: np.ndarray, n_samples: int = 1000, seed: int = 0,
            max_rows: int = 1 << 16) -> np.ndarray:
-    """Importance-sampled ``log p_gt(x)`` ``[n]`` under the under-VAEAC (metric 3, ``get_VAEAC_px[_gauss_cat]``).
-
-    The proposal is ``q(u | x) = under-encoder(base prior-net mean given x, y masked)``; see the module docstring.
-    By Jensen's inequality the estimate is biased low, and the bias shrinks as ``n_samples`` grows.
-    """
+    """Importance-sampled ``log p_gt(x)`` ``[n]`` under the under-VAEAC (metric 3, ``get_VAEAC_px[_gauss_cat]``); biased
+    low (Jensen's inequality), less so as ``n_samples`` grows."""
     x = np.asarray(x, np.float32)
     step = max(1, max_rows // n_samples)
     chunk = traced(gt, "log_px_chunk")  # as a graph, as gt_conditional_samples

@@ -1,8 +1,4 @@
-"""Which points are explained, and how an explanation is scored against the ground truth (spec 6.4).
-
-Every metric is kept per explained point (:class:`PointScores`), so that the means reported for a sweep value can
-carry a bootstrap interval over the points (:mod:`CLUE.evaluation.report`).
-"""
+"""Which points are explained, and how explanations are scored against the ground truth, per point (spec 6.4)."""
 
 from __future__ import annotations
 
@@ -21,8 +17,7 @@ TARGETS = ("aleatoric", "epistemic")
 
 @dataclass(frozen=True)
 class DatasetSettings:
-    """Per-dataset selection thresholds of [nb]: BNN U_ale >= tau_a, U_epi >= tau_e (entropies for classification,
-    stds for regression; spec 6.4). They were tuned on the authors' own artificial draw."""
+    """Per-dataset selection thresholds of [nb]: BNN U_ale >= tau_a, U_epi >= tau_e (entropies or stds; spec 6.4)."""
 
     tau_aleatoric: float
     tau_epistemic: float
@@ -51,8 +46,7 @@ def select_uncertain(u: dict[str, np.ndarray], target: str, threshold: float) ->
 
 
 def selection_threshold(u: dict[str, np.ndarray], target: str, dataset: str, quantile: float | None) -> float:
-    """The [nb] constant of ``dataset`` (``quantile=None``), or the ``quantile`` of the BNN's ``target``
-    uncertainty over the given rows (0.8: the 20% most uncertain, as the paper's text describes the selection)."""
+    """The [nb] constant of ``dataset`` (``quantile=None``), or the ``quantile`` of the BNN's ``target`` uncertainty."""
     if quantile is None:
         return SETTINGS[dataset].threshold(target)
     if not 0.0 <= quantile < 1.0:
@@ -61,8 +55,7 @@ def selection_threshold(u: dict[str, np.ndarray], target: str, dataset: str, qua
 
 
 def error_terms(preds: np.ndarray, gt_target: np.ndarray, task: str) -> np.ndarray:
-    """Per row: 1 where the BNN's argmax misses the GT label (classification), or the squared error against the GT
-    mean (regression); :func:`error_from_terms` turns them into metric 2's error."""
+    """Per row: 1 where the BNN's argmax misses the GT label, or the squared error against the GT mean (metric 2)."""
     if task == "classification":
         return (np.argmax(preds, axis=-1) != gt_target).astype(np.float64)
     return (np.reshape(preds, -1).astype(np.float64) - gt_target) ** 2
@@ -90,8 +83,7 @@ class EvalBudget:
 
 @dataclass
 class Reference:
-    """The explained points ``x0 [n, D]`` with their GT uncertainty, GT target, BNN error and log p(x);
-    ``error_terms [n]`` are the per-point terms of ``error`` (:func:`error_terms`)."""
+    """The explained points ``x0 [n, D]``: GT uncertainty, GT target, BNN error (``error_terms [n]``), log p(x)."""
 
     x0: np.ndarray
     gt_uncertainty: np.ndarray
@@ -110,17 +102,11 @@ class Reference:
 
 @dataclass(frozen=True)
 class SweepPoint:
-    """One method at one sweep value, averaged over the explained points.
+    """One method at one sweep value ``param`` (CLUE's lambda, U-FIDO's L1 weight, a step), averaged over the points.
 
-    Attributes:
-      param: the sweep value (CLUE's lambda, U-FIDO's L1 weight, the sensitivity step size).
-      mean_delta_h: mean of ``H_gt(x0) - H_gt(xc)`` (positive = GT uncertainty reduced).
-      delta_err: ``err(X0) - err(Xc)``, each against the GT label/mean at its own inputs (positive = BNN error
-        reduced).
-      mean_log_px: mean importance-sampled ``log p_gt(xc)``.
-      mean_l1: mean ``sum_j |x0_j - xc_j|``.
-      mean_bnn_delta: mean reduction of the targeted BNN uncertainty.
-    """
+    ``mean_delta_h``: mean ``H_gt(x0) - H_gt(xc)``; ``delta_err``: ``err(X0) - err(Xc)``, each against the GT at its
+    own inputs; ``mean_log_px``: mean ``log p_gt(xc)``; ``mean_l1``: mean ``sum_j |x0_j - xc_j|``;
+    ``mean_bnn_delta``: mean reduction of the targeted BNN uncertainty."""
 
     method: str
     target: str
@@ -141,8 +127,7 @@ class SweepPoint:
 
 @dataclass(frozen=True)
 class PointScores:
-    """The metrics of one sweep value per explained point ``[n]``, float64: their means (metric 2: the errors'
-    difference) are the :class:`SweepPoint`, and resampling the points gives its intervals."""
+    """The metrics of one sweep value per explained point ``[n]``, float64; their means make the :class:`SweepPoint`."""
 
     delta_h: np.ndarray
     err0: np.ndarray

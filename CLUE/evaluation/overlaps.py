@@ -1,23 +1,17 @@
-"""CLUE against each baseline wherever their sweeps overlap, summarised per overlap, with Holm's correction.
+"""CLUE against each baseline wherever their sweeps overlap, summarized per overlap, with Holm's correction.
 
-A fixed grid of distances decides which comparisons exist: two sweeps that overlap between grid points are never
-compared. Here every overlap is examined. For a target and a pair of methods, the common range of mean L1 is
-``[max(lo_a, lo_b), min(hi_a, hi_b)]`` (each method's range is the span of its sweep's mean L1s); the headline
-metric of each method is interpolated (:func:`CLUE.evaluation.report._at_distance`, between adjacent sweep values)
-at ``n_grid`` evenly spaced distances across it, and the overlap's statistic is the mean gap over those distances,
+For a target and a pair of methods, over the common range of mean L1 ``[max(lo_a, lo_b), min(hi_a, hi_b)]``, each
+headline metric is interpolated between adjacent sweep values at ``n_grid`` evenly spaced distances d_k, and
 
     gap = (1 / K) * sum_k [m_CLUE(d_k) - m_base(d_k)],
 
-with a paired bootstrap over the explained points (the same resamples for both methods). Its two-sided bootstrap
-p-value is ``min(1, 2 * min(P*(gap <= 0), P*(gap >= 0)))`` with ``P*`` counted over resamples (at least
-``1 / (B + 1)``). Across the comparisons of a study (every dataset, seed, target and baseline of a switch), Holm's
-step-down procedure controls the family-wise error rate at ``alpha``: a comparison is ``CLUE better`` or
-``baseline better`` only where it is rejected after Holm, ``no clear winner`` otherwise, and ``not measurable``
-where every resampled gap is exactly zero (the metric does not move: e.g. no selected point the BNN gets wrong).
+with a paired bootstrap over the explained points and two-sided p-value
+``min(1, 2 * min(P*(gap <= 0), P*(gap >= 0)))`` (at least ``1 / (B + 1)``). Holm's step-down procedure over a
+study's comparisons controls the family-wise error at ``alpha``: ``CLUE better`` / ``baseline better`` only where
+rejected, else ``no clear winner``; ``not measurable`` where every resampled gap is zero.
 
-#### References
-Holm, S. "A simple sequentially rejective multiple test procedure." Scandinavian Journal of Statistics 6 (1979).
-Efron, B. & Tibshirani, R. An Introduction to the Bootstrap, chapter 16 (1993).
+Holm, S. "A simple sequentially rejective multiple test procedure." Scand. J. Statistics 6 (1979).
+Efron, B., Tibshirani, R. An Introduction to the Bootstrap, chapter 16 (1993).
 """
 
 from __future__ import annotations
@@ -45,11 +39,8 @@ def overlap_gap(table, target: str, method: str, baseline: str, per_point: dict,
                 n_boot: int = N_BOOT, seed: int = 0) -> dict | None:
     """The mean headline gap ``method - baseline`` over the common L1 range of their sweeps for one target.
 
-    Returns:
-      None where the sweeps do not overlap; else a dict with ``l1_lo``, ``l1_hi``, ``gap`` (from the sweep means),
-      ``gap_lo`` / ``gap_hi`` (the ``LEVEL`` bootstrap interval), ``p_value`` and ``measurable``; the interval and
-      p-value are None where a sweep value's per-point scores are missing.
-    """
+    None where the sweeps do not overlap; else a dict with ``l1_lo``, ``l1_hi``, ``gap`` (sweep means), ``gap_lo`` /
+    ``gap_hi`` (``LEVEL`` bootstrap interval), ``p_value`` (None without per-point scores) and ``measurable``."""
     a, b = _sorted_group(table, target, method), _sorted_group(table, target, baseline)
     if a is None or b is None:
         return None
@@ -79,8 +70,7 @@ def overlap_gap(table, target: str, method: str, baseline: str, per_point: dict,
 
 
 def bootstrap_p_value(samples: np.ndarray) -> float:
-    """Two-sided bootstrap p-value of ``samples`` against zero: ``min(1, 2 min(P(s <= 0), P(s >= 0)))``, at least
-    ``1 / (B + 1)``."""
+    """Two-sided bootstrap p-value against zero: ``min(1, 2 min(P(s <= 0), P(s >= 0)))``, at least ``1 / (B + 1)``."""
     b = len(samples)
     tail = min(np.sum(samples <= 0), np.sum(samples >= 0))
     return float(min(1.0, max(2.0 * tail / b, 1.0 / (b + 1))))
@@ -120,8 +110,7 @@ def call(row: dict, rejected: bool) -> str:
 
 
 def scorecard(comparisons: list[dict], alpha: float = ALPHA) -> list[dict]:
-    """Holm-corrected calls for a family of overlap comparisons (e.g. every run of a switch), each row with its
-    ``call`` and ``holm_rejected``. Rows without a p-value or not measurable do not enter the family."""
+    """Holm-corrected ``call`` and ``holm_rejected`` for a family of overlap comparisons (measurable, with p-values)."""
     family = [i for i, r in enumerate(comparisons) if r["measurable"] and r["p_value"] is not None]
     rejected = holm([comparisons[i]["p_value"] for i in family], alpha)
     decided = dict(zip(family, rejected))

@@ -1,14 +1,9 @@
 """The evaluation pipeline (paper section 5.1, spec 6.3, 6.4): the real data loaded once, flowing through every stage.
 
-``real`` (``data.load``) -> ground-truth VAEAC and under-VAEAC (``VAEAC.train``) -> artificial data
-(:func:`CLUE.evaluation.make_artificial_dataset`, saved as ``artificial.npz``) -> BNN, CLUE's VAE and U-FIDO's
-in-filling VAEAC, each trained by its script's ``main(config, dataset=...)`` on that data object -> the explained sets
-and their references -> the sweeps of every registered method (:data:`CLUE.evaluation.METHODS`) -> ``results.json``.
-
-Each stage is resumable: a finished stage (its ``metrics.json``) is reused and an interrupted training run resumes
-from its checkpoint; each scored sweep value is journalled. ``python -m CLUE.evaluate`` is the command line over
-:func:`main`; :mod:`CLUE.stages` publishes and fetches the trained stages as weights and knows nothing of this
-module: :func:`rebuild_stages` retrains published stages here and hands them to :func:`CLUE.stages.install`.
+``real`` (``data.load``) -> ground-truth VAEAC and under-VAEAC -> artificial data (``artificial.npz``) -> BNN, CLUE's
+VAE and U-FIDO's in-filling VAEAC (each script's ``main(config, dataset=...)``) -> explained sets -> sweeps of
+:data:`CLUE.evaluation.METHODS` -> ``results.json``. Every stage is resumable; ``python -m CLUE.evaluate`` is the
+command line of :func:`main`.
 """
 
 from __future__ import annotations
@@ -106,8 +101,8 @@ class Config:
 
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
-    # tens of minutes per dataset on 2 CPU cores: fewer epochs with larger learning rates, shorter chains,
-    # fewer Monte Carlo samples, 8 values per sweep over the paper's ranges, at most 300 explained points per target
+    # for a 2-core CPU: fewer epochs with larger learning rates, shorter chains, fewer Monte Carlo samples,
+    # 8 values per sweep over the paper's ranges, at most 300 explained points per target
     "fast": {"gt_max_epochs": 60, "gt_early_stop": 20, "gt_lr": 1e-3, "under_epochs": 60, "under_lr": 1e-3,
              "bnn_epochs": 300, "bnn_burn_in": 60, "bnn_save_every": 4, "bnn_n_saves": 60,
              "vae_max_epochs": 60, "vae_lr": 1e-3, "vae_early_stop": 20, "art_vaeac_max_epochs": 60,
@@ -124,9 +119,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-# Bumped whenever a metric's definition changes, so that results.json files scored under an older definition are
-# recomputed (from the trained stages, which stay valid) rather than reused. 2: metric 2 scores X_c against the
-# ground truth at X_c. 3: per-point scores, bootstrap intervals and verdicts.
+# bumped when a metric's definition changes: older results.json files are then rescored (the stages stay valid)
 RESULTS_VERSION = 3
 
 
@@ -141,7 +134,7 @@ STAGE_SOURCES = ("train", "weights", "rebuild")
 
 
 def saved_settings(saved: dict[str, Any]) -> dict[str, Any]:
-    """A saved run's config, with settings added since it ran set to their defaults (the behaviour it ran with)."""
+    """A saved run's config, with settings added since it ran set to their defaults (the behavior it ran with)."""
     return {**jsonable(dataclasses.asdict(Config())), **saved}
 
 
@@ -153,8 +146,7 @@ def same_results(saved: dict[str, Any], config: Config) -> bool:
 
 @contextlib.contextmanager
 def _timed(run_dir: Path, stage: str):
-    """Adds the wall seconds spent in ``stage`` to ``run_dir/timings.json`` (summed over resumes; a reused stage
-    adds about nothing), so that a finished run states what each stage cost on its machine."""
+    """Adds the wall seconds spent in ``stage`` to ``run_dir/timings.json`` (summed over resumes)."""
     start = time.perf_counter()
     try:
         yield
@@ -171,12 +163,8 @@ def _done(run_dir: Path) -> bool:
 
 def script_config(config: Config, script: type, prefixes: dict[str, str], renames: dict[str, str] | None = None,
                   **fixed: Any):
-    """A training script's Config from this run's settings: every field ``<prefix><name>`` becomes the script's
-    ``<prefixes[prefix]><name>`` (``renames`` for the few whose names differ), plus the ``fixed`` values.
-
-    Raises:
-      TypeError: a prefixed setting has no field of that name in the script's Config (a renamed field there).
-    """
+    """A training script's Config from this run's settings: field ``<prefix><name>`` -> ``<prefixes[prefix]><name>``
+    (or ``renames``), plus the ``fixed`` values; TypeError for a field the script lacks."""
     fields = {f.name for f in dataclasses.fields(script)}
     values = {}
     for f in dataclasses.fields(config):
@@ -216,8 +204,7 @@ def train_ground_truth(config: Config, run_dir: Path, real: data.Dataset) -> ev.
 
 
 def artificial_dataset(config: Config, run_dir: Path, gt: ev.GroundTruth, real: data.Dataset) -> data.Dataset:
-    """Stage 2: draws the artificial data, or reloads the saved draw (a resumed run must explain the data its models
-    were trained on)."""
+    """Stage 2: draws the artificial data, or reloads the saved draw (so a resumed run explains its models' data)."""
     path = run_dir / "artificial.npz"
     if path.exists():
         with np.load(path) as saved:
@@ -230,9 +217,7 @@ def artificial_dataset(config: Config, run_dir: Path, gt: ev.GroundTruth, real: 
 
 
 def train_art_models(config: Config, run_dir: Path, ds: data.Dataset) -> tuple[Posterior, Any, Any]:
-    """Stage 3: BNN, CLUE VAE and in-filling VAEAC on the artificial training split (each through its script's
-    ``main(config, dataset=ds)``, the settings ``bnn_*``, ``vae_*``, ``art_vaeac_*`` mapped by
-    :func:`script_config`)."""
+    """Stage 3: BNN, CLUE VAE and in-filling VAEAC on the artificial training split (via :func:`script_config`)."""
     latent = data.spec(config.dataset).latent_dim
     common = {"dataset": ds.name, "seed": config.seed, "progress": config.progress}
     if not _done(run_dir / "bnn"):
@@ -257,8 +242,7 @@ def train_art_models(config: Config, run_dir: Path, ds: data.Dataset) -> tuple[P
 
 
 def trained_stages(config: Config, run_dir: Path, real: data.Dataset | None = None) -> Stages:
-    """Stages 1-3 in ``run_dir``: each trained unless finished there, then loaded. ``real``: the real dataset, if
-    the caller has it loaded already."""
+    """Stages 1-3 in ``run_dir``: each trained unless finished there, then loaded (``real``: if already loaded)."""
     real = real if real is not None else data.load(config.dataset, data_dir=config.data_dir)
     gt = train_ground_truth(config, run_dir, real)
     ds = artificial_dataset(config, run_dir, gt, real)
@@ -266,8 +250,7 @@ def trained_stages(config: Config, run_dir: Path, real: data.Dataset | None = No
 
 
 def train_stages(config: Config) -> Path:
-    """Stages 1-3 only, in ``config.out`` (seeded as :func:`main` seeds them): what :func:`rebuild_stages` runs in
-    a fresh process. Returns the run folder."""
+    """Stages 1-3 only, in ``config.out``, seeded as :func:`main` (run by :func:`rebuild_stages`); returns it."""
     set_seed(config.seed)
     run_dir = make_run_dir(config.out, dataclasses.asdict(config), kind="CLUE.evaluate")
     trained_stages(config, run_dir)
@@ -275,14 +258,8 @@ def train_stages(config: Config) -> Path:
 
 
 def rebuild_stages(config: Config, manifest=None) -> str:
-    """Retrains the published stages matching ``config`` in a fresh single-threaded process
-    (:data:`CLUE.stages.SINGLE_THREAD_ENV`), in the run folder of their entry's command (stages found finished
-    there are reused), then installs them (:func:`CLUE.stages.install`). Returns the entry's name.
-
-    Raises:
-      UserError: no entry matches, it cannot be repeated on this machine (:func:`CLUE.stages.check_rebuildable`),
-        the training fails, or a retrained file differs from the published one.
-    """
+    """Retrains the published stages matching ``config`` in a fresh single-threaded process, in the run folder of the
+    entry's command, then :func:`CLUE.stages.install`s them; returns the entry's name (UserError on any mismatch)."""
     import weights
 
     manifest = manifest or weights.read_manifest(weights.MANIFEST)
@@ -301,12 +278,7 @@ def rebuild_stages(config: Config, manifest=None) -> str:
 
 
 def load_trained_run(run_dir: str | Path) -> tuple[Config, Stages]:
-    """A run's settings and trained stages, loaded without training or writing anything (for diagnostics that
-    rescore a run).
-
-    Raises:
-      UserError: ``run_dir`` is not a ``CLUE.evaluate`` run, or one of its stages is not trained yet.
-    """
+    """A run's settings and trained stages, loaded without training or writing (UserError if not a finished run)."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").exists():
         raise UserError(f"{run_dir} has no config.json: pass a directory written by python -m CLUE.evaluate")
@@ -319,8 +291,8 @@ def load_trained_run(run_dir: str | Path) -> tuple[Config, Stages]:
 
 
 def make_sweep(config: Config) -> ev.Sweep:
-    """The sweep of ``config``; ``original_config`` sets the authors' gradient and, on classification, U-FIDO's
-    MNIST normalisation (the original ``fit_cat`` applies it; ``fit_gauss``, for regression, does not)."""
+    """The sweep of ``config``; ``original_config``: the authors' gradient and, on classification, U-FIDO's MNIST
+    normalization (``fit_cat`` applies it, ``fit_gauss`` does not)."""
     original = config.original_config
     return ev.Sweep.paper(
         {m: getattr(config, f"n_{m}") for m in ev.METHODS},
@@ -332,11 +304,8 @@ def make_sweep(config: Config) -> ev.Sweep:
 
 def explained_sets(config: Config, gt: ev.GroundTruth, bnn, ds: data.Dataset,
                    budget: ev.EvalBudget) -> tuple[dict[str, ev.Reference], dict[str, Any]]:
-    """Stage 4a: uncertain test points per target (at most ``max_explained``, a seeded subset) and their references.
-
-    The info of each target gives the threshold used, and the fraction of test points that the [nb] constant and
-    the top-20% quantile would each select, so that runs under either rule can be read side by side.
-    """
+    """Stage 4a: uncertain test points per target (at most ``max_explained``, a seeded subset) and their references;
+    each target's info records the threshold and the fractions the [nb] constant and top-20% quantile select."""
     u = ev.bnn_uncertainties(bnn, ds.x_test)
     rng = np.random.default_rng(config.seed)
     refs, info = {}, {}
@@ -365,8 +334,7 @@ def explained_sets(config: Config, gt: ev.GroundTruth, bnn, ds: data.Dataset,
 
 
 def publish_command(config: Config) -> str:
-    """The command that trains the stages of ``config`` (recorded in the manifest): its settings as flags, the run
-    folder relative to the project root where it lies inside it."""
+    """The command that trains the stages of ``config`` (for the manifest), its run folder relative to the project."""
     out = Path(config.out).resolve()
     if out.is_relative_to(PROJECT_ROOT):
         config = dataclasses.replace(config, out=str(out.relative_to(PROJECT_ROOT)))

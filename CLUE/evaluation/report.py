@@ -1,10 +1,8 @@
 """Tables, comparisons at equal distance with bootstrap intervals, verdicts and the paper's figure (spec 6.4).
 
-Methods are compared at common mean L1 distances. A method's value at a distance is interpolated linearly between
-the two *adjacent* values of its sweep (in sweep order) whose mean L1s enclose that distance; outside its swept
-range it has no value (no extrapolation). Intervals come from resampling the explained points with replacement (the
-same resamples for every method of a target, since they explain the same points), so a difference between two
-methods gets a paired interval; a verdict names a best method only where that interval excludes zero.
+A method's value at a mean L1 distance is interpolated linearly between the two adjacent sweep values whose mean
+L1s enclose it (no extrapolation). Intervals resample the explained points with replacement, with the same
+resamples for every method of a target, so differences get paired intervals.
 """
 
 from __future__ import annotations
@@ -53,8 +51,7 @@ def interval(samples: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
 
 def point_intervals(points: list[SweepPoint], per_point: dict, task: str, n_boot: int = N_BOOT,
                     seed: int = 0) -> list[dict]:
-    """Each sweep point as a dict with ``<field>_lo`` / ``<field>_hi`` bootstrap bounds of its means where its
-    per-point scores exist."""
+    """Each sweep point as a dict, with ``<field>_lo`` / ``<field>_hi`` bootstrap bounds where per-point scores are."""
     rows = []
     for p in points:
         row = dataclasses.asdict(p)
@@ -68,8 +65,7 @@ def point_intervals(points: list[SweepPoint], per_point: dict, task: str, n_boot
 
 
 def _bracket(l1: np.ndarray, dist: float) -> tuple[int, float] | None:
-    """``(i, w)``: the first adjacent pair ``i, i + 1`` in sweep order whose L1s enclose ``dist``, and the weight of
-    ``i + 1``; None where no pair does (outside the swept range)."""
+    """``(i, w)``: the first adjacent pair ``i, i + 1`` whose L1s enclose ``dist``, the weight of ``i + 1``; or None."""
     for i in range(len(l1) - 1):
         a, b = l1[i], l1[i + 1]
         if min(a, b) <= dist <= max(a, b):
@@ -118,18 +114,9 @@ def _equal_distance(table, distances, per_point, task, n_boot, seed):
 
 def compare_at_distance(table, distances=DISTANCES, per_point: dict | None = None, task: str | None = None,
                         n_boot: int = N_BOOT, seed: int = 0, level: float = LEVEL) -> list[dict]:
-    """Each method's GT metrics at common mean L1 distances (NaN outside its sweep's range).
-
-    Args:
-      table: :func:`points_table` output (or ``table.csv`` read back).
-      distances: mean L1 distances at which to compare.
-      per_point: the sweeps' per-point scores (``run_sweeps(...).per_point``) and the dataset's ``task``: each value
-        then gets ``<name>_lo`` / ``<name>_hi`` bootstrap bounds over the explained points.
-
-    Returns:
-      one dict per (target, method, distance) with ``delta_h``, ``delta_err`` and ``log_px``, and ``lam_lo`` /
-      ``lam_hi``, the adjacent sweep values interpolated between.
-    """
+    """Each method's GT metrics at common mean L1 ``distances`` (NaN outside its sweep's range): one dict per (target,
+    method, distance) with ``delta_h``, ``delta_err``, ``log_px``, ``lam_lo`` / ``lam_hi`` (the sweep values around),
+    and, given ``per_point`` scores and ``task``, ``<name>_lo`` / ``<name>_hi`` bootstrap bounds."""
     found = _equal_distance(table, distances, per_point, task, n_boot, seed)
     rows = []
     for target, by_target in table.groupby("target"):
@@ -146,13 +133,9 @@ def compare_at_distance(table, distances=DISTANCES, per_point: dict | None = Non
 
 def verdicts(table, per_point: dict, task: str, distances=DISTANCES, n_boot: int = N_BOOT, seed: int = 0,
              level: float = LEVEL) -> list[dict]:
-    """Per target and distance: which method reduces the headline metric most (``delta_h`` for aleatoric,
-    ``delta_err`` for epistemic) among those whose sweeps reach that distance, and whether it is ahead.
-
-    ``verdict`` is ``best`` when the paired bootstrap interval of (best - runner-up) excludes zero, ``tie`` when it
-    does not (or when the per-point scores needed for it are missing), and ``alone`` where one method only reaches
-    the distance (no comparison).
-    """
+    """Per target and distance, the method with the largest headline metric (``delta_h``, ``delta_err``): ``best``
+    if the paired bootstrap interval of (best - runner-up) excludes zero, ``tie`` if not (or without per-point
+    scores), ``alone`` if only one method reaches the distance."""
     found = _equal_distance(table, distances, per_point, task, n_boot, seed)
     out = []
     for target in sorted(set(table["target"])):
@@ -185,9 +168,7 @@ SHORT_METRIC = {"aleatoric": "dH", "epistemic": "d_err"}  # the metric as figure
 
 
 def off_axis_note(curves, left: float, bottom: float, x_label: str = "log p(x)", y_label: str = "metric") -> str:
-    """Says which points a plot's cut axes leave out: per method, how many fall left of ``left`` (with the lowest x)
-    and how many below ``bottom`` (with the lowest y), one line each. ``curves`` maps a method to its (x, y)
-    pairs. Empty when nothing is cut. The plots write it on the figure, so that a reader sees what the cut hides."""
+    """Per method, how many of ``curves``' (x, y) points fall left of ``left`` or below ``bottom``, and how far."""
     parts = []
     for method, xy in curves.items():
         xy = np.asarray(list(xy), dtype=float).reshape(-1, 2)
@@ -199,11 +180,10 @@ def off_axis_note(curves, left: float, bottom: float, x_label: str = "log p(x)",
 
 def plot_sweeps(points: list[SweepPoint], target: str, log_px_x0: float, n_points: int, path,
                 title: str = "", max_log_px_drop: float = 15.0) -> None:
-    """The paper's figure for one target: the GT metric against mean L1 and against mean log p(x), with the mean
-    log p(X0) as a vertical line; one curve per method. Aleatoric uses -dH, epistemic uses -d_err (as [nb]).
-    The log p(x) axis is cut ``max_log_px_drop`` nats below log p(X0), and the metric axis 1.5x its best value below
-    zero: large sensitivity steps fall far off both; the figure says how many and how far (``off_axis_note``), and
-    their values are in ``table.csv``."""
+    """The paper's figure for one target: the metric (dH or d_err) against mean L1 and against mean log p(x).
+
+    One curve per method; mean log p(X0) as a vertical line. The log p(x) axis is cut ``max_log_px_drop`` nats below
+    log p(X0), the metric axis 1.5x its best value below zero; the figure notes what is cut (:func:`off_axis_note`)."""
     from matplotlib.figure import Figure
 
     key, label = (("mean_delta_h", "GT uncertainty reduction  H(x0) - H(xc)") if target == "aleatoric" else
@@ -248,14 +228,8 @@ def plot_sweeps(points: list[SweepPoint], target: str, log_px_x0: float, n_point
 
 
 def summarize_seeds(runs: list[dict]) -> list[dict]:
-    """The study over seeds: per dataset, target, method and distance, the mean of the per-seed interpolated
-    metrics with their spread (min, max over seeds) and each seed's own bootstrap interval; and per dataset,
-    target and distance, how many seeds name each method best (``verdict == "best"``) or call a tie.
-
-    Args:
-      runs: ``results.json`` dicts of ``CLUE.evaluate`` (one per dataset and seed), each with ``at_equal_distance``
-        and ``verdicts``.
-    """
+    """The study over seeds, from ``results.json`` dicts of ``CLUE.evaluate`` (one per dataset and seed): per method and
+    distance the mean, min, max and per-seed metrics; per distance how many seeds name each method best or tie."""
     values: dict[tuple, list[dict]] = {}
     calls: dict[tuple, list[dict]] = {}
     for run in runs:

@@ -1,9 +1,4 @@
-"""The three methods over their sweeps, scored point by point, with a resumable journal (spec 6.4).
-
-Each scored sweep value is appended to a JSON-lines journal as soon as it is done, and its per-point scores are
-saved beside it (``<journal stem>/<key>.npz``), so an interrupted sweep resumes where it stopped and the report can
-bootstrap over the explained points.
-"""
+"""The three methods over their sweeps, scored point by point, with a resumable journal (spec 6.4)."""
 
 from __future__ import annotations
 
@@ -50,15 +45,10 @@ def sensitivity_grid(n: int) -> tuple[float, ...]:
 
 @dataclass(frozen=True)
 class Sweep:
-    """Sweep grids and method settings ([nb]: 30 lambdas in [1e-4, 30], 30 L1w in [1e-5, 100], 20 steps in
-    [1e-3, 200], all log-spaced; CLUE lr 0.1, 55/65 steps for aleatoric/epistemic, early-stopping window 3; U-FIDO
-    3000 points a batch).
+    """Sweep grids and method settings ([nb] defaults; CLUE lr 0.1, 55/65 steps for aleatoric/epistemic, window 3).
 
-    ``bnn_gradient`` is the BNN input gradient the methods follow: ``exact``, or ``torch13``, the original's under
-    torch 1.3 (``CLUE.compat.OriginalGradientMLP``; DEVIATIONS.md). Scoring always uses the exact BNN.
-    ``ufido_mnist_norm`` applies the original ``fit_cat``'s MNIST input normalisation inside U-FIDO's objective
-    (spec trap 27). ``clue_batch`` rows are optimised together (rows are independent).
-    """
+    ``bnn_gradient``: the BNN input gradient the methods follow, ``exact`` or ``torch13`` (:mod:`CLUE.compat`); scoring
+    always uses the exact BNN. ``ufido_mnist_norm``: the original ``fit_cat``'s MNIST normalization (spec trap 27)."""
 
     clue_lambdas: tuple[float, ...] = clue_grid(30)
     ufido_l1ws: tuple[float, ...] = ufido_grid(30)
@@ -115,9 +105,8 @@ def _explain_sensitivity(target: str, lam: float, x0: np.ndarray, bnn, vae, vaea
 
 @dataclass(frozen=True)
 class Method:
-    """A method the evaluation sweeps: its name in results, its label, the :class:`Sweep` field holding its values,
-    the [nb] grid of ``n`` values and its [nb] size, and ``explain(target, value, x0, bnn, vae, vaeac, sweep, seed)
-    -> xc``."""
+    """A swept method: name, label, :class:`Sweep` grid field, [nb] grid and size, and
+    ``explain(target, value, x0, bnn, vae, vaeac, sweep, seed) -> xc``."""
 
     name: str
     label: str
@@ -145,8 +134,7 @@ def explain(method: str, target: str, lam: float, x0: np.ndarray, bnn, vae=None,
 
 
 class SweepResults(list):
-    """The scored sweep values, a list of :class:`SweepPoint` in job order, with ``per_point``: their per-point
-    scores keyed by ``(target, method, lam)`` where they were kept (journals written before they were lack them)."""
+    """The scored :class:`SweepPoint` list in job order, with ``per_point`` scores keyed ``(target, method, lam)``."""
 
     def __init__(self, points, per_point):
         super().__init__(points)
@@ -157,12 +145,8 @@ def run_sweeps(gt: GroundTruth, bnn, refs: dict[str, Reference], vae, vaeac, swe
                methods=METHODS, progress: bool = True, journal: str | os.PathLike | None = None) -> SweepResults:
     """Every method over its grid, for each target's explained set; one :class:`SweepPoint` per value.
 
-    Args:
-      journal: a JSON-lines file to which each finished point is appended as soon as it is scored. A later call
-        with the same journal reuses the points it holds for the same explained points, sweep settings and budget
-        (a fingerprint of all three is stored with each line), so an interrupted sweep resumes where it stopped.
-        Points scored under other settings are ignored, and an unreadable last line (a crash mid-write) is skipped.
-    """
+    Each scored value is appended to the JSON-lines ``journal`` at once (per-point scores beside it, in
+    ``<journal stem>/``); a later call reuses the points with the same fingerprint and skips a torn last line."""
     fingerprints = {t: sweep_fingerprint(ref, sweep, budget) for t, ref in refs.items()}
     explaining_bnn = OriginalGradientMLP.from_posterior(bnn) if sweep.bnn_gradient == "torch13" else bnn
     saved = read_journal(journal) if journal is not None else {}
@@ -194,8 +178,7 @@ def run_sweeps(gt: GroundTruth, bnn, refs: dict[str, Reference], vae, vaeac, swe
     return SweepResults(points, per_point)
 
 
-# Sweep settings added after journals existed, with the value older journals were scored under: left out of the
-# fingerprint at that value, so those journals still match.
+# settings left out of the fingerprint at these values, so that journals scored before they existed still match
 _ADDED_LATER = {"bnn_gradient": "exact", "ufido_mnist_norm": False, "clue_batch": 256}
 
 
@@ -257,9 +240,8 @@ def read_journal(path) -> dict[tuple, SweepPoint]:
 
 
 def save_point_scores(path: str | os.PathLike, per_point: dict) -> None:
-    """Every sweep value's per-point scores in one compressed npz, compact enough to commit: keys
-    ``<target>/<method>/<value>/<field>`` in float32 (``err0``, the same for every value of a target, once as
-    ``<target>/err0``), so that anyone can recompute every interval and verdict (:func:`load_point_scores`)."""
+    """Every sweep value's per-point scores in one compressed float32 npz (read by :func:`load_point_scores`): keys
+    ``<target>/<method>/<value>/<field>``, and ``err0``, the same for every value of a target, as ``<target>/err0``."""
     arrays = {}
     for (target, method, lam), scores in sorted(per_point.items()):
         arrays.setdefault(f"{target}/err0", np.asarray(scores.err0, np.float32))
