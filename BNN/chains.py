@@ -1,26 +1,13 @@
 """Placement of parallel SG-HMC chains on ``tf.distribute``, and their checkpoints.
 
-``python -m BNN.train --chains K`` runs K independent chains and pools their samples into one posterior of
-``K * n_saves`` samples. Chain k is seeded ``seed + chain_offset + k`` (initial weights, minibatch order and sampler
-draws: each chain owns its generators) and trains on the data split of ``--seed``, so it is the chain that
-``python -m BNN.train --seed seed --chain-offset k`` runs alone ("sequential chains"): bit for bit when the parallel
-run places one chain per replica (the single-chain computation), and up to the float rounding of batched matrix
-products when a replica vectorises several (rounding the chaotic dynamics amplify over many steps). The training
-loop that drives them is ``BNN.train.train``; their convergence diagnostics are in ``BNN.diagnostics``.
-
-Placement. The K chains are split into one *group* per replica of the ``tf.distribute`` strategy
-(``--strategy default``: one device; ``mirrored``: every local GPU, or every logical CPU device when there is no
-GPU; ``multiworker``: ``MultiWorkerMirroredStrategy`` over the cluster in ``TF_CONFIG``). Within a group the
-chains are vectorised: parameters carry a leading chain axis, every chain takes its own minibatch, and one batched
-forward/backward pass and one elementwise sampler update move them all (``BNN.sghmc`` with one seed per chain).
-Each epoch is one ``strategy.run``: replica r moves its own group, which lives on its device (the chains are
-independent, so there is no cross-replica reduction); per-chain outputs and, at the end, the weight samples are
-collected with ``strategy.gather`` in chain order.
-
-Checkpoints (:class:`ChainCheckpoints`): every group has its own ``tf.train.CheckpointManager`` under
-``ckpt/chains_<first>-<last>/`` (weights, sampler state, generators, sample buffer, epoch), so a run resumes where
-it stopped, chain by chain, with the same ``--chains`` and the same number of replicas.
-"""
+``python -m BNN.train --chains K`` runs K independent chains, chain k seeded ``seed + chain_offset + k`` on the data
+split of ``--seed``, and pools their samples into one posterior of ``K * n_saves`` samples. The chains are split into
+one group per replica of the strategy (``default``, ``mirrored`` or ``multiworker``); within a group they are vectorized
+over a leading chain axis (``BNN.sghmc`` with one seed per chain), each on its own minibatch. Each epoch is one
+``strategy.run`` (no cross-replica reduction); per-chain outputs and samples are collected with ``strategy.gather`` in
+chain order. A group of one chain is bit for bit the single-chain run (``--chain-offset k``); larger groups match it up
+to the rounding of batched matmuls. Each group checkpoints under ``ckpt/chains_<first>-<last>/``
+(:class:`ChainCheckpoints`)."""
 
 from __future__ import annotations
 
@@ -45,21 +32,7 @@ logger = logging.getLogger(__name__)
 
 
 class ChainGroup(tf.Module):
-    """``len(seeds)`` SG-HMC chains of one BNN, vectorised over a leading chain axis of every parameter.
-
-    A group of one chain keeps unstacked parameters and runs exactly the single-chain computation (bit for bit the
-    chain of ``BNN.train --chains 1``); a group of K > 1 chains runs batched matrix products over the chain axis,
-    whose rounding differs from K separate products in the last bits (which the chaotic dynamics then amplify).
-
-    Args:
-      arch: the network.
-      likelihood: ``"categorical"`` or ``"gaussian"``.
-      seeds: one seed per chain; chain k starts from ``init_params(arch, seeds[k])`` and draws its minibatches and
-        its sampler noise from generators seeded ``seeds[k]``.
-      hparams: sampler hyper-parameters.
-      n_saves: weight samples kept per chain.
-      input_norm: optional ``(mean, std)`` input normalisation.
-    """
+    """``len(seeds)`` SG-HMC chains of one BNN vectorized over a leading chain axis; chain k is seeded ``seeds[k]``."""
 
     def __init__(self, arch: Architecture, likelihood: str, seeds: list[int], hparams: SGHMCParams, n_saves: int,
                  input_norm: tuple[float, float] | None = None):
@@ -91,8 +64,7 @@ class ChainGroup(tf.Module):
         return forward(self.arch, self.params, x)
 
     def _per_row(self, fn, out: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
-        """``fn(out, y)`` of a likelihood (per row) for outputs `[K, B, out]` and targets `[K, B, ...]`, -> `[K, B]`;
-        for one unstacked chain, `[B, out]` and `[B, ...]` -> `[1, B]`."""
+        """A likelihood's per-row ``fn(out, y)`` for outputs ``[K, B, out]`` -> ``[K, B]`` (unstacked: ``[1, B]``)."""
         if not self.stacked:
             return fn(out, y)[None]
         flat_y = tf.reshape(y, tf.concat([[-1], tf.shape(y)[2:]], 0))
@@ -100,11 +72,8 @@ class ChainGroup(tf.Module):
 
     def train_epoch(self, x: tf.Tensor, y: tf.Tensor, batch_size: int, burn_in: tf.Tensor,
                     resample_momentum_every: int, resample_prior_every: int) -> tuple[tf.Tensor, tf.Tensor]:
-        """One SG-HMC epoch of every chain (call inside a ``tf.function``); returns summed NLL and error, `[K]`.
-
-        The loss is the mean minibatch NLL times N_train per chain (spec trap 11); momentum and prior precisions
-        are resampled every ``resample_*_every`` iterations (spec 2.4).
-        """
+        """One SG-HMC epoch of every chain; returns summed NLL and error ``[K]`` (loss: mean NLL * N_train, spec trap
+        11)."""
         n_train = int(x.shape[0])
         n_batches = math.ceil(n_train / batch_size)
         orders = [tf.argsort(rng.uniform([n_train])) for rng in self.data_rngs]  # a fresh permutation per chain
@@ -133,8 +102,7 @@ class ChainGroup(tf.Module):
                 tf.reduce_mean(self._per_row(self.likelihood.error, out, y), 1))
 
     def kept_samples(self, current: bool = False) -> dict[str, tf.Tensor]:
-        """name -> `[K, n_kept, *shape]`, oldest first within each chain (``current``: the current weights as
-        `[K, 1, *shape]` instead)."""
+        """name -> ``[K, n_kept, *shape]``, oldest first (``current``: the current weights, ``[K, 1, *shape]``)."""
         if current:
             samples = {name: v.numpy()[None] for name, v in self.params.items()}  # [1, (K,) *shape]
         else:
@@ -186,7 +154,7 @@ class ParallelChains:
 
     @property
     def n_added(self) -> int:
-        """Weight samples added to each chain's buffer so far (kept: at most its capacity)."""
+        """Weight samples added to each chain's buffer so far."""
         return int(next(iter(self.groups.values())).buffer.n_added)
 
     def keep_samples(self) -> None:
@@ -196,8 +164,7 @@ class ParallelChains:
 
     @property
     def is_chief(self) -> bool:
-        """Whether this process writes the run's exports (always, but on the workers of a multi-worker cluster
-        other than the chief, or than worker 0 when the cluster has no chief)."""
+        """Whether this process writes the exports (the chief, or worker 0 of a cluster without one)."""
         resolver = getattr(self.strategy, "cluster_resolver", None)
         if resolver is None or not resolver.cluster_spec().as_dict():
             return True
@@ -219,8 +186,7 @@ class ParallelChains:
 
     def epoch_function(self, x: np.ndarray, y: np.ndarray, batch_size: int, resample_momentum_every: int,
                        resample_prior_every: int):
-        """``epoch(burn_in: bool tensor) -> (summed NLL [K], summed error [K])``: one SG-HMC epoch of every chain,
-        one ``strategy.run``, as a ``tf.function``."""
+        """``epoch(burn_in) -> (summed NLL [K], summed error [K])`` of every chain, as a ``tf.function``."""
         data = self._placed(x, y)
 
         @tf.function(input_signature=[tf.TensorSpec([], tf.bool)])
@@ -239,8 +205,8 @@ class ParallelChains:
         """name -> `[K, n_kept, *shape]` of all chains (across replicas and workers), in chain order."""
         values = self.strategy.experimental_distribute_values_from_function(
             lambda ctx: self.groups[ctx.replica_id_in_sync_group].kept_samples(current))
-        # One gather per tensor (a nested structure in one call kept only one replica's values in eager mode); each
-        # shape retraces the collective, which TF warns about: silenced, it happens once per export.
+        # One gather per tensor (a nested structure kept only one replica's values in eager mode); the retracing
+        # warnings this causes once per export are silenced.
         with tf_log_level(logging.ERROR):
             return {name: self.strategy.gather(v, axis=0).numpy() for name, v in values.items()}
 
@@ -265,14 +231,8 @@ def _local_devices(strategy: tf.distribute.Strategy) -> list[str | None]:
 
 # ------------------------------------------------------------------------------------------------- checkpoints
 class ChainCheckpoints:
-    """The resume state of :class:`ParallelChains`: one ``tf.train.CheckpointManager`` per local group, under
-    ``ckpt_dir/chains_<first>-<last>/`` (the group's chain indices), holding the group (weights, sampler state,
-    generators, sample buffer, epoch) and the ``extra`` trackables (e.g. the training loop's wall-clock counter).
-
-    Raises:
-      UserError: if ``ckpt_dir`` holds the checkpoints of another chain layout (other ``--chains``, or as many on
-        another number of replicas).
-    """
+    """One ``CheckpointManager`` per local group under ``ckpt_dir/chains_<first>-<last>/``; ``UserError`` for another
+    layout."""
 
     def __init__(self, chains: ParallelChains, ckpt_dir: str | Path, **extra: tf.Module | tf.Variable):
         self.ckpt_dir, self.n_chains = Path(ckpt_dir), chains.n_chains
@@ -289,8 +249,7 @@ class ChainCheckpoints:
             self.managers.append((tf.train.CheckpointManager(ckpt, str(self.ckpt_dir / name), max_to_keep=2), ckpt))
 
     def latest(self) -> int | None:
-        """The latest checkpoint number every group has (groups are saved one after the other: a run killed between
-        two saves resumes all groups from the older, common one); None if there is none."""
+        """The latest checkpoint number that every group has (None if none)."""
         numbers = [{int(re.search(r"-(\d+)$", p).group(1)) for p in m.checkpoints} for m, _ in self.managers]
         common = set.intersection(*numbers) if numbers else set()
         return max(common) if common else None

@@ -1,21 +1,12 @@
 """Convergence diagnostics of SG-HMC chains: split R-hat and effective sample size of the predictive.
 
-``BNN.train`` adds them to ``metrics.json`` (keys ``diagnostics/...``) and writes the traces to ``diagnostics.npz``.
-For every kept sample of every chain, :func:`predictive_traces` takes the mean test log-likelihood of that weight
-sample and the predictions on a fixed probe batch (the first test points: the probability of the true class, or the
-predicted mean); :func:`convergence` summarises them across chains with split R-hat
-(``tfp.mcmc.potential_scale_reduction``) and the cross-chain effective sample size
-(``tfp.mcmc.effective_sample_size``); :func:`diagnose` does both checks a run reports: R-hat above 1.1 is logged as a
-warning, since the chains have not mixed and the pooled posterior should not be trusted. With a single chain, split
-R-hat compares the first and second halves of its samples: a check that the chain has settled, not that it mixed
-(which needs two chains or more); the warning says so.
+:func:`predictive_traces` takes, per kept sample of every chain, the mean test log-likelihood and the predictions on a
+probe batch; :func:`convergence` gives split R-hat [1, 2] (``tfp.mcmc.potential_scale_reduction``) and cross-chain ESS
+(``tfp.mcmc.effective_sample_size``); :func:`diagnose` warns above R-hat 1.1. With one chain, split R-hat compares its
+two halves (settling, not mixing).
 
-#### References
-[1] Gelman, A., Rubin, D. B. "Inference from iterative simulation using multiple sequences." Statistical Science,
-    1992 (the potential scale reduction).
-[2] Vehtari, A., Gelman, A., Simpson, D., Carpenter, B., Bürkner, P.-C. "Rank-normalization, folding, and
-    localization: an improved R-hat for assessing convergence of MCMC." Bayesian Analysis, 2021 (split chains).
-"""
+References: [1] Gelman & Rubin. Inference from iterative simulation using multiple sequences. Statistical Science, 1992.
+[2] Vehtari et al. Rank-normalization, folding, and localization: an improved R-hat. Bayesian Analysis, 2021."""
 
 from __future__ import annotations
 
@@ -38,16 +29,8 @@ MIN_SAMPLES = 4  # per chain: split R-hat needs two halves of at least two sampl
 def predictive_traces(samples: dict[str, np.ndarray], arch: Architecture, likelihood: str,
                       input_norm: tuple[float, float] | None, x: np.ndarray, y: np.ndarray,
                       n_probe: int = N_PROBE) -> dict[str, np.ndarray]:
-    """Per-sample predictive summaries of K chains, shaped `[n_kept, K, ...]` as ``tfp.mcmc`` diagnostics expect.
-
-    Args:
-      samples: name -> `[K, n_kept, *shape]` weight samples.
-      x, y: test inputs and targets (normalised targets for regression).
-
-    Returns:
-      ``test_loglik`` `[n_kept, K]`: mean over the test set of log p(y | x, theta) of each weight sample;
-      ``probe`` `[n_kept, K, P]`: on the first P test points, p(true class) or the predicted mean.
-    """
+    """``test_loglik`` ``[n_kept, K]`` and ``probe`` ``[n_kept, K, P]`` predictions of samples
+    ``[K, n_kept, *shape]``."""
     k, s = next(iter(samples.values())).shape[:2]
     pooled = Posterior(arch, likelihood, {n: v.reshape(k * s, *v.shape[2:]) for n, v in samples.items()}, input_norm)
     loglik = []
@@ -71,11 +54,7 @@ def predictive_traces(samples: dict[str, np.ndarray], arch: Architecture, likeli
 
 
 def convergence(traces: dict[str, np.ndarray]) -> dict[str, float]:
-    """Split R-hat and cross-chain effective sample size of each trace (`[n_samples, n_chains, ...]`).
-
-    Returns ``diagnostics/rhat/<name>`` and ``diagnostics/ess/<name>`` (for traces with trailing dimensions: the
-    ``_max`` and ``_median`` R-hat and the ``_min`` ESS over them).
-    """
+    """``diagnostics/rhat/<name>`` and ``diagnostics/ess/<name>`` of traces ``[n_samples, n_chains, ...]``."""
     import tensorflow_probability as tfp  # imported here: loading it takes seconds
 
     out = {}
@@ -102,14 +81,7 @@ def convergence(traces: dict[str, np.ndarray]) -> dict[str, float]:
 
 
 def diagnose(traces: dict[str, np.ndarray]) -> dict[str, float]:
-    """:func:`convergence` of the traces of :func:`predictive_traces` (`[n_kept, K, ...]`), with the warnings.
-
-    Logs a warning when the largest split R-hat exceeds ``RHAT_WARNING`` (worded for K > 1 chains or for a single
-    chain's two halves), and skips the diagnostics, with a warning, below ``MIN_SAMPLES`` samples per chain.
-
-    Returns:
-      the ``diagnostics/...`` metrics (empty when skipped).
-    """
+    """:func:`convergence` with a warning above ``RHAT_WARNING``; ``{}`` below ``MIN_SAMPLES`` samples per chain."""
     s, k = traces["test_loglik"].shape[:2]
     if s < MIN_SAMPLES:
         logger.warning("only %d samples per chain: R-hat and ESS need at least %d; diagnostics skipped", s,
@@ -124,8 +96,7 @@ def diagnose(traces: dict[str, np.ndarray]) -> dict[str, float]:
             logger.warning("split R-hat %.3f (%s) > %.1f: the %d chains disagree (not mixed); run longer or "
                            "check the step size before trusting the pooled posterior", worst, what, RHAT_WARNING, k)
         elif worst > RHAT_WARNING:
-            # One chain: split R-hat compares its first and second half of samples, which checks that the chain
-            # settled (stationarity), not that it mixed across modes; that needs --chains 2 or more.
+            # One chain: split R-hat checks stationarity, not mixing (that needs --chains 2 or more).
             logger.warning("split R-hat %.3f (%s) > %.1f: the first and second halves of the single chain's "
                            "samples disagree (it is still drifting); run longer, or --chains 4 to compare "
                            "independent chains", worst, what, RHAT_WARNING)

@@ -1,27 +1,12 @@
 """BNN architectures and likelihoods, written once for one weight set or for S stacked weight samples.
 
-The networks of spec section 2.1 are plain functions of a parameter dict, so that the same code trains a single set
-of weights (kernels ``[I, O]``) and predicts with the whole posterior (kernels ``[S, I, O]``) in one vectorised pass:
+Networks (spec 2.1) are functions of a parameter dict named as the parity kit (``dense_0/kernel`` ``[in, out]``, or
+``[S, in, out]`` stacked): ``mlp`` (Linear, ReLU, (depth - 1) x [Linear, ReLU], Linear) and ``cnn``, the original's
+``MNIST_small_cnn`` fixed (Conv(1->128, k5, s2, p2), ReLU, Conv(128->64, k5, s2, p2), ReLU, flatten in HWC order,
+Linear(3136, 600), ReLU, Linear). PyTorch-default initialization (spec trap 3). Likelihoods (spec 2.3): ``categorical``
+and ``gaussian`` (``sigma = softplus(pre_sigma)``, floored at 1e-3 in the loss only).
 
-* ``mlp``: Linear(in, w), ReLU, (depth - 1) x [Linear(w, w), ReLU], Linear(w, out). The paper's tabular BNN is
-  ``width=200, depth=2``; the MNIST BNN is ``784-1200-1200-10``.
-* ``cnn``: the original's ``MNIST_small_cnn``, fixed (its ``output_dim`` was undefined): Conv(1->128, k5, s2, p2),
-  ReLU, Conv(128->64, k5, s2, p2), ReLU, flatten 3136, Linear(3136, 600), ReLU, Linear(600, out). Flattening is
-  in HWC order (TF layout), so its weights are not interchangeable with a torch CHW-flattened model.
-
-Parameter names follow the parity kit (``dense_0/kernel``, ``dense_0/bias``, ..., ``conv_0/kernel``); kernels are
-``[in, out]`` (``[kh, kw, in, out]`` for convolutions), i.e. torch weights transposed.
-
-Initialisation is PyTorch's default, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for kernels and biases: it matters for
-SG-HMC because the first Gibbs draw of the prior precision uses sum(theta^2) of the initial weights (spec trap 3).
-
-Likelihoods (spec section 2.3): ``categorical`` (logits -> softmax) and ``gaussian`` (``out = [mu, pre_sigma]``,
-``sigma = softplus(pre_sigma)``, floored at 1e-3 in the training loss only, as the original).
-
-#### References
-[1] Antorán, J., Bhatt, U., Adel, T., Weller, A., Hernández-Lobato, J. M. "Getting a CLUE: A method for explaining
-    uncertainty estimates." ICLR 2021, appendix B (BNN architectures).
-"""
+References: [1] Antorán et al. Getting a CLUE. ICLR 2021, appendix B."""
 
 from __future__ import annotations
 
@@ -39,16 +24,8 @@ KINDS = ("mlp", "cnn")
 
 @dataclasses.dataclass(frozen=True)
 class Architecture:
-    """What it takes to rebuild a BNN network (written into ``config.json`` of every export).
-
-    Attributes:
-      kind: ``"mlp"`` or ``"cnn"``.
-      input_dim: width of the flat input (H*W*C for images).
-      output_dim: number of network outputs (n_classes, or 2 * target_dim for the Gaussian head).
-      width: hidden units per layer of the MLP (ignored by the fixed CNN).
-      depth: number of hidden layers of the MLP (ignored by the fixed CNN).
-      image_shape: ``(H, W, C)`` for the CNN, else None.
-    """
+    """What it takes to rebuild a BNN network (``output_dim``: classes or 2 * target_dim; ``image_shape`` for the
+    CNN)."""
 
     kind: str = "mlp"
     input_dim: int = 12
@@ -88,15 +65,7 @@ class Architecture:
 
 
 def init_params(arch: Architecture, seed: int) -> dict[str, np.ndarray]:
-    """PyTorch-default initial weights: U(+-1/sqrt(fan_in)) for kernels and biases of every layer.
-
-    Args:
-      arch: the architecture.
-      seed: integer seed (stateless; the same seed gives the same weights).
-
-    Returns:
-      name -> float32 array of ``arch.param_shapes()``.
-    """
+    """PyTorch-default initial weights U(+-1/sqrt(fan_in)), name -> float32 array; stateless in ``seed``."""
     params = {}
     for i, (name, shape) in enumerate(arch.param_shapes().items()):
         layer = name.split("/")[0]
@@ -108,10 +77,7 @@ def init_params(arch: Architecture, seed: int) -> dict[str, np.ndarray]:
 
 
 def _dense(h: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:
-    """``h @ kernel + bias`` for one weight set or S stacked ones.
-
-    Shapes: h `[B, I]` or `[S, B, I]`; kernel `[I, O]` or `[S, I, O]`; bias `[O]` or `[S, O]`.
-    """
+    """``h @ kernel + bias`` for h ``[(S,) B, I]``, kernel ``[(S,) I, O]``, bias ``[(S,) O]``."""
     if kernel.shape.rank == 2:
         return tf.matmul(h, kernel) + bias
     if h.shape.rank == 2:
@@ -122,11 +88,7 @@ def _dense(h: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:
 
 
 def _conv(h: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:
-    """Conv(k5, stride 2, padding 2 on each side, as torch's ``padding=2``) for one or S stacked kernels.
-
-    Shapes: h `[B, H, W, C]` (shared) or `[S, B, H, W, C]`; kernel `[5, 5, C, O]` or `[S, 5, 5, C, O]`;
-    returns `[B, H', W', O]` or `[S, B, H', W', O]` with H' = ceil(H / 2).
-    """
+    """Conv(k5, stride 2, padding 2) of h ``[(S,) B, H, W, C]`` with kernel ``[(S,) 5, 5, C, O]``."""
     pad = [[0, 0], [2, 2], [2, 2], [0, 0]]
     if kernel.shape.rank == 4:
         return tf.nn.conv2d(h, kernel, strides=2, padding=pad) + bias
@@ -148,17 +110,8 @@ def _conv(h: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:
 
 
 def forward(arch: Architecture, params: dict[str, tf.Tensor], x: tf.Tensor) -> tf.Tensor:
-    """Raw network outputs (logits, or [mu, pre_sigma]).
-
-    Args:
-      arch: the architecture.
-      params: name -> tensor; all unstacked (``param_shapes``) or all stacked with a leading S axis.
-      x: float32 `[B, input_dim]` flat inputs (already normalised), shared by all samples; or `[S, B, input_dim]`,
-        one batch per stacked sample (parallel SG-HMC chains, each on its own minibatch).
-
-    Returns:
-      float32 `[B, output_dim]`, or `[S, B, output_dim]` for stacked parameters.
-    """
+    """Raw outputs ``[(S,) B, output_dim]`` of normalized ``x`` ``[(S,) B, input_dim]``; ``params`` all stacked (leading
+    S) or none."""
     params = {k: tf.convert_to_tensor(v, tf.float32) for k, v in params.items()}  # also reads variables once
     h = tf.convert_to_tensor(x, tf.float32)
     if arch.kind == "cnn":
@@ -177,33 +130,8 @@ def forward(arch: Architecture, params: dict[str, tf.Tensor], x: tf.Tensor) -> t
 
 def forward_unrolled(arch: Architecture, params: dict[str, tf.Tensor], x: tf.Tensor,
                      layers: list[list[tf.Tensor]] | None = None) -> tf.Tensor:
-    """``forward`` for an MLP with S stacked samples and a shared input, as S independent branches of one graph.
-
-    Each layer of each sample is one 2-D ``matmul -> bias_add -> relu``, which TensorFlow's graph optimiser fuses
-    into one oneDNN kernel, and the executor runs the S branches concurrently. Once a sample's matmul is large enough
-    (about 128 rows or more for the tabular MLP), this beats the batched matmul of ``forward``, whose bias and ReLU
-    are separate passes over `[S, B, width]` tensors. Two layouts:
-
-    * with ``layers`` (``unrolled_layers(arch, params)``, a rearranged copy of the weights), the activations run
-      transposed, features on rows and the batch on columns: the input gains a row of ones that carries the
-      biases, and the fused ``bias_add`` adds zeros. The narrow layers (the tabular MLP's 12 inputs and 2 outputs)
-      then vectorise along B instead of along 12 or 2 columns: 0.75-0.85 of the machine's large-matmul GFLOP/s at
-      B >= 1000 on the 2-core CPU, against about 0.70 for the other layout and 0.45 for the batched matmul
-      (``benchmarks/bnn_predict.py``);
-    * without, the batch stays on rows and each branch multiplies by slices of the stacked kernels, with no copy of
-      the weights: as fast for wide layers (the MNIST MLP), where the copy would cost memory for nothing.
-
-    Same values as ``forward`` up to float32 summation order.
-
-    Args:
-      arch: an MLP architecture.
-      params: name -> stacked tensor `[S, ...]`.
-      x: float32 `[B, input_dim]`, normalised.
-      layers: optional ``unrolled_layers(arch, params)``, computed once beforehand.
-
-    Returns:
-      float32 `[S, B, output_dim]`.
-    """
+    """``forward`` of a stacked MLP on a shared ``x`` as S fused graph branches -> ``[S, B, output_dim]``; ``layers``:
+    run transposed."""
     x = tf.convert_to_tensor(x, tf.float32)
     if layers is not None:
         return _transposed_branches(arch, layers, x)
@@ -245,11 +173,8 @@ def _stacked_dense(arch: Architecture, params: dict[str, tf.Tensor]) -> tuple[li
 
 
 def unrolled_layers(arch: Architecture, params: dict[str, tf.Tensor]) -> list[list[tf.Tensor]]:
-    """Per sample, per layer, the matrix ``forward_unrolled`` multiplies the transposed activations by (a copy).
-
-    Layer i's matrix is `[out (+ 1), in + 1]`: its kernel `[in, out]` transposed, its bias as a last column, and,
-    except for the output layer, a last row (0, ..., 0, 1) that copies the input's row of ones to the output.
-    """
+    """Per sample and layer, the transposed ``[out (+ 1), in + 1]`` matrix of ``forward_unrolled`` (bias column, ones
+    row)."""
     kernels, biases = _stacked_dense(arch, params)
     layers = []
     for kernel, bias in zip(kernels, biases):
@@ -273,7 +198,7 @@ class Categorical:
 
     @staticmethod
     def nll(out: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
-        """Per-row negative log-likelihood; out `[..., B, C]` logits, y `[B]` class indices -> `[..., B]`."""
+        """Per-row negative log-likelihood: logits ``[..., B, C]``, classes ``[B]`` -> ``[..., B]``."""
         labels = tf.broadcast_to(tf.cast(tf.reshape(y, [-1]), tf.int32), tf.shape(out)[:-1])
         return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=out)
 
@@ -293,11 +218,7 @@ class Categorical:
 
 
 class Gaussian:
-    """Diagonal Gaussian likelihood; the network outputs ``[mu (D), pre_sigma (D)]`` and sigma = softplus(pre_sigma).
-
-    Args:
-      min_sigma: floor on sigma in the training loss (``BNN_gauss`` eps = 1e-3); predictions are not floored.
-    """
+    """Diagonal Gaussian likelihood on ``[mu, pre_sigma]``; sigma floored at ``min_sigma`` in the loss only."""
 
     name = "gaussian"
 

@@ -1,26 +1,10 @@
-"""A BNN posterior as S weight samples stacked on a leading axis, predicted in one vectorised pass.
+"""A BNN posterior as S weight samples stacked on a leading axis, predicted in one vectorized pass.
 
-``Posterior.predict_samples(x)`` runs all S samples in one graph call (batched matmuls over stacked kernels, see
-``BNN.model.forward``; for MLP batches of 128 rows or more, one fused branch per sample, ``forward_unrolled``):
-there is no Python loop at run time and no re-assignment of variables, and gradients flow
-to ``x`` (CLUE differentiates the uncertainty with respect to its input). All S samples are used; the original's
-``sample_predict`` silently dropped the last one (spec trap 19), which ``posterior[:-1]`` reproduces.
+All S samples run in one graph call, differentiable w.r.t. ``x`` (the original dropped the last sample, spec trap 19:
+``posterior[:-1]``). Exports are folders written atomically: ``samples.npz`` (the parity kit's neutral format,
+``dense_0/kernel`` ``[S, in, out]``, ...) and ``model.json``.
 
-Exports are self-describing folders, written atomically::
-
-    samples.npz    dense_0/kernel [S, in, out], dense_0/bias [S, out], ... (the parity kit's neutral format)
-    model.json     common.export's format, kind "bnn_posterior": {"config": {"architecture": {...}, "likelihood": ...,
-                   "input_norm": ...}, "dataset": ..., "n_samples": S, ...}
-
-(folders written before ``model.json`` hold ``config.json`` instead, which ``Posterior.load`` still reads).
-
-``Posterior.from_npz`` imports a posterior trained elsewhere from the neutral format alone (e.g. the PyTorch
-original's LSAT and COMPAS samples in ``shared/reference/parity``).
-
-#### References
-[1] Antorán, J., Bhatt, U., Adel, T., Weller, A., Hernández-Lobato, J. M. "Getting a CLUE: A method for explaining
-    uncertainty estimates." ICLR 2021, Eqs. (1)-(2) (posterior predictive and its uncertainty).
-"""
+References: [1] Antorán et al. Getting a CLUE. ICLR 2021, Eqs. (1)-(2)."""
 
 from __future__ import annotations
 
@@ -56,24 +40,10 @@ UNROLLED_MAX_COPY_FLOATS = 16 * 2**20
 
 
 class Posterior:
-    """S posterior weight samples of one BNN architecture with a likelihood.
+    """S posterior weight samples (``samples``: name -> ``[S, *shape]``) of one architecture with a likelihood.
 
-    Args:
-      arch: the network architecture.
-      likelihood: ``"categorical"`` or ``"gaussian"``.
-      samples: name -> float array `[S, *shape]` for every name of ``arch.param_shapes()``.
-      input_norm: optional ``(mean, std)`` applied to inputs first (image pixel normalisation); callers then pass
-        raw ``[0, 1]`` pixels, flat `[B, H*W*C]`.
-      jit_compile: compile the batched forward pass with XLA, which fuses bias and ReLU into the batched matmuls
-        (1.1-1.3x faster than without XLA, see benchmarks/bnn_predict.py) but compiles once per new batch shape.
-      unroll: unless ``jit_compile``, run MLP batches of ``UNROLLED_MIN_BATCH`` rows or more as one fused graph
-        branch per sample (``BNN.model.forward_unrolled``), 1.5-1.7x faster than the batched matmuls there.
-      dataset: the ``data.load`` name the posterior was trained on, if known (``load`` reads it from the training
-        run's config); only used in messages about inputs of the wrong layout.
-
-    Raises:
-      ValueError: if a parameter is missing or has the wrong shape, or sample counts differ.
-    """
+    ``input_norm``: ``(mean, std)`` applied to inputs first; ``jit_compile``: XLA; ``unroll``: MLP batches of
+    ``UNROLLED_MIN_BATCH`` rows or more run one branch per sample; ``dataset``: for messages."""
 
     def __init__(self, arch: Architecture, likelihood: str, samples: Mapping[str, np.ndarray],
                  input_norm: tuple[float, float] | None = None, jit_compile: bool = False, unroll: bool = True,
@@ -111,7 +81,7 @@ class Posterior:
         return int(next(iter(self.samples.values())).shape[0])
 
     def __getitem__(self, index: slice) -> Posterior:
-        """A posterior over a slice of the samples, e.g. ``posterior[:-1]`` to drop the last as the original did."""
+        """A posterior over a slice of the samples, e.g. ``posterior[:-1]`` to drop the last as the original."""
         if not isinstance(index, slice):
             raise TypeError("index a Posterior with a slice, e.g. posterior[:53]")
         return Posterior(self.arch, self.likelihood_name, {k: v.numpy()[index] for k, v in self.samples.items()},
@@ -124,18 +94,7 @@ class Posterior:
         return forward(self.arch, self.samples, self._normalize(x))
 
     def forward(self, x) -> tf.Tensor:
-        """Raw outputs (logits or [mu, pre_sigma]) of every sample.
-
-        Args:
-          x: float `[B, input_dim]` (NumPy or tensor; gradients flow to a tensor).
-
-        Returns:
-          float32 `[S, B, output_dim]`.
-
-        Raises:
-          UserError: ``x`` is empty, not `[B, input_dim]`, or holds NaN or inf (values are checked when they are
-            concrete, NumPy or eager; inside a ``tf.function`` only the static shape is).
-        """
+        """Raw outputs ``[S, B, output_dim]`` of ``x`` ``[B, input_dim]`` (``UserError`` for a bad ``x``)."""
         x = check_tensor_inputs(x, self.arch.input_dim, "x", "this BNN", self.dataset, self.arch.image_shape)
         x = tf.convert_to_tensor(x, tf.float32)
         if x.shape.rank != 2 or x.shape[-1] != self.arch.input_dim:
@@ -145,18 +104,11 @@ class Posterior:
         return self._forward(x)
 
     def predict_samples(self, x):
-        """Per-sample predictive distributions.
-
-        Args:
-          x: float `[B, input_dim]` (checked as in :meth:`forward`).
-
-        Returns:
-          categorical: probabilities `[S, B, C]`; gaussian: (mu, sigma), each `[S, B]` (`[S, B, D]` if D > 1).
-        """
+        """Per-sample predictives: probabilities ``[S, B, C]``, or (mu, sigma) ``[S, B]`` (``[S, B, D]`` if D > 1)."""
         return self.likelihood.predict(self.forward(x))
 
     def uncertainty(self, x) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        """(total, aleatoric, epistemic), each `[B]`: entropies (nats) or standard deviations (spec section 3)."""
+        """(total, aleatoric, epistemic), each ``[B]``: entropies (nats) or standard deviations (spec section 3)."""
         return self.likelihood.decompose(self.predict_samples(x))
 
     def save(self, directory: str | os.PathLike) -> Path:
@@ -169,14 +121,7 @@ class Posterior:
 
     @classmethod
     def load(cls, directory: str | os.PathLike, jit_compile: bool = False) -> Posterior:
-        """Rebuilds a posterior written by ``save`` (``jit_compile`` as in the constructor); folders written before
-        ``model.json`` (``config.json`` + ``samples.npz``, as the committed ``weights/bnn/*``) load too.
-
-        Raises:
-          FileNotFoundError: ``model.json`` (or ``config.json``) or ``samples.npz`` is missing.
-          UserError: a file is truncated or corrupt, or does not describe a posterior; the message names the file
-            and how to get a good copy.
-        """
+        """Rebuilds a posterior written by ``save`` (or an older ``config.json`` + ``samples.npz`` folder)."""
         directory = Path(directory)
         command = "`python -m BNN.train --dataset {} --out RUN_DIR`"
         dataset = _trained_on(directory)
@@ -198,20 +143,8 @@ class Posterior:
     @classmethod
     def from_npz(cls, path: str | os.PathLike, likelihood: str, input_norm: tuple[float, float] | None = None,
                  image_shape: tuple[int, int, int] | None = None, jit_compile: bool = False) -> Posterior:
-        """Imports stacked weight samples in the neutral format (parity kit, SCHEMA.md section 2).
-
-        The architecture is inferred from the keys and shapes: ``dense_i/{kernel,bias}`` (an MLP; width from
-        ``dense_0``, depth = number of dense layers - 1), plus ``conv_i/...`` for the fixed CNN (needs
-        ``image_shape``). Other keys (e.g. ``meta``) are ignored. To reproduce the original's numbers, which drop the
-        last saved sample, use ``Posterior.from_npz(...)[:-1]``.
-
-        Args:
-          path: the ``.npz`` file.
-          likelihood: ``"categorical"`` or ``"gaussian"``.
-          input_norm: optional ``(mean, std)`` input normalisation the network was trained with.
-          image_shape: ``(H, W, C)``, required for a CNN.
-          jit_compile: as in the constructor.
-        """
+        """Imports stacked samples in the neutral format (SCHEMA.md section 2), inferring the MLP or CNN (needs
+        ``image_shape``) from the keys."""
         samples = load_npz(path, "the posterior samples", keep=lambda k: k.startswith(("dense_", "conv_")))
         n_dense = sum(1 for k in samples if k.startswith("dense_") and k.endswith("/kernel"))
         if n_dense < 2 or "dense_0/kernel" not in samples:
@@ -232,8 +165,7 @@ register_loader(KIND, Posterior.load)
 
 
 def _trained_on(directory: Path) -> str | None:
-    """The dataset of the training run that wrote ``directory``, if recorded: ``train_config.json`` beside it (the
-    shipped weights) or the run's ``config.json`` one folder up (``BNN.train`` writes ``RUN/posterior``)."""
+    """The recorded dataset of the run that wrote ``directory``, if any."""
     for candidate in (directory / "train_config.json", directory.parent / "config.json"):
         try:
             dataset = json.loads(candidate.read_text()).get("dataset")
@@ -245,14 +177,7 @@ def _trained_on(directory: Path) -> str | None:
 
 
 class SampleBuffer(tf.Module):
-    """The last ``capacity`` weight samples of a chain, as checkpointable ring-buffer variables (spec 2.4 FIFO).
-
-    Args:
-      arch: the network architecture (fixes the parameter shapes).
-      capacity: number of samples kept (N_saves); older ones are overwritten first.
-      n_chains: None for one chain; else the weights added carry a leading chain axis `[K, ...]` and every kept
-        sample is stored as `[K, ...]` (K parallel chains saved at the same epochs).
-    """
+    """The last ``capacity`` samples of a chain (or of K chains) as checkpointable ring-buffer variables (spec 2.4)."""
 
     def __init__(self, arch: Architecture, capacity: int, n_chains: int | None = None):
         super().__init__(name="sample_buffer")
@@ -278,7 +203,7 @@ class SampleBuffer(tf.Module):
         self.n_added.assign_add(1)
 
     def samples(self) -> dict[str, np.ndarray]:
-        """name -> `[n_kept, *shape]` (`[n_kept, K, *shape]` for K chains), oldest sample first."""
+        """name -> ``[n_kept, *shape]`` (``[n_kept, K, *shape]`` for K chains), oldest sample first."""
         start = int(self.n_added) % self.capacity if int(self.n_added) > self.capacity else 0
         order = (np.arange(self.n_kept) + start) % self.capacity
         return {name: buffer.numpy()[order] for name, buffer in self.buffers.items()}
@@ -288,22 +213,8 @@ def evaluate(posterior: Posterior, x: np.ndarray, y: np.ndarray, y_std: float = 
              batch_size: int = 1000) -> dict[str, float]:
     """Test metrics of the posterior predictive (the original's ``evaluate_BNN_net_{cat,gauss}``).
 
-    Classification: ``accuracy`` of argmax p_bar and ``nll`` = -mean log p_bar(y), with
-    p_bar = mean_s p_s computed in log space (logsumexp), so it stays finite where p_bar underflows.
-    Regression, in original units (y = y_norm * y_std + y_mean): ``rmse`` of mu_bar, ``loglik`` = mean log N(y;
-    mu_bar, total std^2) (the original's ``gmm_sig=True`` figure) and ``loglik_mixture`` = the exact mean log-density
-    of the mixture of S Gaussians.
-
-    Args:
-      posterior: the posterior.
-      x: float `[N, input_dim]`.
-      y: `[N]` class indices, or `[N, 1]` standardised targets.
-      y_std: std of the target normalisation (regression), to report original units.
-      batch_size: rows per vectorised pass (memory bound: S * batch_size * width floats).
-
-    Returns:
-      dict of floats, keys as above.
-    """
+    ``accuracy`` and ``nll = -mean log p_bar(y)``; regression in original units (``y_std``): ``rmse`` of mu_bar,
+    ``loglik`` = mean log N(y; mu_bar, total var) (``gmm_sig=True``) and ``loglik_mixture`` (the S-Gaussian mixture)."""
     outs = [posterior.forward(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
     out = tf.concat(outs, axis=1)  # [S, N, out]
     n_samples = tf.cast(tf.shape(out)[0], tf.float32)

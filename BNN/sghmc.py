@@ -1,44 +1,19 @@
 """Scale-adapted stochastic-gradient HMC (the original's ``H_SA_SGHMC``, spec sections 2.2-2.3), as explicit state.
 
-The sampler draws from p(theta | D) proportional to exp(-U(theta)) with U = N * mean-minibatch NLL + prior energy.
-Every parameter tensor theta (each kernel and each bias separately) has its own Gaussian prior N(0, 1/lambda), and
-lambda is Gibbs-resampled from its conjugate Gamma posterior. One step, given the likelihood gradient
-grad = d(N * mean NLL)/d theta (already norm-clipped, see ``GradientClipper``), runs for every tensor:
-
-1. Gibbs step for the prior precision (when ``resample_prior``), with n = number of elements of theta:
-   ``lambda ~ Gamma(alpha0 + n/2, rate = beta0 + sum(theta^2)/2)``.
-2. Gradient of U: ``d = grad + lambda * theta``.
-3. Burn-in only, the scale adaptation of [1, Sec. 4.2] with the adaptive time constant tau of [2, Sec. 3]
-   (elementwise; the tau update uses the old g and V):
+Samples p(theta | D) ~ exp(-U), U = N * mean NLL + prior energy, each tensor with a prior N(0, 1/lambda). One step,
+given the clipped ``grad = d(N * mean NLL)/d theta``, per tensor of n elements:
+1. (``resample_prior``) ``lambda ~ Gamma(alpha0 + n/2, rate = beta0 + sum(theta^2)/2)``; ``d = grad + lambda * theta``.
+2. Burn-in only, scale adaptation [1, Sec. 4.2] with adaptive tau [2]:
    ``tau <- tau - tau * g^2 / (V + eps) + 1;  r = 1 / (tau + eps);  g <- (1 - r) g + r d;  V <- (1 - r) V + r d^2``.
-4. Preconditioner (inverse mass), every step: ``M^-1 = 1 / (sqrt(V) + eps)``; V stays frozen after burn-in.
-5. Momentum resampling (when ``resample_momentum``): ``v ~ N(0, lr^2 M^-1)``. As v is a half-step velocity of
-   this kick-then-drift scheme, the full kick that follows costs ~10% of the stationary variance when it runs every
-   10 steps, at any lr (the original's schedule; ``BNN/README.md``, "Sampler bias").
-6. The discretised SG-HMC dynamics in their SGD-with-momentum form [3, Sec. 3.3], scale-adapted as in [1, Sec. 4.2]
-   (v is the step in parameter space, C the friction):
-   ``v <- v - lr^2 M^-1 d - C v + N(0, max(2 lr^2 M^-1 C - lr^4, 1e-16));  theta <- theta + v``.
-   The ``- lr^4`` is SG-HMC's correction for minibatch-gradient noise [3, Sec. 3], estimated as if all of V were
-   that noise: gradient noise of variance B adds ``lr^4 M^-2 B`` to v per step, which is ``lr^4`` for ``B = V``.
-   With exact (full-batch) gradients it removes noise that nothing replaces, and the stationary variances fall short
-   by about ``lr^2 sqrt(V) / (2 C)`` (``BNN/README.md``, "Sampler bias"); ``noise_correction=False`` drops it.
+3. ``M^-1 = 1 / (sqrt(V) + eps)``; (``resample_momentum``) ``v ~ N(0, lr^2 M^-1)``.
+4. [3, Sec. 3.3]: ``v <- v - lr^2 M^-1 d - C v + N(0, max(2 lr^2 M^-1 C - lr^4, 1e-16));  theta <- theta + v``
+   (``BNN/README.md``, "Sampler bias").
+All state is in ``tf.Variable``s (checkpoints resume the exact chain); one seed per chain vectorizes K chains over a
+leading axis.
 
-All state lives in ``tf.Variable``s of this ``tf.Module`` (tau, g, V, v, lambda, the clipping buffer, and a
-``tf.random.Generator``), so a ``tf.train.Checkpoint`` of it resumes the exact chain.
-
-Several independent chains can be run as one vectorised sampler: pass one seed per chain and parameters with a
-leading chain axis ``[K, ...]``. Every update above is elementwise; the per-tensor quantities (lambda, and the
-clipping buffer and threshold of the global gradient norm) become per-chain ``[K]`` vectors, and each chain draws
-from its own generator in the same order as a single-chain sampler with that seed, so chain k follows the chain a
-single sampler seeded ``seeds[k]`` would (up to float rounding of the batched gradients). The update is written out as
-assignments (no Keras optimizer subclass) and is meant to run inside a caller's ``tf.function``.
-
-#### References
-[1] Springenberg, J. T., Klein, A., Falkner, S., Hutter, F. "Bayesian optimization with robust Bayesian neural
-    networks." NeurIPS 2016, Section 4.2 (scale-adapted SGHMC).
-[2] Schaul, T., Zhang, S., LeCun, Y. "No more pesky learning rates." ICML 2013 (adaptive memory size tau).
-[3] Chen, T., Fox, E., Guestrin, C. "Stochastic gradient Hamiltonian Monte Carlo." ICML 2014.
-"""
+References: [1] Springenberg et al. Bayesian optimization with robust Bayesian neural networks. NeurIPS 2016.
+[2] Schaul, Zhang & LeCun. No more pesky learning rates. ICML 2013. [3] Chen, Fox & Guestrin. Stochastic gradient
+Hamiltonian Monte Carlo. ICML 2014."""
 
 from __future__ import annotations
 
@@ -55,19 +30,8 @@ EPS = 1e-6  # epsilon of the original sampler, used in every division and in the
 
 @dataclasses.dataclass(frozen=True)
 class SGHMCParams:
-    """Hyper-parameters of the sampler (defaults: the original wrappers' values).
-
-    Attributes:
-      lr: step size epsilon (1e-2).
-      base_c: friction C (0.05).
-      prior_sigma: initial prior std; lambda starts at 1/prior_sigma^2 and is resampled at iteration 0 (0.1).
-      alpha0: shape of the Gamma hyper-prior on each tensor's prior precision (10).
-      beta0: rate of that Gamma hyper-prior (10).
-      grad_std_mul: clipping threshold = mean + grad_std_mul * std of recent gradient norms (30 cat, 20 gauss).
-      grad_buffer_len: the threshold is updated once more than this many norms are buffered (1000 cat, 100 gauss).
-      noise_correction: subtract ``lr^4`` from the injected noise variance (the original; step 6 of the module
-        docstring). ``False`` is exact for full-batch gradients, which carry no minibatch noise to correct for.
-    """
+    """Sampler hyper-parameters (the original wrappers'): ``lr``, friction ``base_c``, initial ``prior_sigma``, Gamma
+    hyper-prior ``alpha0``, ``beta0``, clipping (:class:`GradientClipper`) and the ``- lr^4`` ``noise_correction``."""
 
     lr: float = 1e-2
     base_c: float = 0.05
@@ -80,19 +44,10 @@ class SGHMCParams:
 
 
 class GradientClipper(tf.Module):
-    """The wrappers' adaptive global-norm clipping (spec section 2.3), over a ring buffer of recent norms.
+    """The wrappers' adaptive global-norm clipping (spec 2.3); ``n_chains``: per-chain state.
 
-    Each call, before clipping: if more than ``buffer_len`` norms are buffered, set
-    ``max_norm = mean + std_mul * std`` (population std) and drop the oldest. Then clip the global norm to
-    ``max_norm`` (torch ``clip_grad_norm_``: scale by min(1, max_norm / (norm + 1e-6))) and buffer the pre-clip
-    norm unless it was >= ``max_norm`` (outliers never enter the buffer). ``max_norm`` starts at 1e20.
-
-    Args:
-      std_mul: grad_std_mul.
-      buffer_len: grad_buffer_len.
-      n_chains: None for one chain; else gradients carry a leading chain axis and each chain has its own norm,
-        buffer and threshold (all state variables get a leading ``[n_chains]`` axis).
-    """
+    Once more than ``buffer_len`` norms are buffered, ``max_norm = mean + std_mul * std`` (initially 1e20); gradients
+    are scaled by ``min(1, max_norm / (norm + 1e-6))``; norms below ``max_norm`` are buffered."""
 
     def __init__(self, std_mul: float, buffer_len: int, n_chains: int | None = None):
         super().__init__(name="gradient_clipper")
@@ -130,11 +85,7 @@ class GradientClipper(tf.Module):
 
 
 def _when(flag, update, *args) -> None:
-    """Runs the stateful ``update(*args)`` when ``flag`` holds: a Python bool branches in Python, a tensor in tf.cond.
-
-    The explicit ``tf.cond`` is the graph AutoGraph would build from ``if flag:``, but does not depend on AutoGraph
-    converting the caller (it sometimes leaves a method unconverted, and a tensor ``if`` then raises).
-    """
+    """Runs ``update(*args)`` if ``flag``: a Python bool in Python, a tensor through ``tf.cond`` (not AutoGraph)."""
     if not tf.is_tensor(flag):
         if bool(flag):
             update(*args)
@@ -155,27 +106,7 @@ def _per_chain(value: tf.Tensor, like: tf.Tensor) -> tf.Tensor:
 
 
 class ScaleAdaptedSGHMC(tf.Module):
-    """Scale-adapted SG-HMC over a list of parameter variables (module docstring for the update).
-
-    Args:
-      params: the ``tf.Variable``s to sample (moved in place).
-      hparams: sampler hyper-parameters.
-      seed: seed of the sampler's ``tf.random.Generator`` (momentum, noise and Gamma draws); or one seed per
-        chain, for K chains vectorised over a leading axis of every parameter (module docstring).
-
-    #### Examples
-
-    ```python
-    sampler = ScaleAdaptedSGHMC(bnn.variables_list, SGHMCParams(), seed=0)
-
-    @tf.function
-    def train_step(x, y, burn_in, resample_momentum, resample_prior):
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(bnn.nll(x, y)) * n_train  # minibatch estimate of the full-data NLL
-        grads = tape.gradient(loss, bnn.variables_list)
-        return sampler.step(grads, burn_in, resample_momentum, resample_prior)
-    ```
-    """
+    """Scale-adapted SG-HMC over the ``tf.Variable``s ``params`` (moved in place); ``seed``: one, or one per chain."""
 
     def __init__(self, params: Sequence[tf.Variable], hparams: SGHMCParams = SGHMCParams(),
                  seed: int | Sequence[int] = 0):
@@ -211,7 +142,7 @@ class ScaleAdaptedSGHMC(tf.Module):
         return tf.stack([rng.normal(theta.shape[1:].as_list()) for rng in self.rngs])
 
     def _resample_prior_precision(self, i: int, theta: tf.Variable) -> None:
-        """Gibbs step 1: lambda ~ Gamma(alpha0 + n/2, rate beta0 + sum(theta^2)/2), per chain."""
+        """Step 1: lambda ~ Gamma(alpha0 + n/2, rate beta0 + sum(theta^2)/2), per chain."""
         if self.n_chains is None:
             alpha = self.hparams.alpha0 + 0.5 * float(theta.shape.num_elements())
             beta = self.hparams.beta0 + 0.5 * tf.reduce_sum(tf.square(theta))
@@ -224,7 +155,7 @@ class ScaleAdaptedSGHMC(tf.Module):
         self.prior_precision[i].assign(gammas / beta)
 
     def _adapt(self, i: int, d: tf.Tensor) -> None:
-        """Burn-in step 3: the tau, g and V updates of parameter i (the tau update uses the old g and V)."""
+        """Step 3: the tau, g and V updates of parameter i (tau from the old g and V)."""
         tau, g, v_hat = self.tau[i], self.g[i], self.v_hat[i]
         tau.assign(tau - tau * tf.square(g) / (v_hat + EPS) + 1.0)
         r = 1.0 / (tau + EPS)
@@ -236,14 +167,7 @@ class ScaleAdaptedSGHMC(tf.Module):
         self.momentum[i].assign(self.hparams.lr * tf.sqrt(m_inv) * self._normal(self.params[i]))
 
     def apply(self, grads: Sequence[tf.Tensor], burn_in, resample_momentum, resample_prior) -> None:
-        """One SG-HMC step (steps 1-6 of the module docstring) given likelihood gradients.
-
-        Args:
-          grads: d(N * mean NLL)/d theta for each parameter, same shapes as ``params``.
-          burn_in: bool scalar (Python or tensor): adapt tau, g and V.
-          resample_momentum: bool scalar: draw v ~ N(0, lr^2 M^-1) first.
-          resample_prior: bool scalar: Gibbs-resample each tensor's prior precision first.
-        """
+        """One SG-HMC step given likelihood ``grads``; the flags are bool scalars (Python or tensor)."""
         lr, c = self.hparams.lr, self.hparams.base_c
         for i, (theta, grad) in enumerate(zip(self.params, grads)):
             _when(resample_prior, self._resample_prior_precision, i, theta)

@@ -1,36 +1,15 @@
 """Trains a BNN with scale-adapted SG-HMC and exports its posterior samples (spec sections 2.2-2.5).
 
-The chain follows the original's schedule (spec 2.4): burn-in adaptation during the first ``burn_in`` epochs of
-every ``reburn_every``-epoch cycle; momentum resampled every ``resample_momentum_every`` iterations and prior
-precisions every ``resample_prior_every`` iterations (both at iteration 0); after burn-in a weight sample is saved
-at every epoch divisible by ``save_every`` and the last ``n_saves`` are kept. The loss is the mean minibatch NLL
-times N_train (spec trap 11). Test metrics use all kept samples (``--drop-last-sample`` reproduces the original's
-off-by-one).
+The original's schedule (spec 2.4): burn-in adaptation in the first ``burn_in`` epochs of every ``reburn_every``-epoch
+cycle; momentum and prior precisions resampled every ``resample_momentum_every`` / ``resample_prior_every`` iterations;
+after burn-in a sample every ``save_every`` epochs, the last ``n_saves`` kept. Loss: mean minibatch NLL * N_train (spec
+trap 11). ``--chains K`` pools K chains (:mod:`BNN.chains`, :mod:`BNN.diagnostics`).
 
-Usage::
+Usage: ``python -m BNN.train --dataset lsat --preset paper --seed 0 --out runs/bnn_lsat_s0``. Writes ``config.json``,
+``metrics.csv``, ``metrics.json``, ``posterior/``, ``diagnostics.npz`` and ``ckpt/chains_*/``; the same command resumes.
 
-    python -m BNN.train --dataset lsat --preset paper --seed 0 --out runs/bnn_lsat_s0
-    python -m BNN.train --dataset digits --preset tiny --out runs/bnn_tiny
-    python -m BNN.train --preset mnist --chains 4 --strategy mirrored --out runs/bnn_mnist_x4  # see BNN.chains
-
-Writes into ``--out``: ``config.json``, ``metrics.csv`` (one row per epoch), ``metrics.json``, ``posterior/``
-(``samples.npz`` + ``model.json``, see ``BNN.posterior``), ``diagnostics.npz`` (per-sample predictive traces, see
-``BNN.diagnostics``) and ``ckpt/chains_*/`` (resume state: weights, sampler state, random generators, sample
-buffer). Rerunning the same command resumes from the latest checkpoint. The training loop is :func:`train`, which
-takes the loop's own settings as a :class:`Schedule` (``main`` maps the command line's :class:`Config` onto it); a
-single chain is the case ``--chains 1``.
-
-``--chains K`` runs K independent chains (chain k seeded ``seed + chain_offset + k``; the data split stays that of
-``--seed``) and pools their samples, vectorised on one
-device or spread over the replicas of ``--strategy mirrored|multiworker``, and adds split R-hat and effective sample
-sizes of the predictive to ``metrics.json`` (placement: :mod:`BNN.chains`; diagnostics: :mod:`BNN.diagnostics`).
-
-#### References
-[1] Springenberg, J. T., Klein, A., Falkner, S., Hutter, F. "Bayesian optimization with robust Bayesian neural
-    networks." NeurIPS 2016.
-[2] Antorán, J., Bhatt, U., Adel, T., Weller, A., Hernández-Lobato, J. M. "Getting a CLUE: A method for explaining
-    uncertainty estimates." ICLR 2021, appendix B.
-"""
+References: [1] Springenberg et al. Bayesian optimization with robust Bayesian neural networks. NeurIPS 2016.
+[2] Antorán et al. Getting a CLUE. ICLR 2021, appendix B."""
 
 from __future__ import annotations
 
@@ -147,8 +126,7 @@ def check(config: Config, dataset: data.Dataset) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class Schedule:
-    """The training loop's own settings (spec 2.4, module docstring); :class:`Config` holds them under the same
-    names, with the reference schedule as defaults."""
+    """The training loop's settings (spec 2.4); :class:`Config` holds them under the same names."""
 
     n_epochs: int
     batch_size: int
@@ -170,24 +148,10 @@ class Schedule:
 
 def train(dataset: data.Dataset, arch: Architecture, likelihood: str, hparams: SGHMCParams, schedule: Schedule,
           run_dir: str | Path, *, seed: int = 0, n_chains: int = 1, strategy: str = "default") -> dict[str, float]:
-    """Runs (or resumes) SG-HMC on ``dataset`` and exports the pooled posterior into ``run_dir``.
+    """Runs (or resumes) SG-HMC on ``dataset``, exports the pooled posterior into ``run_dir`` and returns the metrics.
 
-    Args:
-      dataset, arch, likelihood, hparams: the data, network, likelihood name and sampler settings
-        (:func:`model_spec`).
-      schedule: the loop's settings.
-      run_dir: the run folder: ``ckpt/``, ``metrics.csv``, then the files of :func:`export`.
-      seed: seed of chain 0; chain k is seeded ``seed + k`` (``main`` passes ``--seed`` + ``--chain-offset``).
-      n_chains: independent chains, pooled (a positive multiple of the strategy's replicas).
-      strategy: the ``tf.distribute`` strategy that places them (``common.distribute.STRATEGIES``).
-
-    Returns:
-      the final metrics (those of ``metrics.json``).
-
-    Raises:
-      TrainingInterrupted: on Ctrl-C, with the epoch it stopped at; the same call resumes from the checkpoint.
-      DivergedError: if a chain's training NLL is not finite.
-    """
+    ``seed``: chain 0's (chain k: ``seed + k``); ``n_chains``: a multiple of the ``strategy``'s replicas. Raises
+    ``TrainingInterrupted`` on Ctrl-C (the same call resumes) and ``DivergedError`` on a non-finite NLL."""
     run_dir = Path(run_dir)
     chains = ParallelChains.build(make_strategy(strategy), arch, likelihood, seed, n_chains, hparams,
                                   schedule.n_saves, dataset.pixel_norm)
@@ -253,11 +217,7 @@ def train(dataset: data.Dataset, arch: Architecture, likelihood: str, hparams: S
 
 def export(chains: ParallelChains, dataset: data.Dataset, run_dir: str | Path, seconds_per_epoch: float,
            drop_last_sample: bool = False) -> dict[str, float]:
-    """Pools the chains' samples, evaluates, computes the diagnostics, writes ``posterior/``, ``metrics.json`` and
-    ``diagnostics.npz`` (the traces); in a multi-worker cluster only the chief writes.
-
-    ``drop_last_sample`` evaluates without each chain's last sample (the original's off-by-one).
-    """
+    """Pools the samples, evaluates and writes ``posterior/``, ``metrics.json``, ``diagnostics.npz`` (chief only)."""
     run_dir = Path(run_dir)
     group = next(iter(chains.groups.values()))
     arch, likelihood = group.arch, group.likelihood.name
@@ -293,12 +253,7 @@ def export(chains: ParallelChains, dataset: data.Dataset, run_dir: str | Path, s
 
 
 def main(config: Config, dataset: data.Dataset | None = None) -> dict[str, float]:
-    """Trains, checkpoints, exports the posterior and returns the final test metrics (see module docstring).
-
-    ``dataset``: the data to train on, instead of ``data.load(config.dataset, seed=config.seed)``; its name must be
-    ``config.dataset``, which the run records. Nothing is written into ``config.out`` before the settings and the
-    data have been checked.
-    """
+    """Trains, exports the posterior and returns the test metrics; ``dataset`` replaces ``data.load``."""
     if config.strategy not in STRATEGIES:
         raise UserError(f"unknown --strategy {config.strategy!r}; choose one of {', '.join(STRATEGIES)}")
     data.check_named(dataset, config.dataset)

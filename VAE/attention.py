@@ -1,60 +1,21 @@
 """Gradient-based attention maps from a VAE's latent space (Liu et al. [1]): the original code's map, the paper's
 per-dimension formula and the paper's anomaly attention.
 
-Let ``A_b`` ``[7, 7, K]`` be the *pre-ReLU* output of the encoder's second conv layer for image ``b`` (the original's
-``encoder.2``, ``ExpVAE.enc_a``) and ``mu(x_b)`` ``[L]`` the latent mean (eval mode, no sampling).
+``A_b`` ``[7, 7, K]`` is the pre-ReLU output of the encoder's second conv (``ExpVAE.enc_a``) for image ``b``,
+``mu(x_b)`` ``[L]`` the latent mean (eval mode), ``Up`` bilinear upsampling (half-pixel centers); ``normalize`` min-max
+normalizes each map.
+* ``"code"`` (the original's ``gradcam.py``, spec section 3): ``G_b = d(sum_i mu_i(x_b)) / dA_b`` (``batch_rms``:
+  divided by its batch-wide RMS + 1e-5, spec trap 5), ``alpha_bk = mean_{p,q} G_bkpq``, ``L_b = sum_k alpha_bk A_bk``,
+  ``M_b = |Up(L_b)|`` (spec traps 3, 4).
+* ``"paper"`` (Eq. 2-3 of [1]): ``alpha^i_bk = mean_{p,q} d mu_i(x_b) / dA_bkpq``,
+  ``M_b = Up(mean_i ReLU(sum_k alpha^i_bk A_bk))``.
+* ``"anomaly"`` (Eq. 4 of [1], spec P2.1): the normal training images' moment-matched aggregate posterior
+  ``mu_agg = mean_n mu(x_n)``, ``sigma_agg^2 = mean_n (sigma^2(x_n) + mu(x_n)^2) - mu_agg^2`` [3]; per image
+  ``u ~ D = N(mu_x - mu_agg, sigma_x^2 + sigma_agg^2)`` (test minus normal; ``draws = 0``: ``u = E[D]``),
+  back-propagated as the gradient of ``mu``: ``G_b = sum_i u_bi d mu_i(x_b) / dA_b``, then ``M_b = Up(ReLU(L_b))``.
 
-``method="code"`` (the primary map; ``gradcam.py`` + ``test_expVAE.py`` of the original, spec section 3):
-
-1. ``S = sum_b sum_i mu_i(x_b)``; ``G_b = dS / dA_b`` (the batch decouples: ``G_b = sum_i d mu_i(x_b) / dA_b``).
-2. Optional (``batch_rms=True``): ``G <- G / (sqrt(mean(G^2)) + 1e-5)`` with the mean over the *whole batch*. The
-   original does this; it makes raw map magnitudes depend on the other images (spec trap 5), so it is off by
-   default. It cancels exactly in the min-max normalised map.
-3. ``alpha_bk = mean_{p,q} G_bkpq``; coarse signed map ``L_b = sum_k alpha_bk A_bk`` ``[7, 7]``.
-4. Bilinear upsampling to 28x28 (``tf.image.resize``, half-pixel centres = PyTorch ``align_corners=False``), *then*
-   the absolute value: ``M_b = |Up(L_b)|`` (abs, not ReLU, and after upsampling; spec traps 3 and 4).
-5. Per-image min-max ``(M - min M) / (max(M - min M) + eps)`` (``normalize=True``; what the original displays).
-
-``method="paper"`` (the paper's per-latent-dimension formula, Eq. 2-3 of [1] as recalled in spec section 3):
-``alpha^i_bk = mean_{p,q} d mu_i(x_b) / dA_bkpq``, ``M^i_b = ReLU(sum_k alpha^i_bk A_bk)`` at 7x7,
-``M_b = Up(mean_i M^i_b)``, then the same min-max.
-
-``method="anomaly"`` (the paper's anomaly attention, Eq. 4 of [1]; built from the paper's description as summarised
-in spec Part 2, P2.1: the official code never implemented it, its ``mu_avg`` / ``logvar_avg`` are dead arguments):
-
-1. Aggregate posterior of the *normal* (inlier) training images ``{x_n}``, per latent dimension: the mixture
-   ``q_agg(z) = (1/N) sum_n N(mu(x_n), diag sigma^2(x_n))`` replaced by the Gaussian with its first two moments
-   (:func:`aggregate_posterior`): ``mu_agg = mean_n mu(x_n)`` and
-   ``sigma_agg^2 = mean_n (sigma^2(x_n) + mu(x_n)^2) - mu_agg^2`` (law of total variance: the mean posterior
-   variance plus the spread of the means). The paper asks for "the mean and variance over all normal training
-   images" and then for a difference of *normals*; the moment-matched Gaussian is the normal with exactly the
-   aggregate posterior's mean and variance. Taking the mean of the variances alone would ignore how far apart the
-   training images' codes lie, which is most of the aggregate's spread for an informative latent dimension.
-2. The normal difference distribution of the test posterior ``N(mu_x, sigma_x^2)`` and the aggregate, independent:
-   ``D_i ~ N(mu_x,i - mu_agg,i, sigma_x,i^2 + sigma_agg,i^2)`` (:func:`difference_distribution`). Sign: test minus
-   normal, so that ``u`` points from the normal codes towards the test code (the reader's summary of the paper
-   writes normal minus test; under ReLU the sign decides which evidence is kept, under abs it does not matter).
-3. A vector ``u`` ``[L]`` drawn from ``D`` per image (the paper draws one; it gives no seed):
-   ``u = loc + scale * eps`` with ``eps`` row ``b`` of ``numpy.random.RandomState(seed).standard_normal([B, draws,
-   L])`` (:func:`anomaly_noise`; :func:`attention_maps` draws for the whole set at once, so maps do not depend on
-   ``batch_size``). ``draws = k > 1`` averages the rectified maps of ``k`` draws; ``draws = 0`` uses ``u = E[D]``
-   (no sampling; the signed coarse map is linear in ``u``, so this is also the mean of the *signed* maps).
-4. ``u`` is back-propagated as the gradient of the latent mean (Grad-CAM's one-hot class vector replaced by ``u``):
-   ``G_b = sum_i u_bi d mu_i(x_b) / dA_b`` (a vector-Jacobian product; equivalently the gradient of
-   ``S = sum_i u_i mu_i(x_b)`` with ``u`` held fixed: no gradient flows through ``u``). Then
-   ``alpha_bk = mean_{p,q} G_bkpq``, ``L_b = sum_k alpha_bk A_bk``, and by default the paper's Grad-CAM form
-   ``M_b = Up(ReLU(L_b))`` (ReLU at 7x7, then upsampling, as ``method="paper"``; ReLU keeps the evidence that moves
-   the code *along* ``u``, i.e. away from the normal codes); ``rectify`` / ``upsample_first`` select the code map's
-   ``|Up(L_b)|`` instead.
-
-Every map is a function of one image only: no batch norm, no batch-wide statistics (unless ``batch_rms``; the
-anomaly map's draws are fixed per row by the seed).
-
-#### References
-[1] Liu et al. Towards Visually Explaining Variational Autoencoders. CVPR 2020. arXiv:1911.07389.
-[2] Selvaraju et al. Grad-CAM: Visual Explanations from Deep Networks via Gradient-based Localization. ICCV 2017.
-[3] Makhzani et al. Adversarial Autoencoders. ICLR 2016 workshop (the aggregated posterior ``q(z)``).
-"""
+References: [1] Liu et al. Towards Visually Explaining VAEs. CVPR 2020. [2] Selvaraju et al. Grad-CAM. ICCV 2017.
+[3] Makhzani et al. Adversarial Autoencoders. ICLR 2016 workshop."""
 
 from __future__ import annotations
 
@@ -69,7 +30,7 @@ MINMAX_EPS = 1e-12  # guards a constant map (spec trap 6)
 
 
 def minmax(maps: tf.Tensor) -> tf.Tensor:
-    """Per-image min-max normalisation of ``[B, H, W]`` maps into [0, 1] (a constant map becomes all zeros)."""
+    """Per-image min-max normalization of ``[B, H, W]`` maps into [0, 1] (a constant map becomes zeros)."""
     low = tf.reduce_min(maps, axis=[1, 2], keepdims=True)
     shifted = maps - low
     return shifted / (tf.reduce_max(shifted, axis=[1, 2], keepdims=True) + MINMAX_EPS)
@@ -80,22 +41,12 @@ def _rectify(maps: tf.Tensor, rectify: str) -> tf.Tensor:
 
 
 def _upsample(maps: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
-    """Bilinear ``[B, h, w]`` -> ``[B, H, W]`` with half-pixel centres (PyTorch's ``align_corners=False``)."""
+    """Bilinear ``[B, h, w]`` -> ``[B, H, W]``, half-pixel centers (PyTorch's ``align_corners=False``)."""
     return tf.image.resize(maps[..., None], size, method="bilinear")[..., 0]
 
 
 def target_and_jacobian(model, x: tf.Tensor, per_dimension: bool) -> tuple[tf.Tensor, tf.Tensor]:
-    """The target activations and the gradient of the latent means with respect to them.
-
-    Args:
-      model: an ``ExpVAE`` (anything with ``enc_a: x -> A`` and ``enc_b: A -> (mu, logvar)``).
-      x: float32 ``[B, 784]`` images in [0, 1].
-      per_dimension: ``False``: ``dS/dA`` with ``S = sum(mu)``, ``[B, h, w, K]``; ``True``: the per-example Jacobian
-        ``d mu_i / dA``, ``[B, L, h, w, K]``.
-
-    Returns:
-      ``(A, grad)``: ``A`` ``[B, h, w, K]`` (pre-ReLU) and the gradient or Jacobian.
-    """
+    """``A`` ``[B, h, w, K]`` and ``d sum(mu) / dA``, or (``per_dimension``) ``d mu_i / dA`` ``[B, L, h, w, K]``."""
     a = model.enc_a(tf.convert_to_tensor(x, tf.float32))  # [B, h, w, K]
     with tf.GradientTape() as tape:
         tape.watch(a)  # A is fed into enc_b from outside the tape (spec trap 18)
@@ -107,13 +58,7 @@ def target_and_jacobian(model, x: tf.Tensor, per_dimension: bool) -> tuple[tf.Te
 
 @dataclass(frozen=True)
 class AggregatePosterior:
-    """The moment-matched Gaussian of the aggregate posterior of a set of images (module docstring, step 1).
-
-    Attributes:
-      mean: float32 ``[L]``, ``mu_agg = mean_n mu(x_n)``.
-      var: float32 ``[L]``, ``sigma_agg^2 = mean_n (sigma^2(x_n) + mu(x_n)^2) - mu_agg^2``.
-      n_images: ``N``, the number of images averaged over.
-    """
+    """Moment-matched aggregate posterior: ``mean`` and ``var`` ``[L]`` over ``n_images`` images."""
 
     mean: np.ndarray
     var: np.ndarray
@@ -121,21 +66,7 @@ class AggregatePosterior:
 
 
 def aggregate_posterior(model, x, batch_size: int = 1024) -> AggregatePosterior:
-    """The aggregate posterior's mean and variance over images ``x``, encoded in batches.
-
-    Args:
-      model: anything with ``enc_a: x -> A`` and ``enc_b: A -> (mu, logvar)`` (an ``ExpVAE``).
-      x: float32 ``[N, D]`` images, e.g. all normal (inlier) training images.
-      batch_size: images per encoder call (the result does not depend on it beyond float rounding: the sums are
-        accumulated in float64).
-
-    Returns:
-      :class:`AggregatePosterior` with ``mean = (1/N) sum_n mu_n`` and
-      ``var = (1/N) sum_n (exp(logvar_n) + mu_n^2) - mean^2`` (the mixture's variance; clipped at 0 against rounding).
-
-    Raises:
-      ValueError: ``x`` is empty.
-    """
+    """The :class:`AggregatePosterior` of images ``x`` ``[N, D]`` (float64 sums; empty ``x``: ``ValueError``)."""
     if len(x) == 0:
         raise ValueError("aggregate_posterior needs at least one image")
     first = second = 0.0
@@ -149,34 +80,19 @@ def aggregate_posterior(model, x, batch_size: int = 1024) -> AggregatePosterior:
 
 
 def difference_distribution(mu: tf.Tensor, logvar: tf.Tensor, aggregate: AggregatePosterior):
-    """The normal difference distribution ``D = z_test - z_agg`` per latent dimension (module docstring, step 2).
-
-    Args:
-      mu, logvar: float32 ``[B, L]``, the test images' posteriors ``N(mu, exp(logvar))``.
-      aggregate: the normal training images' :class:`AggregatePosterior`.
-
-    Returns:
-      ``(loc, var)``, each float32 ``[B, L]``: ``loc = mu - mu_agg``, ``var = exp(logvar) + sigma_agg^2``.
-    """
+    """``(loc, var)`` ``[B, L]`` of ``D``: ``loc = mu - mu_agg``, ``var = exp(logvar) + sigma_agg^2``."""
     loc = mu - tf.constant(aggregate.mean, tf.float32)
     return loc, tf.exp(logvar) + tf.constant(aggregate.var, tf.float32)
 
 
 def anomaly_noise(n: int, draws: int, latent_dim: int, seed: int = 0) -> np.ndarray:
-    """Standard-normal ``eps`` ``[n, draws, L]`` (float32) of the draws ``u = loc + scale * eps``: row ``b`` belongs
-    to image ``b``, from ``numpy.random.RandomState(seed)``."""
+    """Standard-normal ``eps`` ``[n, draws, L]`` from ``RandomState(seed)``; row ``b`` is image ``b``'s."""
     return np.random.RandomState(seed).standard_normal((n, draws, latent_dim)).astype(np.float32)
 
 
 def anomaly_directions(mu: tf.Tensor, logvar: tf.Tensor, aggregate: AggregatePosterior,
                        noise: tf.Tensor | np.ndarray | None) -> tf.Tensor:
-    """The latent vectors ``u`` ``[B, draws, L]`` back-propagated by the anomaly map (module docstring, step 3).
-
-    Args:
-      mu, logvar: float32 ``[B, L]`` test posteriors.
-      aggregate: the normal training images' :class:`AggregatePosterior`.
-      noise: standard normal ``[B, draws, L]``, or ``None`` for the difference distribution's mean (``draws = 1``).
-    """
+    """``u = loc + sqrt(var) * noise`` ``[B, draws, L]``; ``noise=None``: ``u = loc`` (one draw)."""
     loc, var = difference_distribution(mu, logvar, aggregate)
     if noise is None:
         return loc[:, None, :]
@@ -185,22 +101,8 @@ def anomaly_directions(mu: tf.Tensor, logvar: tf.Tensor, aggregate: AggregatePos
 
 def anomaly_coarse_maps(model, x: tf.Tensor, aggregate: AggregatePosterior, draws: int = 1, seed: int = 0,
                         noise: tf.Tensor | np.ndarray | None = None) -> tf.Tensor:
-    """Signed coarse anomaly maps ``L_bd = sum_k alpha_bdk A_bk``, one per draw (module docstring, step 4).
-
-    ``alpha_bd = mean_{p,q} sum_i u_bdi d mu_i(x_b) / dA_b``: ``u_bd`` is fed as the output gradient of ``mu``
-    (``tape.gradient(mu, A, output_gradients=u)``), held fixed.
-
-    Args:
-      model: an ``ExpVAE`` (``enc_a``/``enc_b`` split at the target layer).
-      x: float32 ``[B, D]`` images.
-      aggregate: the normal training images' :class:`AggregatePosterior`.
-      draws: vectors drawn per image; 0: the difference distribution's mean, no sampling.
-      seed: seed of :func:`anomaly_noise` when ``noise`` is not given.
-      noise: optional standard normal ``[B, draws, L]`` (overrides ``draws`` and ``seed``).
-
-    Returns:
-      float32 ``[B, max(draws, 1), h, w]``.
-    """
+    """Signed coarse anomaly maps ``L_bd = sum_k alpha_bdk A_bk`` ``[B, max(draws, 1), h, w]``; ``noise``
+    ``[B, draws, L]`` overrides ``draws`` and ``seed``."""
     a = model.enc_a(tf.convert_to_tensor(x, tf.float32))  # [B, h, w, K]
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(a)
@@ -222,33 +124,12 @@ def attention_map(model, x: tf.Tensor, method: str = "code", normalize: bool = T
                   rectify: str | None = None, upsample_first: bool | None = None,
                   aggregate: AggregatePosterior | None = None, draws: int = 1, seed: int = 0,
                   noise: tf.Tensor | np.ndarray | None = None) -> tf.Tensor:
-    """Attention maps of a batch of images (see the module docstring for the formulas).
+    """Attention maps ``[B, 28, 28]`` (non-negative) of images ``x`` ``[B, 784]`` by ``method`` (module docstring).
 
     Args:
-      model: an ``ExpVAE`` (``enc_a``/``enc_b`` split at the target layer).
-      x: float32 ``[B, 784]`` images in [0, 1].
-      method: ``"code"`` (the original's computation), ``"paper"`` (per-latent-dimension formula) or ``"anomaly"``
-        (the paper's anomaly attention, Eq. 4; needs ``aggregate``).
-      normalize: per-image min-max into [0, 1] (as displayed by the original); ``False`` returns raw maps, e.g. for
-        image-level scores.
-      batch_rms: ``"code"`` only: divide the gradient by its batch-wide RMS + 1e-5, as the original does (couples
-        the raw maps of a batch; a no-op after min-max up to rounding).
-      rectify: ``"abs"`` or ``"relu"``; ``None``: ``"abs"`` for ``"code"`` (the original), ``"relu"`` for
-        ``"anomaly"`` (the paper's Grad-CAM). The paper map always uses ReLU per dimension.
-      upsample_first: rectify after (``True``) or before (``False``) upsampling; ``None``: ``True`` for ``"code"``
-        (the original), ``False`` for ``"anomaly"`` (the paper's form). Ignored by ``"paper"``.
-      aggregate: ``"anomaly"`` only: the normal training images' :func:`aggregate_posterior`.
-      draws: ``"anomaly"`` only: vectors drawn from the difference distribution per image, rectified maps averaged;
-        0: its mean (no sampling).
-      seed: ``"anomaly"`` only: seed of the draws (row ``b`` of :func:`anomaly_noise` belongs to image ``b``).
-      noise: ``"anomaly"`` only: explicit standard normal ``[B, draws, L]`` (overrides ``draws`` and ``seed``).
-
-    Returns:
-      float32 ``[B, 28, 28]`` maps, non-negative; in [0, 1] with ``normalize``.
-
-    Raises:
-      ValueError: unknown ``method`` or ``rectify``; ``"anomaly"`` without ``aggregate`` or with ``draws < 0``.
-    """
+      rectify: ``"abs"`` or ``"relu"``; ``None``: ``"abs"`` for ``"code"``, ``"relu"`` for ``"anomaly"``.
+      upsample_first: rectify after upsampling; ``None``: ``True`` for ``"code"``, ``False`` for ``"anomaly"``.
+      aggregate, draws, seed, noise: ``"anomaly"`` only (:func:`aggregate_posterior`, :func:`anomaly_coarse_maps`)."""
     if method not in METHODS:
         raise ValueError(f"unknown attention method {method!r}; choose one of {METHODS}")
     if rectify not in RECTIFIERS + (None,):
@@ -286,8 +167,7 @@ def attention_map(model, x: tf.Tensor, method: str = "code", normalize: bool = T
 
 
 def attention_maps(model, x, batch_size: int = 128, **kwargs) -> tf.Tensor:
-    """:func:`attention_map` over ``x`` ``[N, 784]`` in batches (results do not depend on ``batch_size``: the anomaly
-    map's noise is drawn for all ``N`` images at once, :func:`anomaly_noise`)."""
+    """:func:`attention_map` over ``x`` ``[N, 784]`` in batches (the anomaly noise is drawn for all ``N`` at once)."""
     if kwargs.get("method") == "anomaly" and kwargs.get("noise") is None and kwargs.get("draws", 1) > 0:
         latent_dim = int(np.shape(kwargs["aggregate"].mean)[-1]) if kwargs.get("aggregate") is not None else 0
         kwargs["noise"] = anomaly_noise(len(x), kwargs.pop("draws", 1), latent_dim, kwargs.pop("seed", 0))

@@ -1,45 +1,18 @@
-"""An evaluation protocol for VAE attention maps on one-class MNIST (this project's, not the original's).
+"""An evaluation protocol for VAE attention maps on one-class MNIST (this project's: neither the original code nor Liu
+et al. [1] give an MNIST metric; reference-spec-expvae.md section 4).
 
-The original repository publishes no MNIST metric (reference-spec-expvae.md section 4): it only saves overlays of
-outlier digits. To say anything quantitative this module fixes a protocol, stated here in full; numbers obtained
-with it are *not* comparable to any number in Liu et al. [1] (MVTec-AD, UCSD Ped1, different models).
+**Data.** A model trained on the inlier digit (3) of the training split; held-out inliers: that digit in the test split;
+outliers: the outlier digit (8, or every other digit with ``outlier_digit=None``) of the test split. Synthetic local
+anomalies with pixel ground truth (``RandomState(anomaly_seed)``): *additive*, the pixel-wise max of an inlier with a
+10x10 ink crop of another digit (ground truth: pixels that rose by > 0.2); *subtractive*, an 8x8 ink block set to 0
+(pixels that fell by > 0.2).
 
-**Data.** A model trained on the inlier digit (default 3) of the training split. Held-out inliers: that digit in the
-test split (the original's validation set, used only for model selection, never for training). Outliers: the
-outlier digit (default 8) in the test split, or with ``outlier_digit=None`` every other digit of the test split (the
-one-class protocol). Paste sources: test-split digits that are neither. The inlier digit's training images give the
-aggregate posterior of the anomaly attention and the mean inlier image of its baseline.
+**Maps**: the code and paper maps, the anomaly attention (Eq. 4), ablations, and a priori baselines
+(:func:`score_maps`). **Metrics.** Pooled pixel AUROC [2] of per-image min-max maps and mean per-image AUROC; image
+AUROC (inliers vs outliers) of the eval-mode ``BCE + KL``, the BCE and the raw maps' max and mean. :func:`aggregate`
+gives mean and sd over seeds.
 
-**Synthetic local anomalies** (pixel ground truth), drawn with ``numpy.random.RandomState(anomaly_seed)``:
-
-* *additive*: the pixel-wise max of the inlier with a ``crop x crop`` (10x10) crop holding at least ``min_ink`` (8)
-  pixels > 0.5 from a random paste-source digit, pasted at a uniformly random position; ground truth = pixels whose
-  intensity rose by more than 0.2. Redrawn until at least ``min_gt`` (8) ground-truth pixels.
-* *subtractive*: a ``block x block`` (8x8) square holding at least ``min_ink`` pixels > 0.5 is set to 0; ground
-  truth = pixels whose intensity fell by more than 0.2 (so the "ink" baselines cannot win by construction).
-
-**Maps scored** (28x28, higher = more anomalous): the code-faithful attention map, the paper-formula map, two
-ablations of the code map (ReLU instead of abs; rectify before upsampling), the paper's anomaly attention (Eq. 4,
-``VAE.attention`` ``method="anomaly"``: one vector drawn per image with the training seed) and two ablations of it
-(the difference distribution's mean instead of a draw; the code map's abs after upsampling instead of the paper's
-ReLU before it), and baselines chosen a priori (never tuned on ground truth):
-reconstruction error ``|x - sigmoid(decode(mu))|``, raw intensity ``x``, intensity blurred with a Gaussian of sigma
-2 px (about the footprint of one 7x7 attention cell), a centred Gaussian prior of sigma 7 px, the distance to the
-mean inlier training image ``|x - mean_n x_n|`` (the "background": what a normal image looks like on average), and
-uniform noise. The anomaly maps and the mean-inlier baseline need the inlier training images
-(``EvalData.train_inliers``).
-
-**Metrics.** Pixel level: pooled AUROC over all pixels of all anomalous images (MVTec style; maps min-max
-normalised per image, as displayed) and the mean of per-image AUROCs (invariant to per-image normalisation).
-Image level: AUROC of held-out inliers (negative) vs outliers (positive) for the eval-mode loss ``BCE + KL`` (z = mu),
-the reconstruction BCE, and the max and mean of the *raw* attention maps (no min-max, no batch rescale; the anomaly
-map's too when the inlier training images are given).
-Everything is computed per trained model; :func:`aggregate` gives mean and sample standard deviation over seeds.
-
-#### References
-[1] Liu et al. Towards Visually Explaining Variational Autoencoders. CVPR 2020. arXiv:1911.07389.
-[2] Bergmann et al. MVTec AD: A Comprehensive Real-World Dataset for Unsupervised Anomaly Detection. CVPR 2019.
-"""
+References: [1] Liu et al. Towards Visually Explaining VAEs. CVPR 2020. [2] Bergmann et al. MVTec AD. CVPR 2019."""
 
 from __future__ import annotations
 
@@ -56,7 +29,7 @@ from VAE.attention import AggregatePosterior, aggregate_posterior, attention_map
 logger = logging.getLogger(__name__)
 
 SIDE = 28
-INK = 0.5  # a pixel counts as ink above this grey level
+INK = 0.5  # a pixel counts as ink above this gray level
 
 
 @dataclass(frozen=True)
@@ -78,8 +51,7 @@ class Protocol:
 
 @dataclass(frozen=True)
 class EvalData:
-    """Images of one protocol run, all flat ``[N, 784]`` float32; masks ``[N, 28, 28]`` bool; ``train_inliers``: the
-    inlier digit's training images (``None``: no anomaly attention, no mean-inlier baseline)."""
+    """Flat ``[N, 784]`` image sets and ``[N, 28, 28]`` bool masks (``train_inliers``: optional)."""
 
     inliers: np.ndarray
     outliers: np.ndarray
@@ -127,7 +99,7 @@ def subtractive_anomaly(base: np.ndarray, rng: np.random.RandomState, p: Protoco
 
 
 def make_eval_data(ds, p: Protocol) -> EvalData:
-    """Builds the protocol's image sets from a labelled image dataset (``data.load`` of an MNIST variant)."""
+    """Builds the protocol's image sets from a labeled MNIST-like dataset (``data.load``)."""
     y = ds.y_test.astype(int)
     cap = slice(None, p.max_images)
     is_outlier = y != p.inlier_digit if p.outlier_digit is None else y == p.outlier_digit
@@ -152,25 +124,14 @@ def make_eval_data(ds, p: Protocol) -> EvalData:
 
 
 def centre_prior(sigma: float) -> np.ndarray:
-    """An isotropic Gaussian bump ``[28, 28]`` centred on the image centre (13.5, 13.5)."""
+    """An isotropic Gaussian bump ``[28, 28]`` centered on (13.5, 13.5)."""
     grid = np.arange(SIDE) - (SIDE - 1) / 2
     return np.exp(-(grid[:, None] ** 2 + grid[None, :] ** 2) / (2 * sigma ** 2))
 
 
 def score_maps(model, x: np.ndarray, p: Protocol, seed: int, aggregate: AggregatePosterior | None = None,
                background: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Every map of the protocol for images ``x`` ``[N, 784]``: name -> ``[N, 28, 28]`` (not yet normalised).
-
-    Args:
-      model: a trained ``ExpVAE``.
-      x: float32 ``[N, 784]``.
-      p: the protocol.
-      seed: seeds the random baseline and the anomaly attention's draws.
-      aggregate: the inlier training images' aggregate posterior; adds ``attention_anomaly`` (one draw per image),
-        ``ablation_anomaly_mean`` (the difference distribution's mean instead of a draw) and ``ablation_anomaly_abs``
-        (the same draw with the code map's rectifier, ``|Up(L)|``).
-      background: the mean inlier training image ``[784]``; adds ``baseline_mean_inlier`` ``|x - background|``.
-    """
+    """Every raw map of the protocol for ``x`` ``[N, 784]``: name -> ``[N, 28, 28]``."""
     images = x.reshape(-1, SIDE, SIDE)
     recon = model.reconstruct(x).numpy().reshape(images.shape)
     extra = {}
@@ -206,12 +167,7 @@ def normalize_per_image(maps: np.ndarray) -> np.ndarray:
 
 
 def pixel_aurocs(maps: np.ndarray, gt: np.ndarray) -> dict[str, float]:
-    """Pooled AUROC of min-max-normalised maps over all pixels, and the mean per-image AUROC.
-
-    Args:
-      maps: float ``[N, H, W]`` scores (higher = anomalous).
-      gt: bool ``[N, H, W]``; every image must hold both classes.
-    """
+    """Pooled AUROC of min-max-normalized maps ``[N, H, W]`` against bool ``gt``, and the mean per-image AUROC."""
     pooled = roc_auc_score(gt.ravel(), normalize_per_image(maps).ravel())
     per_image = [roc_auc_score(g.ravel(), m.ravel()) for m, g in zip(maps, gt)]
     return {"pooled": float(pooled), "per_image_mean": float(np.mean(per_image))}
@@ -219,12 +175,7 @@ def pixel_aurocs(maps: np.ndarray, gt: np.ndarray) -> dict[str, float]:
 
 def image_scores(model, x: np.ndarray, aggregate: AggregatePosterior | None = None, seed: int = 0,
                  batch_size: int = 1024) -> dict[str, np.ndarray]:
-    """Image-level anomaly scores ``[N]`` of images ``x`` ``[N, 784]`` (higher = more anomalous).
-
-    ``loss``: the eval-mode negative ELBO ``BCE + KL`` (z = mu); ``bce``: its reconstruction term; the max and mean
-    of each raw attention map (``attention_{code,paper}_{max,mean}``, and ``attention_anomaly_*`` with one draw of
-    seed ``seed`` when ``aggregate`` is given).
-    """
+    """Image scores ``[N]``: ``loss``, ``bce``, ``attention_{method}_{max,mean}``."""
     terms = [model.loss_terms(x[start:start + batch_size]) for start in range(0, len(x), batch_size)]
     scores = {key: np.concatenate([t[key].numpy() for t in terms]) for key in ("loss", "bce")}
     methods = {"code": {}, "paper": {}}
@@ -255,12 +206,7 @@ def code_paper_agreement(model, x: np.ndarray) -> dict[str, float]:
 
 
 def sign_statistics(model, x: np.ndarray) -> dict[str, float]:
-    """How the sign of the code map's signed coarse map ``L = sum_k alpha_k A_k`` is distributed over ``x``.
-
-    Returns:
-      ``negative_cell_fraction`` (of the 7x7 cells of all images) and ``relu_map_all_zero_fraction`` (images whose
-      ReLU-ablation map is identically zero, i.e. ``Up(L) <= 0`` everywhere).
-    """
+    """Fractions of negative signed coarse cells and of all-zero ReLU code maps over ``x``."""
     relu = attention_maps(model, x, method="code", normalize=False, rectify="relu").numpy()
     a, grad = target_and_jacobian(model, x, per_dimension=False)
     coarse = np.einsum("bhwk,bk->bhw", a.numpy(), grad.numpy().mean(axis=(1, 2)))
@@ -269,16 +215,7 @@ def sign_statistics(model, x: np.ndarray) -> dict[str, float]:
 
 
 def evaluate_model(model, data: EvalData, p: Protocol, seed: int) -> dict[str, dict]:
-    """All metrics of one trained model.
-
-    With ``data.train_inliers``, the anomaly attention (aggregate posterior of those images; draws seeded by
-    ``seed``) and the mean-inlier baseline are scored too.
-
-    Returns:
-      ``{"pixel": {anomaly: {map: {"pooled", "per_image_mean"}}}, "image": {score: auroc},
-      "agreement": {"pearson_median", "pearson_p10"}, "sign": {...}}``: agreement of code and paper maps on the
-      outliers, and :func:`sign_statistics` on the additive anomalies.
-    """
+    """All metrics of one model: ``{"pixel": ..., "image": ..., "agreement": ..., "sign": ...}``."""
     aggregate = background = None
     if data.train_inliers is not None:
         aggregate, background = aggregate_posterior(model, data.train_inliers), data.train_inliers.mean(axis=0)
@@ -332,17 +269,7 @@ def summary_table(results: Mapping, anomaly: str, statistic: str = "pooled") -> 
 
 
 def plot_overlays(model, x: np.ndarray, n: int = 8, title: str = "", masks: np.ndarray | None = None):
-    """A grid of images: rows image, code map, paper map, reconstruction error, overlay (jet over grey).
-
-    Args:
-      model: a trained ``ExpVAE``.
-      x: float32 ``[N, 784]``; the first ``n`` are shown.
-      title: figure title.
-      masks: optional bool ``[N, 28, 28]`` ground truth, outlined in green on the image row.
-
-    Returns:
-      The matplotlib figure.
-    """
+    """A figure of the first ``n`` images of ``x``: image, code map, paper map, reconstruction error, overlay."""
     import matplotlib.pyplot as plt
 
     x = x[:n]
@@ -356,7 +283,7 @@ def plot_overlays(model, x: np.ndarray, n: int = 8, title: str = "", masks: np.n
         for j in range(len(x)):
             axes[i, j].imshow(maps[j], cmap=cmap, vmin=0, vmax=None if name.startswith("|") else 1)
         axes[i, 0].set_ylabel(name, fontsize=7)
-    for j in range(len(x)):  # the original's overlay: jet colour map added to the grey image, rescaled
+    for j in range(len(x)):  # the original's overlay: jet color map added to the gray image, rescaled
         overlay = plt.get_cmap("jet")(code[j])[..., :3] + images[j][..., None]
         axes[-1, j].imshow(overlay / overlay.max())
     axes[-1, 0].set_ylabel("overlay", fontsize=7)

@@ -1,14 +1,8 @@
-"""The MNIST convolutional ResNet encoder and decoder of the original's MNIST VAE (spec 4.4).
+"""The MNIST convolutional ResNet encoder and decoder of the original's MNIST VAE (spec 4.4), NHWC, on flat images.
 
-Feature maps are NHWC (TF's layout). PyTorch's ``Conv2d(k, s=2, padding=1)`` is an explicit 1-pixel zero pad plus a
-'valid' convolution, and ``ConvTranspose2d(k, s=2, padding=1)`` is a 'valid' transposed convolution cropped by one
-pixel on each side (trap 4): (k3, s2, p1) maps 4 -> 7 and (k4, s2, p1) doubles the size. Both networks take and give
-*flat* images ``[B, H*W]`` so that every VAE exposes the same flat interface.
-
-#### References
-[1] Antorán et al. Getting a CLUE: A Method for Explaining Uncertainty Estimates. ICLR 2021.
-[2] He et al. Identity Mappings in Deep Residual Networks. ECCV 2016.
-"""
+PyTorch's ``Conv2d(k, s=2, padding=1)`` is a 1-pixel zero pad plus a 'valid' conv;
+``ConvTranspose2d(k, s=2, padding=1)`` a 'valid' transposed conv cropped by one pixel per side (trap 4). References:
+[1] Antorán et al. Getting a CLUE. ICLR 2021. [2] He et al. Identity Mappings in Deep Residual Networks. ECCV 2016."""
 
 from __future__ import annotations
 
@@ -42,11 +36,10 @@ def _up(filters: int, kernel: int, in_channels: int) -> list[keras.layers.Layer]
 
 
 def mnist_recognition_resnet(latent_dim: int, name: str = "encoder") -> keras.Sequential:
-    """``MNIST_recognition_resnet(L)``: flat ``[B, 784]`` in [0, 1] -> ``[B, 2L]`` Normal parameters.
+    """``MNIST_recognition_resnet(L)``: flat ``[B, 784]`` -> ``[B, 2L]`` Normal parameters.
 
-    Conv1x1(1->32), RB(32,24)x2, Conv k4s2p1 (->64, 28->14), RB(64,48)x2, Conv k4s2p1 (->128, 14->7), RB(128,96)x2,
-    Conv k3s2p1 (->128, 7->4), LeakyReLU, flatten 2048, BN, Dense(2048, 2L), Skip(LeakyReLU, BN, Dense(2L, 2L)).
-    """
+    Conv1x1(1->32), RB(32,24)x2, Conv k4s2p1 (->64), RB(64,48)x2, Conv k4s2p1 (->128), RB(128,96)x2, Conv k3s2p1 (7->4),
+    LeakyReLU, flatten, BN, Dense(2048, 2L), Skip(LeakyReLU, BN, Dense(2L, 2L))."""
     m = 8 * WIDTH_MUL
     two_l = 2 * latent_dim
     layers = [keras.Input((IMAGE_SHAPE[0] * IMAGE_SHAPE[1],)), keras.layers.Reshape(IMAGE_SHAPE),
@@ -62,9 +55,8 @@ def mnist_recognition_resnet(latent_dim: int, name: str = "encoder") -> keras.Se
 def mnist_generator_resnet(latent_dim: int, name: str = "decoder") -> keras.Sequential:
     """``MNIST_generator_resnet(L)``: ``[B, L]`` -> flat Bernoulli logits ``[B, 784]``.
 
-    leaky_MLPBlock(L), Dense(L, 2048), LeakyReLU, BN, reshape (4, 4, 128), ConvT k3s2p1 (4->7), RB(128,96)x2,
-    ConvT k4s2p1 (->64, 7->14), RB(64,48)x2, ConvT k4s2p1 (->32, 14->28), RB(32,24)x2, Conv1x1(32->1).
-    """
+    leaky_MLPBlock(L), Dense(L, 2048), LeakyReLU, BN, (4, 4, 128), ConvT k3s2p1 (4->7), RB(128,96)x2, ConvT k4s2p1
+    (->64), RB(64,48)x2, ConvT k4s2p1 (->32), RB(32,24)x2, Conv1x1(32->1)."""
     m = 8 * WIDTH_MUL
     layers = [keras.Input((latent_dim,)), LeakyResidualBlock(latent_dim), dense(2048, latent_dim), leaky_relu(),
               batch_norm(), keras.layers.Reshape((4, 4, 128)),

@@ -1,37 +1,15 @@
 """The factor score of Kim & Mnih [1] (the "FactorVAE metric"), for any representation and any factor sampler.
 
-One *vote*:
+A vote fixes a factor ``k`` at a random value, draws ``L`` images, encodes them ``z = r(x)`` ``[L, D]``, scales each
+dimension by its data std ``s_d`` and votes ``(argmin_d Var_L(z_d / s_d), k)`` over the active dimensions (``s_d > 0``,
+``s_d >= prune_std``, mean ``KL(q(z_d|x) || N(0, 1)) >= prune_kl``). The score is the accuracy of the majority vote
+``c(d) = argmax_k V[d, k]`` over vote counts ``V`` ``[D_active, K]``, on the training votes or on evaluation votes.
 
-1. pick a factor ``k`` (in turn, or at random);
-2. draw ``L`` factor vectors with factor ``k`` fixed at one random value and the others random, and their images;
-3. encode them, ``z = r(x)`` ``[L, D]`` (e.g. the encoder means), and divide each dimension by its standard
-   deviation over the data, ``s_d`` (estimated on ``num_variance_estimate`` random images);
-4. the vote is ``(argmin_d Var_L(z_d / s_d), k)`` over the *active* dimensions (step 5).
+Presets: ``"reproductions"`` (of Liu et al. [2]: ``L = 100``, 800 balanced votes, KL pruning at 1e-5) and
+``"disentanglement_lib"`` ([3]: ``L = 64``, 10,000 + 5,000 votes, std pruning at 0.05).
 
-5. Pruning: a dimension is inactive when its data std ``s_d`` is zero, below ``prune_std``, or (when the
-   representation also returns log-variances) its mean KL to the prior ``E_x KL(q(z_d|x) || N(0, 1))`` is below
-   ``prune_kl``: it collapsed to the prior.
-
-The classifier is the majority vote ``c(d) = argmax_k V[d, k]`` over the vote counts ``V`` ``[D_active, K]``; the
-score is its accuracy: on the training votes (``sum_d max_k V[d, k] / n``), or on separate evaluation votes.
-
-Two presets (:data:`PRESETS`):
-
-* ``"reproductions"``: both public reproductions of Liu et al. [2] (Brongers; FACT): ``L = 100``, 800 votes
-  balanced over the factors, the training accuracy; scales from 10,000 random images (Brongers uses all 737,280,
-  FACT the vote samples), pruning at mean KL < 1e-5 (Brongers) when log-variances are given.
-* ``"disentanglement_lib"`` (Locatello et al. [3]): ``L = 64``, 10,000 training and 5,000 evaluation votes with a
-  random factor each, scales from 10,000 samples, pruning at std < 0.05; the score is the evaluation accuracy.
-
-Factors with one value (dSprites' color) are left out by :class:`DSpritesFactors` (``include_constant=False``);
-Brongers keeps color as a sixth factor, whose votes are noise (they cap the score near 5/6).
-
-#### References
-[1] Kim & Mnih. Disentangling by Factorising. ICML 2018.
-[2] Liu et al. Towards Visually Explaining Variational Autoencoders. CVPR 2020.
-[3] Locatello et al. Challenging Common Assumptions in the Unsupervised Learning of Disentangled Representations.
-    ICML 2019 (disentanglement_lib, ``evaluation/metrics/factor_vae.py``).
-"""
+References: [1] Kim & Mnih. Disentangling by Factorising. ICML 2018. [2] Liu et al. Towards Visually Explaining VAEs.
+CVPR 2020. [3] Locatello et al. Challenging Common Assumptions in ... Disentangled Representations. ICML 2019."""
 
 from __future__ import annotations
 
@@ -49,11 +27,7 @@ Representation = Callable[[np.ndarray], Any]  # observations [n, ...] -> codes [
 
 
 class FactorSampler(Protocol):
-    """Ground-truth factors and their observations.
-
-    Attributes:
-      factor_sizes: number of classes of each factor, ``(K,)``.
-    """
+    """Ground-truth factors (``factor_sizes``: classes per factor, ``(K,)``) and their observations."""
 
     factor_sizes: tuple[int, ...]
 
@@ -66,19 +40,7 @@ class FactorSampler(Protocol):
 
 @dataclass(frozen=True)
 class FactorScoreConfig:
-    """Settings of :func:`factor_score` (module docstring).
-
-    Attributes:
-      batch_size: ``L``, images per vote.
-      num_train: training votes.
-      num_eval: evaluation votes (0: the score is the training accuracy).
-      num_variance_estimate: random images for the per-dimension scales ``s_d``.
-      prune_std: prune dimensions whose ``s_d`` is below this (None: only ``s_d = 0``).
-      prune_kl: prune dimensions whose mean KL to the prior is below this (used when the representation returns
-        ``(means, logvars)``; None: never).
-      balanced: votes cycle through the factors (``k = v mod K``); else a random factor per vote.
-      encode_batch_size: images per call of the representation function.
-    """
+    """Settings of :func:`factor_score` (``batch_size`` is ``L``; ``num_eval = 0``: score the training votes)."""
 
     batch_size: int = 100
     num_train: int = 800
@@ -112,13 +74,7 @@ def preset(name: str, **overrides: Any) -> FactorScoreConfig:
 
 
 class DSpritesFactors:
-    """The dSprites grid as a :class:`FactorSampler`: factors are the non-constant factors' classes, observations
-    the images (``data.dsprites.DSprites``: the npz or the renderer).
-
-    Args:
-      dataset: a ``data.dsprites.DSprites``.
-      include_constant: keep factors with a single class (color) as factors (Brongers' score does).
-    """
+    """The dSprites grid as a :class:`FactorSampler` (``include_constant``: keep single-class factors)."""
 
     def __init__(self, dataset, include_constant: bool = False):
         from data.dsprites import FACTOR_SIZES
@@ -153,7 +109,7 @@ def _encode(representation: Representation, observations: np.ndarray,
 
 
 def active_dimensions(codes: np.ndarray, logvars: np.ndarray | None, config: FactorScoreConfig) -> np.ndarray:
-    """Boolean ``[D]``: the dimensions kept by the pruning rules (module docstring, step 5)."""
+    """Boolean ``[D]``: the dimensions kept by the pruning rules."""
     std = codes.std(axis=0, ddof=1)
     active = std > 0
     if config.prune_std is not None:
@@ -180,12 +136,7 @@ def _vote_factors(sampler: FactorSampler, n_votes: int, config: FactorScoreConfi
 
 def collect_votes(representation: Representation, sampler: FactorSampler, n_votes: int, scales: np.ndarray,
                   active: np.ndarray, config: FactorScoreConfig, rng: np.random.Generator) -> np.ndarray:
-    """Vote counts ``V`` int64 ``[D_active, K]`` of ``n_votes`` votes (module docstring, steps 1-4).
-
-    Args:
-      scales: per-dimension data std ``s_d`` ``[D]``.
-      active: boolean ``[D]`` of the dimensions that may be voted for.
-    """
+    """Vote counts ``V`` int64 ``[D_active, K]`` of ``n_votes`` votes, given scales ``s_d`` and the ``active`` mask."""
     num_factors = len(sampler.factor_sizes)
     votes = np.zeros((int(active.sum()), num_factors), np.int64)
     per_chunk = max(1, config.encode_batch_size * 4 // config.batch_size)  # bounds the images held at once
@@ -203,20 +154,11 @@ def collect_votes(representation: Representation, sampler: FactorSampler, n_vote
 def factor_score(representation: Representation, sampler: FactorSampler,
                  config: FactorScoreConfig | str = "reproductions", seed: int | np.random.Generator = 0
                  ) -> dict[str, Any]:
-    """The factor score of Kim & Mnih [1] (module docstring).
+    """The factor score of [1] for ``representation``: ``observations [n, ...] -> codes [n, D]`` (or
+    ``(means, logvars)``).
 
-    Args:
-      representation: ``observations [n, ...] -> codes [n, D]`` (or ``(means, logvars)``, enabling ``prune_kl``).
-      sampler: a :class:`FactorSampler` (e.g. :class:`DSpritesFactors`).
-      config: a :class:`FactorScoreConfig` or a preset name.
-      seed: seed (or generator) of every random draw.
-
-    Returns:
-      ``score`` (the evaluation accuracy if ``num_eval`` else the training accuracy), ``train_accuracy``,
-      ``eval_accuracy`` (NaN without evaluation votes), ``num_active_dims``, ``active_dims`` (indices) and
-      ``votes`` (training vote counts ``[D_active, K]``, as a list of lists). With no active dimension every
-      accuracy is 0.
-    """
+    Returns ``score``, ``train_accuracy``, ``eval_accuracy`` (NaN without evaluation votes), ``num_active_dims``,
+    ``active_dims`` and ``votes``."""
     config = preset(config) if isinstance(config, str) else config
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     observations = sampler.observations(sampler.sample_factors(config.num_variance_estimate, rng))

@@ -1,28 +1,14 @@
 """The one-class convolutional VAE of Liu et al. [1] (``ConvVAE(latent_size=32)`` of the original code).
 
-Layout follows ``reference-spec-expvae.md`` sections 1 and 5.2, in NHWC:
+Layout (``reference-spec-expvae.md`` sections 1 and 5.2, NHWC): ``enc_a``: ``[B, 784]`` -> Conv(64, k4, s2) -> ReLU ->
+Conv(128, k4, s2) -> ``A`` ``[B, 7, 7, 128]`` (pre-activation, the attention target; spec trap 1); ``enc_b``: ReLU ->
+Dense(1024, relu) -> ``(mu, logvar)`` ``[B, L]``; ``decoder``: Dense(1024) -> Dense(6272) -> ConvT(64, k4, s2) ->
+ConvT(1, k4, s2) -> logits ``[B, 784]``; ``"same"`` padding is PyTorch's ``padding=1`` here.
 
-* ``enc_a``: flat ``[B, 784]`` -> Conv(64, k4, s2) -> ReLU -> Conv(128, k4, s2) -> ``A`` ``[B, 7, 7, 128]``. ``A`` is
-  the *pre-activation* output of the second conv layer (the original's ``encoder.2``), the attention target; the
-  ReLU that follows is the first layer of ``enc_b`` so that no fused activation hides it (spec trap 1).
-* ``enc_b``: ``A`` -> ReLU -> Flatten -> Dense(1024, relu) -> ``(mu, logvar)``, each ``[B, L]`` (two heads, like the
-  original's ``fc1``/``fc2``; ``logvar`` unconstrained).
-* ``decoder``: ``z`` -> Dense(1024, relu) -> Dense(6272, relu) -> (7, 7, 128) -> ConvT(64, k4, s2, relu) ->
-  ConvT(1, k4, s2) -> flat Bernoulli *logits* ``[B, 784]``.
+Loss (spec 2, trap 9): ``sum_b [sum_p BCE(sigmoid(logit_bp), x_bp) + KL(N(mu_b, diag exp logvar_b) || N(0, I))]``.
 
-"same" padding with kernel 4, stride 2 on the even sizes 28 and 14 pads one pixel per side, i.e. PyTorch's
-``padding=1`` (spec 5.2). Kernels and biases are initialised like PyTorch's defaults (U(+-1/sqrt(fan_in))).
-No batch norm, no dropout: every example's computation is independent of the rest of the batch.
-
-Loss (spec 2): the negative ELBO with beta = 1, *summed* over pixels and over the batch,
-``sum_b [sum_p BCE(sigmoid(logit_bp), x_bp) + KL(N(mu_b, diag exp logvar_b) || N(0, I))]``, BCE from logits on
-grey-level targets (never Keras's mean-reduced BCE, spec trap 9). Training samples ``z = mu + eps * exp(logvar / 2)``;
-evaluation uses ``z = mu`` (eval mode of the original).
-
-#### References
-[1] Liu et al. Towards Visually Explaining Variational Autoencoders. CVPR 2020. arXiv:1911.07389.
-[2] Kingma & Welling. Auto-Encoding Variational Bayes. ICLR 2014.
-"""
+References: [1] Liu et al. Towards Visually Explaining VAEs. CVPR 2020. [2] Kingma & Welling. Auto-Encoding Variational
+Bayes. ICLR 2014."""
 
 from __future__ import annotations
 
@@ -55,15 +41,7 @@ def _dense(units: int, fan_in: int, name: str, activation: str | None = None) ->
 
 
 class ExpVAE(keras.Model):
-    """One-class conv VAE whose encoder is split at the attention target (spec 1, 5.2).
-
-    Args:
-      latent_dim: L (the original: 32).
-      filters: channels of the two encoder convs (the original: ``(64, 128)``); the decoder mirrors them.
-      hidden_dim: width of the dense layers (the original: 1024).
-
-    Only 28x28x1 images are supported (the 7x7 grid after two stride-2 convs is built into the decoder).
-    """
+    """One-class conv VAE for 28x28x1 images, its encoder split at the attention target (spec 1, 5.2)."""
 
     def __init__(self, latent_dim: int = 32, filters: Sequence[int] = (64, 128), hidden_dim: int = 1024, **kwargs):
         super().__init__(**kwargs)
@@ -93,11 +71,7 @@ class ExpVAE(keras.Model):
         return tf.sigmoid(self.decode(self._encode(x)[0]))
 
     def encode(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """``x`` float32 ``[B, 784]`` in [0, 1] -> ``(mu, logvar)``, each ``[B, L]``.
-
-        Raises:
-          UserError: ``x`` is empty, not ``[B, 784]`` or holds NaN or inf (values are checked when concrete).
-        """
+        """``x`` float32 ``[B, 784]`` in [0, 1] -> ``(mu, logvar)``, each ``[B, L]``; ``UserError`` for a bad ``x``."""
         x = check_tensor_inputs(x, IMAGE_SHAPE[0] * IMAGE_SHAPE[1], "x", "this ExpVAE", None, IMAGE_SHAPE)
         return self._encode(x)
 
@@ -115,15 +89,8 @@ class ExpVAE(keras.Model):
 
     # --------------------------------------------------------------------------------------------- objectives
     def loss_terms(self, x: tf.Tensor, eps: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
-        """Per-example negative-ELBO terms.
-
-        Args:
-          x: float32 ``[B, 784]`` grey levels in [0, 1].
-          eps: float32 ``[B, L]`` standard-normal noise for ``z = mu + eps * exp(logvar / 2)``; ``None``: ``z = mu``.
-
-        Returns:
-          ``bce`` ``[B]`` (summed over pixels), ``kl`` ``[B]``, ``loss = bce + kl`` ``[B]``, ``logits`` ``[B, 784]``.
-        """
+        """Per-example ``bce``, ``kl``, ``loss`` ``[B]`` and ``logits``; ``z = mu + eps * exp(logvar / 2)`` or
+        ``mu``."""
         mu, logvar = self._encode(x)
         z = mu if eps is None else mu + eps * tf.exp(0.5 * logvar)
         logits = self.decode(z)
@@ -141,21 +108,12 @@ class ExpVAE(keras.Model):
 
 
 def save_expvae(model: ExpVAE, export_dir: str | os.PathLike, extra: Mapping[str, Any] | None = None) -> Path:
-    """Atomically writes ``export_dir/{model.weights.h5, model.json}`` (``common.export``, kind ``"expvae"``);
-    ``extra`` (``dataset``, ``epoch``, ...) goes into ``model.json`` too."""
+    """Atomically writes ``export_dir/{model.weights.h5, model.json}`` (kind ``"expvae"``, plus ``extra``)."""
     return save_keras_model(model, export_dir, "expvae", extra)
 
 
 def load_expvae(export_dir: str | os.PathLike) -> ExpVAE:
-    """Rebuilds an :class:`ExpVAE` written by :func:`save_expvae` (or, before ``model.json``, with
-    ``model_config.json``).
-
-    Raises:
-      FileNotFoundError: ``export_dir`` holds no ``model.json`` (nor ``model_config.json``) or no
-        ``model.weights.h5``.
-      UserError (a ValueError): the export is not an ExpVAE (e.g. a CLUE VAE written by ``VAE.model.save_vae``),
-        or a file is truncated or corrupt (the message names it and what to do).
-    """
+    """Rebuilds an :class:`ExpVAE` written by :func:`save_expvae`."""
     model, _ = load_keras_model(export_dir, ("expvae",), lambda info: ExpVAE(**info.config), "ExpVAE",
                                 "VAE.expvae.save_expvae (`python -m VAE.train --model expvae`)",
                                 "`python -m VAE.train --dataset mnist_t10k --model expvae --out RUN_DIR`")

@@ -1,56 +1,19 @@
 """FactorVAE (Kim & Mnih [1]) and the attention disentanglement loss of AD-FactorVAE (Liu et al. [2]).
 
-Networks (Kim & Mnih's 2D-shapes architecture, Table 1 of [1], NHWC, 64x64 binary images):
+Networks: Table 1 of [1] (64x64 binary images); discriminator ``depth - 1`` x Dense(1000) + LeakyReLU(0.2), Dense(2).
 
-* encoder: 4 x [Conv(4x4, stride 2, "same" = PyTorch padding 1)] with 32, 32, 64, 64 filters, each followed by a
-  ReLU (64 -> 32 -> 16 -> 8 -> 4), flatten 1024, Dense(128) + ReLU, Dense(2L) -> ``(mu, logvar)``;
-* decoder: Dense(128) + ReLU, Dense(4 * 4 * 64) + ReLU, 4 x [ConvTranspose(4x4, stride 2)] with 64, 32, 32, 1
-  filters (ReLU between) -> Bernoulli logits ``[B, 64, 64, 1]``;
-* discriminator: ``depth - 1`` Dense(1000) + LeakyReLU(0.2) layers and a Dense(2) head (logits of "z ~ q(z)" and
-  "z ~ prod_j q(z_j)"); 6 layers as in [1].
+Objectives, ``z = mu + eps * exp(logvar / 2)``, discriminator logits ``D``: VAE
+``BCE(x, decode(z)) + KL(q(z|x) || N(0, I)) + gamma * TC (+ lambda * L_AD)``, ``TC = mean_b (D(z)_0 - D(z)_1)``;
+discriminator ``0.5 * (CE(D(z), 0) + CE(D(perm(z')), 1))``, ``z'`` from a second batch, ``perm`` shuffling each
+dimension across the batch.
 
-Dense and Conv kernels start from N(0, 0.02) with zero biases, transposed convs from PyTorch's default (the
-reproductions' ``normal_init``). The ReLU after the encoder's Dense(128) follows [1] and 1Konny's implementation that
-both reproductions build on; Brongers' encoder omits it (``encoder_fc_relu=False``).
+``L_AD`` (reference-spec-expvae.md P2.2): with ``A`` the pre-ReLU output of conv layer ``layer`` and
+``M^i_b = Up(ReLU(sum_k alpha^i_bk A_bk))``, ``alpha^i_bk = mean_{pq} d mu_i(x_b) / dA_bkpq``, for two random dimensions
+``i != j``: ``L_AD = 2 * sum_p min(M^i_p, M^j_p) / sum_p (M^i_p + M^j_p)``. ``second_order`` differentiates through
+``alpha``; the default stops its gradient (Brongers').
 
-Objectives, for a batch ``x`` with ``z = mu + eps * exp(logvar / 2)`` and the discriminator ``D`` (logits):
-
-* VAE: ``BCE(x, decode(z))`` summed over pixels + ``KL(q(z|x) || N(0, I))``, both averaged over the batch,
-  ``+ gamma * TC`` with the density-ratio estimate ``TC = mean_b (D(z)_0 - D(z)_1)`` of the total correlation,
-  ``+ lambda * L_AD`` for AD-FactorVAE;
-* discriminator: ``0.5 * (CE(D(z), 0) + CE(D(perm(z')), 1))`` with ``z'`` from a second, independent batch and
-  ``perm`` shuffling each latent dimension independently across the batch (:func:`permute_dims`).
-
-Attention disentanglement loss (reference-spec-expvae.md P2.2). Let ``A`` ``[B, h, w, K]`` be the pre-ReLU output
-of the encoder's conv layer ``layer`` (1-4). For latent dimension ``i`` the Grad-CAM map of [2] is
-
-  ``alpha^i_bk = mean_{pq} d mu_i(x_b) / dA_bkpq``,  ``M^i_b = ReLU(sum_k alpha^i_bk A_bk)``
-
-bilinearly upsampled to the image size. For two dimensions ``i != j`` drawn at random per batch,
-
-  ``L_AD = 2 * sum_p min(M^i_p, M^j_p) / sum_p (M^i_p + M^j_p)``
-
-per image (0 for disjoint maps, 1 for identical ones), averaged over the batch (``reduction="mean"``), or, as
-Brongers computes it, with both sums pooled over the whole batch and the ratio divided by the batch size
-(``reduction="pooled"``, a 1/B smaller loss for the same weight).
-
-Gradient order. ``L_AD`` depends on the parameters through ``A`` *and* through ``alpha``, itself a gradient. With
-``second_order=True`` the channel weights stay in the graph and the training gradient is the exact gradient of
-``L_AD``, a gradient of gradients: the inner ``tf.GradientTape`` that computes ``d mu_i / dA`` runs inside the outer
-training tape, which differentiates through it (it reaches the kernels after the target layer; biases there only
-move ReLU masks, whose derivative is zero). With ``second_order=False`` ``alpha`` is a constant
-(``tf.stop_gradient``), Brongers' first-order shortcut (``backward`` without ``create_graph``): the loss then moves
-only the activations ``A``, i.e. the layers up to the target layer. :func:`make_train_step` defaults to the
-first-order form with the pooled reduction, Brongers' setting, in which lambda = 40 and the reproduction's anchors
-were obtained. The exact gradient is an ablation: early in training the ELBO's gradient on the encoder is tiny, the
-exact ``L_AD`` gradient is not, and it can zero the overlap by making both maps vanish (ReLU-dead maps have no
-overlap) through every encoder layer, which pushes the posterior towards the prior.
-
-#### References
-[1] Kim & Mnih. Disentangling by Factorising. ICML 2018.
-[2] Liu et al. Towards Visually Explaining Variational Autoencoders. CVPR 2020.
-[3] Selvaraju et al. Grad-CAM. ICCV 2017.
-"""
+References: [1] Kim & Mnih. Disentangling by Factorising. ICML 2018. [2] Liu et al. Towards Visually Explaining VAEs.
+CVPR 2020. [3] Selvaraju et al. Grad-CAM. ICCV 2017."""
 
 from __future__ import annotations
 
@@ -82,14 +45,7 @@ def _dense(units: int, name: str, activation: str | None = None) -> keras.layers
 
 
 class FactorVAE(keras.Model):
-    """The conv VAE of FactorVAE (module docstring), with its encoder split at any conv layer for Grad-CAM.
-
-    Args:
-      latent_dim: ``L`` (10 in [1]).
-      image_size: side of the square single-channel input, a multiple of 16 (64).
-      hidden_dim: width of the Dense layers next to the latent code (128).
-      encoder_fc_relu: ReLU after the encoder's Dense(hidden_dim) ([1]; False: Brongers' encoder).
-    """
+    """The conv VAE of FactorVAE (module docstring), its encoder split at any conv layer for Grad-CAM."""
 
     def __init__(self, latent_dim: int = 10, image_size: int = 64, hidden_dim: int = 128,
                  encoder_fc_relu: bool = True, **kwargs):
@@ -158,10 +114,7 @@ class FactorVAE(keras.Model):
 
 
 def discriminator(latent_dim: int, width: int = 1000, depth: int = 6, name: str = "discriminator") -> keras.Sequential:
-    """The total-correlation discriminator of [1]: ``depth - 1`` Dense(width) + LeakyReLU(0.2), then Dense(2).
-
-    ``[B, L]`` codes -> ``[B, 2]`` logits; class 0 = "from q(z)", class 1 = "from the product of its marginals".
-    """
+    """TC discriminator of [1]: ``[B, L]`` -> logits ``[B, 2]`` (0: ``q(z)``, 1: ``prod_j q(z_j)``)."""
     layers: list[keras.layers.Layer] = [keras.Input((latent_dim,))]
     for i in range(depth - 1):
         layers += [_dense(width, f"fc{i + 1}"), keras.layers.LeakyReLU(negative_slope=LEAKY_SLOPE)]
@@ -171,12 +124,7 @@ def discriminator(latent_dim: int, width: int = 1000, depth: int = 6, name: str 
 
 # ------------------------------------------------------------------------------------------------- objectives
 def permute_dims(z: tf.Tensor, keys: tf.Tensor) -> tf.Tensor:
-    """Shuffles each column of ``z`` ``[B, L]`` independently across the batch (a sample of ``prod_j q(z_j)``).
-
-    Args:
-      z: codes ``[B, L]``.
-      keys: uniform random numbers ``[B, L]``; column ``j`` is permuted by ``argsort(keys[:, j])``.
-    """
+    """Shuffles each column ``j`` of ``z`` ``[B, L]`` by ``argsort(keys[:, j])`` (a sample of ``prod_j q(z_j)``)."""
     perm = tf.argsort(keys, axis=0)  # [B, L], one permutation per column
     return tf.transpose(tf.gather(tf.transpose(z), tf.transpose(perm), batch_dims=1))
 
@@ -215,22 +163,7 @@ def discriminator_accuracy(logits_joint: tf.Tensor, logits_permuted: tf.Tensor) 
 
 def attention_maps(model: FactorVAE, x: tf.Tensor, dims: tf.Tensor, layer: int = 1, second_order: bool = True,
                    upsample: bool = True) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """Per-latent-dimension Grad-CAM maps of ``mu_i`` at conv layer ``layer`` (module docstring).
-
-    Call it inside the training tape: the maps are differentiable (through ``alpha`` as well when
-    ``second_order``), and the returned ``(mu, logvar)`` come from the same forward pass.
-
-    Args:
-      model: a :class:`FactorVAE`.
-      x: images ``[B, H, W, 1]``.
-      dims: int ``[n]`` latent dimensions (two for ``L_AD``).
-      layer: target conv layer, 1-4.
-      second_order: keep ``alpha`` differentiable (gradients of gradients); False: ``tf.stop_gradient(alpha)``.
-      upsample: bilinear upsampling (half-pixel centres) of the ``[h, w]`` maps to ``[H, W]``.
-
-    Returns:
-      ``(maps [B, n, H, W] (or [B, n, h, w]) non-negative, mu [B, L], logvar [B, L])``.
-    """
+    """Maps ``[B, n, H, W]`` of dimensions ``dims`` at conv ``layer`` and ``(mu, logvar)`` of the same pass."""
     a = model.features(x, layer)  # [B, h, w, K]
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(a)
@@ -249,15 +182,7 @@ def attention_maps(model: FactorVAE, x: tf.Tensor, dims: tf.Tensor, layer: int =
 
 
 def attention_disentanglement_loss(map_i: tf.Tensor, map_j: tf.Tensor, reduction: str = "mean") -> tf.Tensor:
-    """``L_AD = 2 sum_p min(M_i, M_j) / sum_p (M_i + M_j)`` for non-negative maps ``[B, H, W]`` (Liu et al. [2]).
-
-    Args:
-      reduction: ``"mean"``: the ratio per image, averaged over the batch (an image whose two maps are both zero
-        counts 0); ``"pooled"``: Brongers' ``2 sum_{b,p} min / sum_{b,p} (M_i + M_j) / B``.
-
-    Returns:
-      A scalar in [0, 1] (``"pooled"``: in [0, 1/B]).
-    """
+    """``L_AD`` of maps ``[B, H, W]``, per image and averaged (``"mean"``) or pooled and divided by ``B``."""
     if reduction not in REDUCTIONS:
         raise ValueError(f"unknown reduction {reduction!r}; choose one of {REDUCTIONS}")
     overlap = tf.reduce_sum(tf.minimum(map_i, map_j), axis=[1, 2])  # [B]
@@ -278,22 +203,11 @@ def distinct_pair(generator: tf.random.Generator, n: int) -> tf.Tensor:
 def make_train_step(model: FactorVAE, disc: keras.Model, vae_optimizer, disc_optimizer,
                     generator: tf.random.Generator, gamma: float = 40.0, ad_weight: float = 0.0, ad_layer: int = 1,
                     second_order: bool = False, ad_reduction: str = "pooled"):
-    """One FactorVAE (``ad_weight = 0``) or AD-FactorVAE iteration of [1] / [2], as a ``tf.function``.
+    """One FactorVAE (``ad_weight = 0``) or AD-FactorVAE iteration as a ``tf.function``:
+    ``step(x1, x2) -> {recon, kl, tc, ad, vae_loss, disc_loss, disc_accuracy}``.
 
-    Both gradients are taken at the current parameters, then both optimisers step. The VAE's gradient comes from
-    the VAE objective only, the discriminator's from its loss only (with the codes held fixed).
-
-    Args:
-      model, disc: the :class:`FactorVAE` and its :func:`discriminator`.
-      vae_optimizer, disc_optimizer: their optimisers (Adam 1e-4 (0.9, 0.999) and 1e-4 (0.5, 0.9) in [1]).
-      generator: the checkpointed RNG (reparameterisation noise, permutations, the pair of dimensions).
-      gamma: weight of the TC estimate.
-      ad_weight: ``lambda``, weight of ``L_AD`` (0: plain FactorVAE, no attention maps computed).
-      ad_layer, second_order, ad_reduction: see :func:`attention_maps` and :func:`attention_disentanglement_loss`.
-
-    Returns:
-      ``step(x1 [B, H, W, 1], x2 [B, H, W, 1]) -> {recon, kl, tc, ad, vae_loss, disc_loss, disc_accuracy}``.
-    """
+    Both gradients are taken at the current parameters, then both optimizers step; ``generator`` draws the noise, the
+    permutations and the pair of dimensions."""
     latent = model.latent_dim
     use_ad = ad_weight > 0
 
@@ -338,12 +252,7 @@ def save_factorvae(model: FactorVAE, export_dir: str | os.PathLike, extra: Mappi
 
 
 def load_factorvae(export_dir: str | os.PathLike) -> FactorVAE:
-    """Rebuilds a :class:`FactorVAE` written by :func:`save_factorvae`.
-
-    Raises:
-      FileNotFoundError: no ``model.json`` or weights in ``export_dir``.
-      UserError: the export is of another kind, or a file is damaged.
-    """
+    """Rebuilds a :class:`FactorVAE` written by :func:`save_factorvae`."""
     model, _ = load_keras_model(export_dir, ("factorvae",), lambda info: FactorVAE(**info.config), "FactorVAE",
                                 "VAE.factorvae.save_factorvae (`python -m VAE.train_factorvae`)",
                                 "`python -m VAE.train_factorvae --out RUN_DIR`")

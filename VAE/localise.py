@@ -1,44 +1,16 @@
-"""Anomaly localisation with VAE attention maps (Liu et al. [1]) on MVTec AD [2] or UCSD Ped1 [3]: trains the
-ResNet-18 VAE (``VAE.resnet_vae``) on the normal training images, then scores the test images.
+"""Anomaly localization with VAE attention maps (Liu et al. [1]) on MVTec AD [2] or UCSD Ped1 [3]: trains the ResNet-18
+VAE (``VAE.resnet_vae``) on the normal training images, then scores the test images.
 
-The datasets are not shipped or downloaded: ``--root`` is the folder of your copy, in its standard layout
-(``data/anomaly_images.py``). Usage::
+``--root`` is your copy of the dataset (``data/anomaly_images.py``), e.g.
+``python -m VAE.localise --dataset mvtec --root PATH --category bottle --out runs/localise/bottle``. Training is
+resumable; the exported model (``best/``) is the epoch with the best ELBO (``z = mu``) on a seeded ``--val-fraction`` of
+the normal training images (spec trap 14). Per pixel, the raw ``attention`` map and the ``reconstruction_error``
+``mean_c |x - sigmoid(decode(mu(x)))|`` are scored by pooled pixel AUROC, raw and per-image min-max (spec trap 6), on at
+most ``--max-auroc-pixels`` sampled pixels; image AUROC of the loss and of each map's max and mean. Defaults: the public
+reproduction's (reference-spec-expvae.md P2.5).
 
-    python -m VAE.localise --dataset mvtec --root ~/data/mvtec_anomaly_detection --category bottle \
-        --preset paper --seed 0 --out runs/localise/bottle/seed0
-    python -m VAE.localise --dataset ucsd_ped1 --root ~/data/UCSD_Anomaly_Dataset.v1p2/UCSDped1 --train-stride 4 \
-        --out runs/localise/ped1/seed0
-
-**Training** (resumable: the same command with the same ``--out`` continues): a seeded ``--val-fraction`` of the
-normal training images is held out; Adam (eps 1e-8) on the batch-mean negative ELBO with sampled ``z``, shuffled
-mini-batches, ``--epochs`` epochs; the exported model (``best/``) is the epoch with the best validation ELBO
-(eval mode, ``z = mu``), so nothing is selected on test images or on masks (spec trap 14). With
-``--val-fraction 0`` the training ELBO selects instead.
-
-**Scoring** of the test set, per pixel (``[S, S]`` maps, higher = more anomalous):
-
-* ``attention``: the Grad-CAM map from the latent mean at ``--target-layer`` (``--attention code | paper |
-  channel_abs``, ``VAE.resnet_vae``), raw (no per-image min-max, no batch rescale);
-* ``reconstruction_error``: ``mean_c |x - sigmoid(decode(mu(x)))|``, the baseline.
-
-Metrics (``metrics.json``; ``test/...``): pixel AUROC pooled over all pixels of all test images of the category
-(normal ones included, MVTec's convention) for each map raw and per-image min-max normalised (``_minmax``, as the
-maps are displayed; spec trap 6); image AUROC (anomalous vs normal test images) of the eval-mode loss and of each
-map's max and mean. With more than ``--max-auroc-pixels`` pixels (UCSD Ped1: 2000 frames x 65,536) the pooled
-AUROC is computed on a seeded uniform sample of that many pixels, drawn with replacement (its standard error is
-below 1e-3).
-``scores.csv`` has one row per test image; ``--save-maps`` writes the maps to ``maps.npz``.
-
-The paper's training settings for these datasets are not known here (reference-spec-expvae.md P2.5): the defaults
-(``--preset paper``) are those of the public reproduction whose hazelnut pixel AUROC is 0.930 (256x256, latent 32,
-target ``layer2.1.conv1``, Adam 1e-4) with 100 epochs of batch 32.
-
-#### References
-[1] Liu et al. Towards Visually Explaining Variational Autoencoders. CVPR 2020. arXiv:1911.07389.
-[2] Bergmann et al. MVTec AD: A Comprehensive Real-World Dataset for Unsupervised Anomaly Detection. CVPR 2019.
-[3] Mahadevan et al. Anomaly Detection in Crowded Scenes. CVPR 2010.
-[4] He et al. Deep Residual Learning for Image Recognition. CVPR 2016.
-"""
+References: [1] Liu et al. Towards Visually Explaining VAEs. CVPR 2020. [2] Bergmann et al. MVTec AD. CVPR 2019.
+[3] Mahadevan et al. Anomaly Detection in Crowded Scenes. CVPR 2010. [4] He et al. Deep Residual Learning. CVPR 2016."""
 
 from __future__ import annotations
 
@@ -79,7 +51,7 @@ RESUME_SAFE = {"epochs", "graph", "root", "attention", "target_layer", "max_auro
 
 @dataclass(frozen=True)
 class Config:
-    """Every setting of a localisation run (module docstring); defaults = ``--preset paper``."""
+    """Every setting of a localization run; defaults = ``--preset paper``."""
 
     dataset: str = option("mvtec", "mvtec | ucsd_ped1")
     root: str | None = option(None, "folder of your copy of the dataset, in its standard layout (required)")
@@ -115,11 +87,7 @@ class Config:
     progress: bool = option(True, "show tqdm progress bars")
 
     def validate(self) -> Config:
-        """Checks the settings that need no data; returns ``self``.
-
-        Raises:
-          UserError: what is wrong and what to do.
-        """
+        """Checks the settings that need no data (raises ``UserError``); returns ``self``."""
         if self.dataset not in anomaly_images.DATASETS:
             raise UserError(f"unknown --dataset {self.dataset!r}; choose one of {', '.join(anomaly_images.DATASETS)}")
         if self.root is None:
@@ -160,11 +128,7 @@ def load_data(config: Config) -> AnomalyImages:
 
 
 def split_validation(x: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """A seeded hold-out of ``round(fraction * N)`` (at least 1 if ``fraction > 0``) images: ``(train, val)``.
-
-    Raises:
-      UserError: nothing would be left to train on.
-    """
+    """A seeded hold-out of ``round(fraction * N)`` images (at least 1 if ``fraction > 0``): ``(train, val)``."""
     n_val = max(1, int(round(fraction * len(x)))) if fraction > 0 else 0
     if len(x) - n_val < 1:
         raise UserError(f"{len(x)} training images cannot be split with --val-fraction {fraction}: lower it")
@@ -186,10 +150,7 @@ def evaluate_loss(model: ResNetVAE, x: np.ndarray, batch_size: int, graph: bool 
 
 
 def make_step(model: ResNetVAE, optimizer, generator: tf.random.Generator, graph: bool = True):
-    """One optimisation step on a batch ``[b, S, S, C]``: reparameterised ``z``; returns the batch-mean ELBO.
-
-    ``graph``: a ``tf.function`` with a batch-size-free signature (traced once, the last smaller batch included).
-    """
+    """One optimization step on ``[b, S, S, C]``; returns the batch-mean ELBO (a ``tf.function`` if ``graph``)."""
     def step(xb):
         eps = generator.normal([tf.shape(xb)[0], model.latent_dim])
         return optimizer_step(model, optimizer, lambda: model.training_loss(xb, eps))
@@ -200,14 +161,7 @@ def make_step(model: ResNetVAE, optimizer, generator: tf.random.Generator, graph
 
 
 def make_epoch(step, x_train: np.ndarray, generator: tf.random.Generator, batch_size: int, progress: bool):
-    """``epoch -> {"train/elbo": batch-size-weighted mean ELBO}``: one pass over shuffled mini-batches.
-
-    Unlike ``common.training.make_train_epoch`` (one graph per epoch over a constant ``[N, D]`` array) the loop is
-    in Python, one step at a time: a step at 256 px takes seconds, so the graph loop saves nothing, and this shows
-    a per-step progress bar, runs eagerly for tiny runs and feeds batches from NumPy instead of a graph constant.
-    The permutation comes from the checkpointed ``generator`` (``common.training.shuffled_batches``), so a resumed
-    run shuffles as an uninterrupted one.
-    """
+    """``epoch -> {"train/elbo": mean}``: one pass over batches shuffled by the checkpointed ``generator``."""
     def train_epoch(epoch: int) -> dict[str, float]:
         batches = shuffled_batches(generator, len(x_train), batch_size).numpy()
         total, count = 0.0, 0
@@ -221,23 +175,14 @@ def make_epoch(step, x_train: np.ndarray, generator: tf.random.Generator, batch_
 
 
 def build_model(config: Config, data: AnomalyImages) -> ResNetVAE:
-    """The untrained ResNet-18 VAE for ``data``'s images; checks the target layer (an unknown one fails now, not
-    after training)."""
+    """The untrained ResNet-18 VAE for ``data``'s images (checks the target layer)."""
     model = ResNetVAE(data.image_shape, config.latent_dim, config.stem, config.likelihood, config.width)
     model.probe(config.target_layer)
     return model
 
 
 def train(config: Config, data: AnomalyImages, model: ResNetVAE, run_dir: Path) -> dict[str, float]:
-    """Trains (or resumes) ``model`` into ``run_dir`` (``ckpt/``, ``best/``, ``metrics.csv``), then loads the best
-    epoch's weights (from ``best/``) into it.
-
-    Returns:
-      The training summary of ``common.training.fit_with_early_stopping``.
-
-    Raises:
-      UserError: no epoch has been trained (``--epochs 0`` on a new run).
-    """
+    """Trains (or resumes) ``model`` in ``run_dir``, loads the best epoch's weights, returns the summary."""
     x_train, x_val = split_validation(data.x_train, config.val_fraction, config.seed)
     logger.info("%s: %d training, %d validation images of %s", data.name, len(x_train), len(x_val),
                 "x".join(map(str, data.image_shape)))
@@ -293,8 +238,7 @@ def auroc(labels: np.ndarray, scores: np.ndarray) -> float | None:
 
 
 def pixel_sample(shape: tuple[int, int, int], max_pixels: int | None, seed: int) -> np.ndarray | None:
-    """Flat indices of a seeded uniform sample (with replacement) of ``max_pixels`` pixels of ``[N, H, W]`` maps,
-    or None (every pixel) when there are no more than that."""
+    """Flat indices of a seeded sample of ``max_pixels`` pixels of ``[N, H, W]`` maps, or None (all pixels)."""
     size = int(np.prod(shape))
     if max_pixels is None or size <= max_pixels:
         return None
@@ -303,14 +247,7 @@ def pixel_sample(shape: tuple[int, int, int], max_pixels: int | None, seed: int)
 
 def pooled_pixel_auroc(maps: np.ndarray, masks: np.ndarray, sample: np.ndarray | None = None,
                        minmax: bool = False) -> float | None:
-    """Pixel AUROC pooled over all pixels of all images.
-
-    Args:
-      maps: float ``[N, H, W]`` scores, higher = anomalous.
-      masks: bool ``[N, H, W]`` ground truth.
-      sample: flat pixel indices to use (:func:`pixel_sample`), None for all.
-      minmax: score ``(M - min M) / (max M - min M + 1e-12)`` per image (as the maps are displayed) instead of ``M``.
-    """
+    """Pixel AUROC of maps ``[N, H, W]`` vs masks over ``sample`` (None: all); ``minmax`` normalizes each map."""
     flat = maps.reshape(len(maps), -1)
     index = np.arange(flat.size) if sample is None else sample
     scores, labels = flat.reshape(-1)[index], masks.reshape(-1)[index]
@@ -322,8 +259,7 @@ def pooled_pixel_auroc(maps: np.ndarray, masks: np.ndarray, sample: np.ndarray |
 
 
 def localisation_metrics(scores: dict[str, np.ndarray], data: AnomalyImages, config: Config) -> dict[str, float]:
-    """``test/pixel_auroc_<map>[_minmax]`` and ``test/image_auroc_<score>`` (module docstring), undefined ones left
-    out, plus the test set's counts."""
+    """``test/pixel_auroc_<map>[_minmax]``, ``test/image_auroc_<score>`` and the test set's counts."""
     metrics: dict[str, float | None] = {}
     sample = pixel_sample(data.masks_test.shape, config.max_auroc_pixels, config.seed)
     for name in MAPS:
@@ -355,15 +291,7 @@ def write_scores_csv(path: Path, scores: dict[str, np.ndarray], data: AnomalyIma
 
 # ---------------------------------------------------------------------------------------------------------- main
 def main(config: Config, data: AnomalyImages | None = None) -> dict[str, float]:
-    """Trains (or resumes), scores the test set and returns the metrics (also written to ``metrics.json``).
-
-    Args:
-      config: the run's settings.
-      data: the image set, instead of reading ``config.root`` (its ``image_shape`` must match ``image_size``).
-
-    Raises:
-      UserError: bad settings, a root that is absent or not in the dataset's layout, a refused ``--out``.
-    """
+    """Trains (or resumes), scores the test set and returns the metrics (``data`` replaces ``config.root``)."""
     config.validate()
     set_seed(config.seed, deterministic=config.deterministic)
     data = data if data is not None else load_data(config)

@@ -1,20 +1,12 @@
 """Variational auto-encoders: tabular gauss_cat / Gaussian MLP VAEs and the MNIST convolutional Bernoulli VAE.
 
-One class, :class:`VAE`, covers the original's ``VAE_gauss_net``, ``VAE_gauss_cat_net``, ``VAE_bern_net`` and
-``MNISTconv_VAE_bern_net`` (spec 4.5) through two arguments: ``likelihood`` (``gauss_cat``, ``gauss``,
-``bernoulli``) and ``arch`` (``mlp``: pre-activation residual MLPs, spec 4.3; ``mnist_conv``: the ResNets of
-spec 4.4). Inputs and outputs are always *flat*: one-hot blocks for tabular data, ``[B, H*W]`` for images.
+:class:`VAE` covers the original's ``VAE_gauss_net``, ``VAE_gauss_cat_net``, ``VAE_bern_net`` and
+``MNISTconv_VAE_bern_net`` (spec 4.3-4.5) through ``likelihood`` and ``arch``, with flat inputs and outputs. ELBO per
+example (Eq. 3 of [1]): ``vlb = log p(x | z) - KL(q(z | x) || N(0, I))``, ``q`` diagonal Gaussian with scale >= 1e-3;
+training minimizes ``mean_B(-vlb) * vlb_scale`` with ``z = loc + scale * eps``, evaluation decodes ``z = loc``.
 
-ELBO per example (Eq. 3 of [1]): ``vlb = log p(x | z) - KL(q(z | x) || N(0, I))``, with ``q`` a diagonal Gaussian whose
-scale is floored at 1e-3. Training samples ``z = loc + scale * eps`` (the reparameterisation of [1], Sec. 2.4) and
-minimises ``mean_B(-vlb) * vlb_scale``; evaluation decodes ``z = loc`` (the original's ``eval``), still with the KL
-of the full ``q``.
-
-#### References
-[1] Kingma & Welling. Auto-Encoding Variational Bayes. ICLR 2014.
-[2] Antorán et al. Getting a CLUE: A Method for Explaining Uncertainty Estimates. ICLR 2021.
-[3] Burda, Grosse & Salakhutdinov. Importance Weighted Autoencoders. ICLR 2016.
-"""
+References: [1] Kingma & Welling. Auto-Encoding Variational Bayes. ICLR 2014. [2] Antorán et al. Getting a CLUE. ICLR
+2021. [3] Burda et al. Importance Weighted Autoencoders. ICLR 2016."""
 
 from __future__ import annotations
 
@@ -47,13 +39,10 @@ class VAE(keras.Model):
 
     Args:
       input_dim_vec: per-variable widths of the flat input (``[1]*D`` for Gaussian or pixel data).
-      latent_dim: L.
-      likelihood: ``"gauss_cat"`` (mixed continuous/one-hot), ``"gauss"`` (``-(x_hat - x)^2``, or a learned scale
-        with ``pred_sig``) or ``"bernoulli"`` (pixels in [0, 1]).
-      width, depth: MLP width and depth (depth 3 = input Dense + 2 residual blocks); ignored by ``mnist_conv``.
-      arch: ``"mlp"`` or ``"mnist_conv"`` (28x28 images, Bernoulli).
-      pred_sig: Gaussian likelihood with a learned per-dimension scale (decoder outputs ``2D``).
-    """
+      likelihood: ``"gauss_cat"``, ``"gauss"`` (``-(x_hat - x)^2``; ``pred_sig``: a learned scale, decoder outputs
+        ``2D``) or ``"bernoulli"``.
+      width, depth: MLP width and depth (depth 3 = input Dense + 2 residual blocks); ``arch``: ``"mlp"`` or
+        ``"mnist_conv"``."""
 
     def __init__(self, input_dim_vec: Sequence[int], latent_dim: int, likelihood: str = "gauss_cat",
                  width: int = 300, depth: int = 3, arch: str = "mlp", pred_sig: bool = False, **kwargs):
@@ -89,12 +78,7 @@ class VAE(keras.Model):
         return self.decode(loc, training=training)
 
     def encode(self, x: tf.Tensor, training: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
-        """Posterior q(z | x): ``x`` float32 ``[B, D]`` flat -> ``(loc, scale)``, each ``[B, L]``, scale >= 1e-3.
-
-        Raises:
-          UserError: ``x`` is empty, not ``[B, D]`` or holds NaN or inf (values are checked when concrete, NumPy or
-            eager; inside a ``tf.function`` only the static shape is).
-        """
+        """q(z | x): ``x`` float32 ``[B, D]`` -> ``(loc, scale)`` ``[B, L]``; ``UserError`` for a bad ``x``."""
         image_shape = (28, 28, 1) if self.arch == "mnist_conv" else None
         x = check_tensor_inputs(x, self.input_dim, "x", "this VAE", self.dataset, image_shape)
         return self._encode(x, training=training)
@@ -108,16 +92,8 @@ class VAE(keras.Model):
         return self.decoder(z, training=training)
 
     def regenerate(self, z: tf.Tensor, straight_through: bool = True) -> tf.Tensor:
-        """Decodes ``z [B, L]`` (BatchNorm in inference mode) into the flat model-input space ``[B, D]``.
-
-        * gauss_cat: continuous columns are the decoder means; each categorical block is an exact one-hot of the
-          argmax. With ``straight_through`` its gradient is the softmax Jacobian (CLUE's inner loop); without it the
-          block carries no gradient (the original's ``grad=False``).
-        * gauss: the decoder mean (``pred_sig``: the mean half; the original returned a Normal).
-        * bernoulli: ``sigmoid(logits)``, the pixel probabilities.
-
-        A plain differentiable TF computation: CLUE differentiates it with respect to ``z``.
-        """
+        """Decodes ``z [B, L]`` to ``[B, D]``: means, one-hot blocks (softmax gradient if ``straight_through``) or
+        probabilities."""
         out = self.decode(z, training=False)
         if self.likelihood == "gauss_cat":
             return lk.selective_softmax(out, self.input_dim_vec, "straight_through" if straight_through else "hard")
@@ -126,23 +102,13 @@ class VAE(keras.Model):
         return out[:, : self.input_dim] if self.pred_sig else out
 
     def reconstruct(self, x) -> np.ndarray:
-        """The VAE's own reconstruction of rows ``x [n, D]``: the hard regeneration of the encoder mean, float32
-        ``[n, D]`` (CLUE's starting point, whose distance to ``x`` is the floor of CLUE's distances)."""
+        """Hard regeneration of the encoder mean of rows ``x [n, D]`` (CLUE's starting point)."""
         return self.regenerate(self.encode(x)[0], straight_through=False).numpy()
 
     # --------------------------------------------------------------------------------------------- objectives
     def elbo_terms(self, x: tf.Tensor, training: bool = False, eps: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
-        """ELBO pieces for a batch of flat ``x [B, D]``.
-
-        Args:
-          x: float32 ``[B, D]``.
-          training: BatchNorm mode.
-          eps: float32 ``[B, L]`` standard-normal noise for ``z = loc + scale * eps``; ``None`` decodes ``z = loc``.
-
-        Returns:
-          dict with ``rec_per_term`` ``[B, n_vars]`` (gauss_cat) or ``[B, D]``, ``rec`` ``[B]``, ``kl_per_dim``
-          ``[B, L]``, ``kl`` ``[B]``, ``elbo`` ``[B]`` and the raw decoder output ``out``.
-        """
+        """ELBO terms (``rec``, ``kl``, ``elbo`` ``[B]``, per-term parts, decoder ``out``) of ``x [B, D]``;
+        ``eps=None``: ``z = loc``."""
         loc, scale = self._encode(x, training=training)
         z = loc if eps is None else loc + scale * eps
         out = self.decode(z, training=training)
@@ -157,28 +123,17 @@ class VAE(keras.Model):
         return self.elbo_terms(x, training=False)["elbo"]
 
     def training_loss(self, x: tf.Tensor, eps: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """Training objective ``mean_B(-vlb) * vlb_scale`` (train-mode BN, reparameterised z) and ``mean_B(vlb)``."""
+        """Training objective ``mean_B(-vlb) * vlb_scale`` (train-mode BN, sampled z) and ``mean_B(vlb)``."""
         vlb = self.elbo_terms(x, training=True, eps=eps)["elbo"]
         return -tf.reduce_mean(vlb) * self.vlb_scale, tf.reduce_mean(vlb)
 
     def importance_log_likelihood(self, x: tf.Tensor, n_samples: int = 1000, seed: tf.Tensor | None = None,
                                   chunk: int = 100) -> tuple[tf.Tensor, tf.Tensor]:
-        """Importance-sampled ``log p(x)`` with q(z | x) as proposal (the IWAE bound of [3], Eq. 8), in eval mode.
+        """Importance-sampled ``log p(x)`` ``[B]`` (IWAE bound of [3], Eq. 8) and the Monte-Carlo ELBO from the same
+        samples.
 
-        ``log p(x) ~= logsumexp_k(log w_k) - log K`` with ``log w = log p(x | z) + log N(z; 0, I) - log q(z | x)``,
-        ``z_k ~ q``. For the unnormalised Gaussian reconstruction term (no constant) the value is ``log p(x)`` up to
-        that constant, consistently with the ELBO.
-
-        Args:
-          x: float32 ``[B, D]``.
-          n_samples: K.
-          seed: int ``[2]`` stateless seed (None: TF's global RNG).
-          chunk: samples decoded per pass (memory bound ``chunk * B * D``).
-
-        Returns:
-          ``(log_px, elbo_mc)``, each ``[B]``: the estimate and the Monte-Carlo ELBO ``mean_k log w_k`` from the
-          same samples (so ``elbo_mc <= log_px`` holds sample by sample, by Jensen).
-        """
+        ``log p(x) ~= logsumexp_k(log w_k) - log K``, ``log w = log p(x | z) + log N(z; 0, I) - log q(z | x)``,
+        ``z_k ~ q``, ``K = n_samples`` decoded ``chunk`` at a time; ``seed``: int ``[2]`` stateless seed."""
         loc, scale = self._encode(x, training=False)  # [B, L]
         log_w = []
         for start in range(0, n_samples, chunk):
@@ -216,20 +171,12 @@ def build_vae(config: Mapping[str, Any]) -> VAE:
 
 
 def save_vae(model: VAE, export_dir: str | os.PathLike, extra: Mapping[str, Any] | None = None) -> Path:
-    """Atomically writes ``export_dir/{model.weights.h5, model.json}`` (``common.export``, kind ``"vae"``);
-    ``extra`` (``dataset``, ``epoch``, ``train_config``, ...) goes into ``model.json`` too."""
+    """Atomically writes ``export_dir/{model.weights.h5, model.json}`` (kind ``"vae"``, plus ``extra``)."""
     return save_keras_model(model, export_dir, "vae", extra)
 
 
 def load_vae(export_dir: str | os.PathLike) -> VAE:
-    """Rebuilds a VAE written by :func:`save_vae` (the weights plus ``model.json`` suffice; exports written before
-    ``model.json``, with ``model_config.json``, load too).
-
-    Raises:
-      FileNotFoundError: ``model.json`` (or ``model_config.json``) or ``model.weights.h5`` is missing.
-      UserError: a file is truncated or corrupt, does not match the configuration, or is not a VAE export; the
-        message names the file and how to get a good copy.
-    """
+    """Rebuilds a VAE written by :func:`save_vae` (``FileNotFoundError`` or ``UserError`` naming the file)."""
     model, info = load_keras_model(export_dir, ("vae",), lambda info: build_vae(info.config), "VAE",
                                    "VAE.model.save_vae", "`python -m VAE.train --dataset {dataset} --out RUN_DIR`")
     model.dataset = info.dataset
@@ -240,17 +187,7 @@ register_loader("vae", load_vae)
 
 
 def load_parity_npz(path: str | os.PathLike) -> VAE:
-    """Loads a trained tabular VAE from the neutral npz format of the parity kit (``SCHEMA.md`` section 3).
-
-    The npz holds ``encoder/...`` and ``decoder/...`` Dense and BatchNorm arrays in forward order and a JSON ``meta``
-    with ``input_dim_vec``, ``latent_dim``, ``width``, ``depth`` and, from the Wine/Credit kit on
-    (``SCHEMA-WINE-CREDIT.md`` section 3), ``kind`` (``"gauss_cat"``, or ``"gauss"`` for the original's
-    ``VAE_gauss_net``) and ``pred_sig``. Files without ``kind`` (the LSAT/COMPAS kit) are gauss_cat.
-
-    Raises:
-      FileNotFoundError if the file is absent, KeyError if it is not a parity-kit VAE npz, UserError (a ValueError)
-      if it is truncated or corrupt, or names a kind of VAE this loader does not build (the message names it).
-    """
+    """Loads a tabular VAE from the parity kit's npz (``SCHEMA.md``, ``SCHEMA-WINE-CREDIT.md`` section 3)."""
     arrays = load_npz(path, "the parity-kit VAE npz")
     if "meta" not in arrays:
         raise KeyError(f"{path}: no 'meta' entry; not a parity-kit VAE npz")

@@ -1,54 +1,22 @@
-"""A VAE with a ResNet-18 encoder [1] for anomaly localisation on MVTec AD and UCSD Ped1 (Liu et al. [2]), and its
+"""A VAE with a ResNet-18 encoder [1] for anomaly localization on MVTec AD and UCSD Ped1 (Liu et al. [2]), and its
 Grad-CAM attention maps from the latent mean on a chosen encoder layer.
 
-**Encoder** (NHWC; layer names follow torchvision's ``resnet18`` so that targets read as in the reproductions, e.g.
-``layer2.1.conv1``): a stem, then four stages of two BasicBlocks with 64, 128, 256, 512 channels, the last three
-starting with a stride-2 block; global average pooling; two dense heads, the latent mean ``mu`` and the
-log-variance ``logvar`` (each ``[B, L]``).
+Encoder (NHWC, torchvision's ``resnet18`` layer names, e.g. ``layer2.1.conv1``): a stem (``"resnet"``: 7x7 stride-2
+conv, BN, ReLU, 3x3 stride-2 max-pool, total stride 32; ``"light"``, after [3]: 3x3 stride-2 conv, BN, ReLU, total
+stride 16), four stages of two BasicBlocks ``relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))`` with
+``width x (1, 2, 4, 8)`` channels, global average pooling, dense heads ``mu``, ``logvar`` ``[B, L]``. A mirrored decoder
+gives logits ``h`` ``[B, S, S, C]``. Loss per image [5]: ``rec + KL(N(mu, diag exp logvar) || N(0, I))``,
+``rec = sum_p BCE(sigmoid(h_p), x_p)`` (``"bernoulli"``) or ``1/2 sum_p (x_p - sigmoid(h_p))^2`` (``"gaussian"``);
+evaluation uses ``z = mu``.
 
-* ``stem="resnet"`` (He et al.): ``conv1`` 7x7 stride 2, ``bn1``, ``relu``, ``maxpool`` 3x3 stride 2; total stride 32.
-* ``stem="light"`` (the reproduction's, after J. Stastny's VAE-ResNet18 [3]): ``conv1`` 3x3 stride 2, ``bn1``,
-  ``relu``, no max-pool; total stride 16 (attention maps at twice the resolution, 4x the cost in ``layer1``).
+Attention (Grad-CAM [4]), ``A`` ``[h, w, K]`` the target layer's output, ``G = d(sum_i mu_i) / dA``, ``Up`` bilinear:
+``"code"``: ``M = |Up(sum_k alpha_k A_k)|``, ``alpha_k = mean_pq G_kpq``; ``"paper"``:
+``M = Up(mean_i ReLU(sum_k alpha^i_k A_k))``, ``alpha^i_k = mean_pq d mu_i / dA_kpq``; ``"channel_abs"`` (the
+reproduction's, reference-spec-expvae.md P2.6): ``M = Up(mean_k |alpha_k A_k|)``.
 
-``width`` (default 64) scales every stage (``width x (1, 2, 4, 8)`` channels); 64 is ResNet-18, whose 11,176,512
-trainable encoder parameters (without the heads) this encoder has; smaller widths are for quick tests.
-
-A BasicBlock ``layerS.B`` computes ``relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))``, with ``shortcut`` =
-identity or ``downsample`` (1x1 conv stride 2 + BN) when the block halves the resolution; convolutions have no bias
-and Kaiming-normal (fan-out) initialisation, BatchNorm has PyTorch's momentum and epsilon.
-
-**Decoder** (the mirror image): ``z`` -> dense -> ``(S/stride, S/stride, 512)`` -> per stage one BasicBlock and one
-up-block (nearest-neighbour x2 upsampling then 3x3 conv, on both the main path and the shortcut) 512->256->128->64,
-two 64-channel BasicBlocks, then the stem mirrored (``resnet``: upsample, 3x3 conv 64 + BN + ReLU, upsample, 3x3 conv
-to ``C``; ``light``: upsample, 3x3 conv to ``C``). The output ``h`` ``[B, S, S, C]`` is pre-activation; the mean
-image is ``sigmoid(h)``.
-
-**Loss** (negative ELBO per image, averaged over the batch): ``rec + KL(N(mu, diag exp logvar) || N(0, I))`` with
-``rec = sum_p BCE(sigmoid(h_p), x_p)`` (``likelihood="bernoulli"``, from logits on grey-level targets, as the
-official code) or ``rec = 1/2 sum_p (x_p - sigmoid(h_p))^2`` (``"gaussian"``: -log N(x; sigmoid(h), I) up to a
-constant, the squared-error loss). Training samples ``z = mu + eps * exp(logvar / 2)``; evaluation uses ``z = mu``
-and BatchNorm's moving statistics, so every map depends on its own image only.
-
-**Attention** (Grad-CAM [4] from the latent mean, as ``VAE.attention`` for the MNIST ExpVAE): with ``A`` ``[h, w, K]``
-the output of the target layer (a conv's output is pre-BN and pre-ReLU, as the reference's hook sees it) and
-``G = d(sum_i mu_i) / dA``:
-
-* ``"code"`` (the official code): ``alpha_k = mean_pq G_kpq``, ``M = |Up(sum_k alpha_k A_k)|``;
-* ``"paper"`` (the paper's per-dimension formula): ``alpha^i_k = mean_pq d mu_i / dA_kpq``,
-  ``M = Up(mean_i ReLU(sum_k alpha^i_k A_k))``;
-* ``"channel_abs"`` (the reproduction's ``gradcam.py``, reference-spec-expvae.md P2.6): ``M = Up(mean_k |alpha_k
-  A_k|)``, invariant to the sign of each channel's term.
-
-``Up`` is bilinear with half-pixel centres to the input size; no batch-wide gradient rescale (spec trap 5), so raw
-maps are comparable across images (pooled AUROC, image scores); ``normalize=True`` min-max normalises each map.
-
-#### References
-[1] He et al. Deep Residual Learning for Image Recognition. CVPR 2016.
-[2] Liu et al. Towards Visually Explaining Variational Autoencoders. CVPR 2020. arXiv:1911.07389.
-[3] F. Brongers et al., Reproducing_expVAE (models/resnet18.py), after github.com/julianstastny/VAE-ResNet18-PyTorch.
-[4] Selvaraju et al. Grad-CAM: Visual Explanations from Deep Networks via Gradient-based Localization. ICCV 2017.
-[5] Kingma & Welling. Auto-Encoding Variational Bayes. ICLR 2014.
-"""
+References: [1] He et al. Deep Residual Learning. CVPR 2016. [2] Liu et al. Towards Visually Explaining VAEs. CVPR 2020.
+[3] Brongers et al., Reproducing_expVAE (after julianstastny/VAE-ResNet18-PyTorch). [4] Selvaraju et al. Grad-CAM. ICCV
+2017. [5] Kingma & Welling. Auto-Encoding Variational Bayes. ICLR 2014."""
 
 from __future__ import annotations
 
@@ -78,7 +46,7 @@ RECTIFIERS = ("abs", "relu")
 
 # --------------------------------------------------------------------------------------------------- building blocks
 def _conv(filters: int, kernel: int, stride: int, name: str, bias: bool = False) -> keras.layers.Conv2D:
-    """A 'same' conv, Kaiming-normal fan-out initialised (torchvision's ResNet)."""
+    """A 'same' conv, Kaiming-normal fan-out initialized (torchvision's ResNet)."""
     init = keras.initializers.VarianceScaling(2.0, mode="fan_out", distribution="untruncated_normal")
     return keras.layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=bias,
                                kernel_initializer=init, name=name)
@@ -96,8 +64,7 @@ def _basic_block(x, filters: int, stride: int, name: str):
 
 
 def _up_block(x, filters: int, name: str):
-    """The decoder's mirror of a stride-2 BasicBlock: ``[B, H, W, Cin]`` -> ``[B, 2H, 2W, filters]`` (nearest x2
-    upsampling then 3x3 conv on the main path and on the shortcut)."""
+    """Mirror of a stride-2 BasicBlock: ``[B, H, W, Cin]`` -> ``[B, 2H, 2W, filters]``."""
     out = _conv(x.shape[-1], 3, 1, f"{name}.conv1")(x)
     out = keras.layers.ReLU(name=f"{name}.relu1")(batch_norm(f"{name}.bn1")(out))
     out = keras.layers.UpSampling2D(2, name=f"{name}.up")(out)
@@ -153,12 +120,7 @@ def build_decoder(image_shape: Sequence[int], latent_dim: int, stem: str, width:
 
 def check_config(image_shape: Sequence[int], latent_dim: int, stem: str, likelihood: str,
                  width: int = WIDTH) -> tuple[int, int, int]:
-    """Validates a model configuration; returns ``image_shape`` as ``(S, S, C)``.
-
-    Raises:
-      UserError: unknown stem or likelihood, non-square image, a side not a multiple of the stem's stride, a channel
-        count other than 1 or 3, a latent size below 1.
-    """
+    """Validates a configuration (raises ``UserError``); returns ``image_shape`` as ``(S, S, C)``."""
     if stem not in STEMS:
         raise UserError(f"unknown stem {stem!r}; choose one of {', '.join(STEMS)}")
     if likelihood not in LIKELIHOODS:
@@ -178,13 +140,8 @@ def check_config(image_shape: Sequence[int], latent_dim: int, stem: str, likelih
 class ResNetVAE(keras.Model):
     """VAE with a ResNet-18 encoder and a mirrored decoder (module docstring).
 
-    Args:
-      image_shape: ``(S, S, C)``, ``S`` a multiple of the stem's stride (32 or 16), ``C`` 1 or 3.
-      latent_dim: ``L`` (the reproduction: 32).
-      stem: ``"resnet"`` (He et al.) or ``"light"`` (3x3 stride-2 conv, no max-pool).
-      likelihood: ``"bernoulli"`` (BCE) or ``"gaussian"`` (squared error).
-      width: channels of the first stage (ResNet-18: 64, i.e. stages of 64-128-256-512); smaller for quick tests.
-    """
+    ``image_shape`` ``(S, S, C)``: ``S`` a multiple of the stem's stride, ``C`` 1 or 3; ``width``: channels of the first
+    stage (ResNet-18: 64)."""
 
     def __init__(self, image_shape: Sequence[int] = (256, 256, 3), latent_dim: int = 32, stem: str = "resnet",
                  likelihood: str = "bernoulli", width: int = WIDTH, **kwargs):
@@ -219,16 +176,8 @@ class ResNetVAE(keras.Model):
         return tf.sigmoid(self.decode(self.encode(x, training)[0], training))
 
     def loss_terms(self, x, eps: tf.Tensor | None = None, training: bool = False) -> dict[str, tf.Tensor]:
-        """Per-image negative-ELBO terms (module docstring).
-
-        Args:
-          x: float32 ``[B, S, S, C]`` in [0, 1].
-          eps: standard-normal ``[B, L]`` for ``z = mu + eps * exp(logvar / 2)``; ``None``: ``z = mu``.
-          training: BatchNorm on batch statistics (and updating its moving ones).
-
-        Returns:
-          ``rec``, ``kl``, ``loss = rec + kl``, each ``[B]``.
-        """
+        """Per-image ``rec``, ``kl``, ``loss`` ``[B]``; ``z = mu + eps * exp(logvar / 2)`` (``eps=None``:
+        ``z = mu``)."""
         x = self._check(x)
         mu, logvar = self.encode(x, training)
         z = mu if eps is None else mu + eps * tf.exp(0.5 * logvar)
@@ -241,19 +190,12 @@ class ResNetVAE(keras.Model):
         return {"rec": rec, "kl": kl, "loss": rec + kl}
 
     def training_loss(self, x, eps: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """The batch-mean negative ELBO (minimised, BatchNorm in training mode) and the batch-mean ELBO (logged)."""
+        """The batch-mean negative ELBO (BatchNorm in training mode) and the batch-mean ELBO."""
         loss = tf.reduce_mean(self.loss_terms(x, eps, training=True)["loss"])
         return loss, -loss
 
     def probe(self, layer: str = DEFAULT_TARGET) -> keras.Model:
-        """``x -> (A, mu)``: the output of encoder layer ``layer`` and the latent mean, from one forward pass.
-
-        ``layer`` is an encoder layer name: ``conv1``, ``relu``, ``maxpool``, ``layerS.B.conv1``/``conv2`` (conv
-        outputs, pre-BN), ``layerS.B.bn1``/``relu1``, ``layerS.B`` (a block's output) or ``layerS`` (its stage's).
-
-        Raises:
-          UserError: no such layer (the message lists the block-level names).
-        """
+        """``x -> (A, mu)``: the output of encoder layer ``layer`` (e.g. ``layer2.1.conv1``) and the latent mean."""
         name = f"{layer}.{BLOCKS[int(layer[5:]) - 1] - 1}" if layer in {f"layer{s}" for s in (1, 2, 3, 4)} else layer
         if name not in self._probes:
             try:
@@ -272,16 +214,7 @@ class ResNetVAE(keras.Model):
 
 # --------------------------------------------------------------------------------------------------------- attention
 def target_and_gradient(model: ResNetVAE, x, layer: str = DEFAULT_TARGET) -> tuple[tf.Tensor, tf.Tensor]:
-    """The target activations and the gradient of the summed latent means with respect to them (eval mode).
-
-    Args:
-      model: a :class:`ResNetVAE`.
-      x: float32 ``[B, S, S, C]``.
-      layer: the target encoder layer (:meth:`ResNetVAE.probe`).
-
-    Returns:
-      ``A`` ``[B, h, w, K]`` and ``G = d(sum_b sum_i mu_i(x_b)) / dA`` ``[B, h, w, K]`` (the batch decouples).
-    """
+    """``A`` ``[B, h, w, K]`` at ``layer`` and ``G = d(sum_b sum_i mu_i(x_b)) / dA`` (eval mode)."""
     probe = model.probe(layer)
     x = model._check(x)
     with tf.GradientTape() as tape:
@@ -295,14 +228,7 @@ def target_and_gradient(model: ResNetVAE, x, layer: str = DEFAULT_TARGET) -> tup
 
 
 def dimension_weights(model: ResNetVAE, x, layer: str = DEFAULT_TARGET) -> tuple[tf.Tensor, tf.Tensor]:
-    """The target activations and the per-dimension Grad-CAM weights ``alpha^i_k = mean_pq d mu_i / dA_kpq``.
-
-    One backward pass per latent dimension (``L`` passes; memory of one gradient ``[B, h, w, K]`` at a time, not of
-    the whole Jacobian).
-
-    Returns:
-      ``A`` ``[B, h, w, K]`` and ``alpha`` ``[B, L, K]``.
-    """
+    """``A`` ``[B, h, w, K]`` and ``alpha^i_k = mean_pq d mu_i / dA_kpq`` ``[B, L, K]``."""
     probe = model.probe(layer)
     x = model._check(x)
     with tf.GradientTape(persistent=True) as tape:
@@ -315,30 +241,13 @@ def dimension_weights(model: ResNetVAE, x, layer: str = DEFAULT_TARGET) -> tuple
 
 
 def _upsample(maps: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
-    """Bilinear ``[B, h, w]`` -> ``[B, H, W]``, half-pixel centres (PyTorch's ``align_corners=False``)."""
+    """Bilinear ``[B, h, w]`` -> ``[B, H, W]``, half-pixel centers (PyTorch's ``align_corners=False``)."""
     return tf.image.resize(maps[..., None], size, method="bilinear")[..., 0]
 
 
 def attention_map(model: ResNetVAE, x, layer: str = DEFAULT_TARGET, method: str = "code", normalize: bool = False,
                   rectify: str = "abs", upsample_first: bool = True) -> tf.Tensor:
-    """Attention maps of a batch of images (module docstring).
-
-    Args:
-      model: a :class:`ResNetVAE`.
-      x: float32 ``[B, S, S, C]`` in [0, 1].
-      layer: the target encoder layer (default ``layer2.1.conv1``).
-      method: ``"code"``, ``"paper"`` or ``"channel_abs"``.
-      normalize: per-image min-max into [0, 1] (``VAE.attention.minmax``); off by default, since raw maps are what
-        pooled pixel AUROC and image-level scores need (spec traps 5-6).
-      rectify: ``"code"`` only: ``"abs"`` (the official code) or ``"relu"`` (standard Grad-CAM).
-      upsample_first: ``"code"`` only: rectify after upsampling (the official code) or before.
-
-    Returns:
-      float32 ``[B, S, S]``, non-negative.
-
-    Raises:
-      UserError: unknown ``method``, ``rectify`` or ``layer``.
-    """
+    """Raw attention maps ``[B, S, S]`` of ``x`` ``[B, S, S, C]``; ``rectify``, ``upsample_first``: ``"code"`` only."""
     if method not in METHODS:
         raise UserError(f"unknown attention method {method!r}; choose one of {', '.join(METHODS)}")
     if rectify not in RECTIFIERS:
@@ -361,24 +270,19 @@ def attention_map(model: ResNetVAE, x, layer: str = DEFAULT_TARGET, method: str 
 
 
 def attention_maps(model: ResNetVAE, x: np.ndarray, batch_size: int = 16, **kwargs) -> np.ndarray:
-    """:func:`attention_map` over ``x`` ``[N, S, S, C]`` in batches -> ``[N, S, S]`` (independent of ``batch_size``:
-    eval mode, no batch-wide statistics)."""
+    """:func:`attention_map` over ``x`` ``[N, S, S, C]`` in batches -> ``[N, S, S]``."""
     return np.concatenate([attention_map(model, x[i:i + batch_size], **kwargs).numpy()
                            for i in range(0, len(x), batch_size)]) if len(x) else np.zeros((0, *x.shape[1:3]))
 
 
 # ------------------------------------------------------------------------------------------------------------ export
 def save_resnet_vae(model: ResNetVAE, export_dir: str | os.PathLike, extra: Mapping[str, Any] | None = None) -> Path:
-    """Atomically writes ``export_dir/{model.weights.h5, model.json}`` (``common.export``, kind ``"resnet_vae"``)."""
+    """Atomically writes ``export_dir/{model.weights.h5, model.json}`` (kind ``"resnet_vae"``)."""
     return save_keras_model(model, export_dir, "resnet_vae", extra)
 
 
 def load_resnet_vae(export_dir: str | os.PathLike) -> ResNetVAE:
-    """Rebuilds a :class:`ResNetVAE` written by :func:`save_resnet_vae`.
-
-    Raises:
-      FileNotFoundError: no ``model.json`` or no weights file; UserError: another kind of model, or a damaged file.
-    """
+    """Rebuilds a :class:`ResNetVAE` written by :func:`save_resnet_vae`."""
     model, _ = load_keras_model(export_dir, ("resnet_vae",), lambda info: ResNetVAE(**info.config), "ResNet-18 VAE",
                                 "VAE.resnet_vae.save_resnet_vae (`python -m VAE.localise`)",
                                 "`python -m VAE.localise --dataset {dataset} --root PATH --out RUN_DIR`")

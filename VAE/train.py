@@ -1,34 +1,15 @@
-"""Trains the VAE that CLUE searches in: gauss_cat MLP VAEs (LSAT, COMPAS, Credit), a Gaussian one (Wine), and
-Bernoulli VAEs for images (the MNIST conv ResNet; an MLP for the 8x8 digits); and, with ``--model expvae``, the
-one-class conv VAE of Liu et al. [3] whose attention maps ``VAE.attention`` computes.
+"""Trains the VAE that CLUE searches in: gauss_cat MLP VAEs (LSAT, COMPAS, Credit), a Gaussian one (Wine), and Bernoulli
+VAEs for images (the MNIST conv ResNet; an MLP for the 8x8 digits); and, with ``--model expvae``, the one-class conv VAE
+of Liu et al. [3] whose attention maps ``VAE.attention`` computes.
 
-Follows the original's ``train_VAE`` (spec 4.8): RAdam, mean-over-batch ``-vlb * vlb_scale``, dev ELBO every epoch
-with ``z = posterior mean``, best-dev export, early stopping when ``epoch - best_epoch > early_stop``. As in the
-original, the dev set is the test set (``dev_fraction=0``); its validation bug (test inputs paired with training
-targets) is not reproduced: the dev ELBO reconstructs each input itself.
+As the original's ``train_VAE`` (spec 4.8): RAdam, loss ``mean_B(-vlb) * vlb_scale``, dev ELBO (the test set by default)
+with ``z = loc`` every epoch, best-dev export, early stopping when ``epoch - best_epoch > early_stop``.
+``--model expvae`` follows ``train_expVAE.py`` (reference-spec-expvae.md section 2): digit ``--inlier-digit`` only,
+Adam(1e-3), batch 128, the summed negative ELBO, 100 epochs. Example:
+``python -m VAE.train --dataset lsat --preset paper --seed 0 --out runs/vae_lsat``.
 
-Usage::
-
-    python -m VAE.train --dataset lsat --preset paper --seed 0 --out runs/vae_lsat
-    python VAE/train.py --dataset digits --preset tiny --out runs/vae_tiny
-
-``--model expvae`` follows ``train_expVAE.py`` (reference-spec-expvae.md section 2): train on the inlier digit
-``--inlier-digit`` of the training split only, validate on that digit of the test split with ``z = mu``, Adam(1e-3,
-eps 1e-8), batch 128, the negative ELBO summed over pixels and batch, 100 epochs, no early stopping, and the best
-checkpoint is the one with the lowest validation loss (the original's ``model_best.pth``)::
-
-    python -m VAE.train --dataset mnist_t10k --model expvae --inlier-digit 3 --seed 0 --deterministic true \
-        --out runs/expvae_mnist_t10k/seed0
-
-Writes ``config.json``, ``metrics.csv`` (one row per epoch), ``metrics.json`` (``test/elbo`` etc. of the best
-checkpoint), ``best/`` (``model.weights.h5`` + ``model.json``, rebuilt by ``VAE.model.load_vae``) and the
-resumable ``ckpt/``.
-
-#### References
-[1] Antorán et al. Getting a CLUE: A Method for Explaining Uncertainty Estimates. ICLR 2021.
-[2] Kingma & Welling. Auto-Encoding Variational Bayes. ICLR 2014.
-[3] Liu et al. Towards Visually Explaining Variational Autoencoders. CVPR 2020.
-"""
+References: [1] Antorán et al. Getting a CLUE. ICLR 2021. [2] Kingma & Welling. Auto-Encoding Variational Bayes. ICLR
+2014. [3] Liu et al. Towards Visually Explaining VAEs. CVPR 2020."""
 
 from __future__ import annotations
 
@@ -94,8 +75,7 @@ class Config:
     progress: bool = option(True, "show a tqdm progress bar")
 
     def resolved(self, dataset: data.Dataset | None = None) -> Config:
-        """The config with every ``None`` replaced by the dataset's value (``dataset``: the data object, when it is
-        not one of ``data.load``'s names)."""
+        """The config with every ``None`` replaced by the dataset's value (``dataset``: a data object)."""
         if self.model not in MODELS:
             raise UserError(f"unknown --model {self.model!r}; choose one of {', '.join(MODELS)}")
         if self.model == "expvae":
@@ -171,10 +151,9 @@ def split_dev(ds, config: Config) -> tuple[np.ndarray, np.ndarray]:
 
 
 def make_vae_step(model: VAE | ExpVAE, optimizer, generator: tf.random.Generator):
-    """One training step: reparameterised z and the model's own loss (the original's ``fit`` for the VAE,
-    ``train_expVAE.py``'s step for the ExpVAE); returns the batch's mean ELBO."""
+    """One training step (sampled z, the model's own loss); returns the batch's mean ELBO."""
     def step(xb):  # [b, D] -> mean ELBO
-        eps = generator.normal([tf.shape(xb)[0], model.latent_dim])  # reparameterisation noise
+        eps = generator.normal([tf.shape(xb)[0], model.latent_dim])  # reparameterization noise
         return optimizer_step(model, optimizer, lambda: model.training_loss(xb, eps))
 
     return step
@@ -219,11 +198,7 @@ def evaluate_vae(model: VAE, x: np.ndarray, batch_size: int = 1024) -> dict[str,
 
 
 def main(config: Config, dataset: data.Dataset | None = None) -> dict[str, float]:
-    """Trains (or resumes) a VAE and returns the best checkpoint's metrics (also written to ``metrics.json``).
-
-    ``dataset``: the data to train on, instead of ``data.load(config.dataset)`` (e.g. ``data.from_frame`` or the
-    evaluation's artificial data); its name must be ``config.dataset``, which the run records.
-    """
+    """Trains (or resumes) a VAE; returns the best checkpoint's metrics (``dataset``: instead of ``data.load``)."""
     data.check_named(dataset, config.dataset)
     config = config.resolved(dataset)
     set_seed(config.seed, deterministic=config.deterministic)

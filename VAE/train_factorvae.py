@@ -1,34 +1,12 @@
 """Trains FactorVAE (Kim & Mnih [1]) or AD-FactorVAE (Liu et al. [2]) on dSprites, by iterations, resumably.
 
-Each iteration draws two independent batches of ``batch_size`` images uniformly from the 737,280 (with replacement,
-by the checkpointed generator): the first trains the VAE (ELBO + ``gamma`` * TC estimate [+ ``ad_weight`` * L_AD]),
-the second, encoded and permuted per dimension, trains the discriminator (``VAE.factorvae``). Settings of [1] and
-both reproductions of [2]: batch 64, latent 10, VAE Adam 1e-4 (0.9, 0.999), discriminator Adam 1e-4 (0.5, 0.9), a
-6 x 1000 LeakyReLU(0.2) discriminator, gamma 40, lambda 40 (Brongers; FACT uses 1), 300k iterations. ``L_AD`` is
-taken as Brongers does, in whose runs lambda = 40 was set: Grad-CAM at the first conv layer, first-order gradient,
-pooled reduction (``--ad-second-order true`` for the exact gradient, ``--ad-reduction mean`` per image).
+Each iteration draws two batches (with replacement): one trains the VAE (ELBO + ``gamma`` * TC [+ ``ad_weight`` *
+L_AD]), the other, permuted per dimension, the discriminator (``VAE.factorvae``). Defaults: batch 64, latent 10, Adam
+1e-4 (0.9, 0.999) and 1e-4 (0.5, 0.9), gamma 40, lambda 40, 300k iterations. The factor score (``VAE.disentanglement``)
+is logged every ``score_every`` iterations.
 
-Images come from the original npz (``--data-source npz``, the default: the file is user-supplied, see
-``data.dsprites``) or the procedural renderer (``--data-source render``: same grid, not the same pixels).
-
-Usage::
-
-    python -m VAE.train_factorvae --preset paper --data-source render --seed 0 --out runs/factorvae/seed0
-    python -m VAE.train_factorvae --preset paper --model ad_factorvae --out runs/ad_factorvae/seed0
-    python -m VAE.train_factorvae --preset tiny --out runs/factorvae_tiny
-
-Every ``checkpoint_every`` iterations the models, both optimisers, the generator and the iteration count go to
-``ckpt/`` (rerunning the command resumes from there; ``--max-iters`` may be raised). Every ``log_every`` iterations
-a row of window-mean losses goes to ``metrics.csv``, with the factor score (``VAE.disentanglement``, preset
-``score_preset``, on the encoder means) every ``score_every`` iterations and at the end. The run writes
-``config.json``, ``metrics.csv``, ``metrics.json`` (``train/*`` of the last window, ``eval/factor_score``, optionally
-``eval/factor_score_<final preset>``, ``iterations``, ``seconds_per_iteration``) and the exported VAE ``model/``
-(``VAE.factorvae.load_factorvae``).
-
-#### References
-[1] Kim & Mnih. Disentangling by Factorising. ICML 2018.
-[2] Liu et al. Towards Visually Explaining Variational Autoencoders. CVPR 2020.
-"""
+References: [1] Kim & Mnih. Disentangling by Factorising. ICML 2018. [2] Liu et al. Towards Visually Explaining VAEs.
+CVPR 2020."""
 
 from __future__ import annotations
 
@@ -157,8 +135,8 @@ class IterationsInterrupted(TrainingInterrupted):
 
 
 class IterationCSV:
-    """``metrics.csv`` with one row per logging window, keyed by ``iteration``; on resume, rows past the restored
-    checkpoint are dropped. Every row has the same columns (absent values are left empty)."""
+    """``metrics.csv``, one row per logging window keyed by ``iteration``; rows past a resumed checkpoint are
+    dropped."""
 
     def __init__(self, path: Path, fieldnames: list[str], resume_iteration: int):
         self.path, self.fieldnames = path, fieldnames

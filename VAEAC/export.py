@@ -1,6 +1,4 @@
-"""Export and import of the VAEAC and the under-VAEAC (``common.export``'s one format, kinds ``vaeac`` and
-``under_vaeac``). A module of its own because it needs both classes, and ``VAEAC.under`` builds on ``VAEAC.model``.
-"""
+"""Export and import of the VAEAC and the under-VAEAC (``common.export`` kinds ``vaeac`` and ``under_vaeac``)."""
 
 from __future__ import annotations
 
@@ -19,8 +17,7 @@ KINDS = {"VAEAC": "vaeac", "UnderVAEAC": "under_vaeac"}  # class -> export kind 
 
 
 def save_model(model: keras.Model, export_dir: str | os.PathLike, extra: Mapping[str, Any] | None = None) -> Path:
-    """Atomically writes ``export_dir/{model.weights.h5, model.json}`` (``common.export``, kind ``"vaeac"`` or
-    ``"under_vaeac"``); ``extra`` (``dataset``, ``epoch``, ...) goes into ``model.json`` too."""
+    """Atomically writes ``export_dir/{model.weights.h5, model.json}`` (plus ``extra``)."""
     if type(model).__name__ not in KINDS:
         raise TypeError(f"save_model writes a VAEAC or an UnderVAEAC, not a {type(model).__name__}")
     return save_keras_model(model, export_dir, KINDS[type(model).__name__], extra)
@@ -34,14 +31,8 @@ def _build(info: ModelInfo) -> keras.Model:
 
 
 def load_model(export_dir: str | os.PathLike) -> keras.Model:
-    """Rebuilds a :class:`VAEAC` or ``UnderVAEAC`` written by :func:`save_model` (or, before ``model.json``, with
-    ``model_config.json``).
-
-    Raises:
-      FileNotFoundError: ``model.json`` (nor ``model_config.json``) or ``model.weights.h5`` is missing.
-      UserError (a ValueError): not a VAEAC export, or a file is truncated or corrupt (the message names it and
-        what to do).
-    """
+    """Rebuilds a :class:`VAEAC` or ``UnderVAEAC`` written by :func:`save_model` (``FileNotFoundError``,
+    ``UserError``)."""
     model, _ = load_keras_model(export_dir, tuple(KINDS.values()), _build, "VAEAC", "VAEAC.export.save_model",
                                 "`python -m VAEAC.train --dataset {dataset} --out RUN_DIR`")
     return model

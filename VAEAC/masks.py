@@ -1,11 +1,5 @@
-"""Mask generators for the VAEAC (spec 4.7). Convention: **mask = 1 means missing** (to be inpainted).
-
-All generators draw from a ``tf.random.Generator`` so that training is reproducible and resumable (the generator is
-checkpointed with the model).
-
-#### References
-[1] Ivanov, Figurnov & Vetrov. Variational Autoencoder with Arbitrary Conditioning. ICLR 2019.
-"""
+"""Mask generators for the VAEAC (spec 4.7; Ivanov et al., ICLR 2019). **mask = 1 means missing**; draws come from a
+checkpointed ``tf.random.Generator``."""
 
 from __future__ import annotations
 
@@ -15,27 +9,14 @@ import tensorflow as tf
 
 
 def nan_mask(x: tf.Tensor) -> tf.Tensor:
-    """1 where ``x`` is NaN (genuinely missing values are always treated as unobserved), float ``[B, D]``."""
+    """1 where ``x`` ``[B, D]`` is NaN (always unobserved)."""
     return tf.cast(tf.math.is_nan(x), x.dtype)
 
 
 def top_masker(x: tf.Tensor, generator: tf.random.Generator, p: float = 1.0,
                input_dim_vec: Sequence[int] | None = None) -> tf.Tensor:
-    """The original's ``top_masker(p)``: per row draw ``r ~ U(0, p)``, then mask each entry independently w.p. ``r``.
-
-    The result is OR-ed with the NaN mask of ``x``. The [nb] experiments use ``p = 1`` (each row's missing rate is
-    uniform on [0, 1], so an entry is missing with marginal probability ``p / 2``).
-
-    Args:
-      x: float ``[B, D]`` flat batch.
-      generator: the training RNG.
-      p: upper bound of the per-row masking rate.
-      input_dim_vec: if given, mask per *variable* (a one-hot block is masked whole; the original's ``flatten=True``);
-        otherwise per flat column (``flatten=False``, what the [nb] experiments use).
-
-    Returns:
-      float ``[B, D]`` mask, 1 = missing.
-    """
+    """The original's ``top_masker(p)``: per row ``r ~ U(0, p)``, each entry (or variable, given ``input_dim_vec``)
+    masked w.p. ``r`` (marginally ``p / 2``), OR the NaN mask."""
     batch = tf.shape(x)[0]
     rate = generator.uniform([batch, 1], 0.0, p)  # [B, 1]
     if input_dim_vec is None:

@@ -1,25 +1,13 @@
 """VAE with arbitrary conditioning (VAEAC) as the original uses it for in-filling and ground-truth data (spec 4.6).
 
-Three networks over flat data of width D (mask = 1 means missing):
+Networks over flat data of width D (mask = 1 means missing): recognition ``q(z | x)``; prior ``p(z | x_obs, m)`` on
+``[apply_mask(x, m), m]``; generator ``p(x | z)`` (the VAEAC MLP variant, trap 25). Per example (Eq. 4 of [1], as the
+original, reconstructing all dimensions), with ``z ~ q``, sigma_mu = 1e4 and sigma_sigma = 1e-4:
+  ``vlb = log p(x | z) - KL(q(z | x) || p(z | x_obs, m)) + reg``,
+  ``reg = -sum_l mu_p^2 / (2 sigma_mu^2) + sigma_sigma * sum_l (log sigma_p - sigma_p)``.
 
-* recognition ``q(z | x)``: the full row, ``[B, D] -> [B, 2L]``;
-* prior ``p(z | x_obs, m)``: ``[apply_mask(x, m), m]``, ``[B, 2D] -> [B, 2L]``;
-* generator ``p(x | z)``: the VAEAC variant of the pre-activation MLP (LeakyReLU and BN at the end; trap 25).
-
-Per example (Eq. 4 of [1], as the original computes it)::
-
-    vlb = log p(x | z) - KL(q(z | x) || p(z | x_obs, m)) + reg,   z ~ q (reparameterised)
-    reg = -sum_l mu_p^2 / (2 sigma_mu^2) + sigma_sigma * sum_l (log sigma_p - sigma_p)
-
-with sigma_mu = 1e4 and sigma_sigma = 1e-4.
-
-The reconstruction covers **all** dimensions, observed and missing (the original's choice; [1] scores only the
-missing part). Loss: ``mean_B(-vlb) * vlb_scale``.
-
-#### References
-[1] Ivanov, Figurnov & Vetrov. Variational Autoencoder with Arbitrary Conditioning. ICLR 2019.
-[2] Antorán et al. Getting a CLUE: A Method for Explaining Uncertainty Estimates. ICLR 2021.
-"""
+References: [1] Ivanov et al. Variational Autoencoder with Arbitrary Conditioning. ICLR 2019. [2] Antorán et al. Getting
+a CLUE. ICLR 2021."""
 
 from __future__ import annotations
 
@@ -34,21 +22,14 @@ from common import likelihoods as lk
 from common.layers import mlp_generator_net, mlp_recognition_net
 from VAEAC.masks import apply_mask
 
-SIGMA_MU = 1e4  # prior-network regulariser scales of the original (Sec. 4.3.2 of [1])
+SIGMA_MU = 1e4  # prior-network regularizer scales of the original (Sec. 4.3.2 of [1])
 SIGMA_SIGMA = 1e-4
 WEIGHTS_FILE = "model.weights.h5"
 
 
 class VAEAC(keras.Model):
-    """VAEAC over flat data; see the module docstring.
-
-    Args:
-      input_dim_vec: per-variable widths (``[1] * D`` for Gaussian or Bernoulli data).
-      latent_dim: L.
-      likelihood: ``"gauss_cat"``, ``"gauss"`` (``pred_sig``: learned scale) or ``"bernoulli"``.
-      width, depth: MLP size of all three networks (paper: 350, 3).
-      pred_sig: Gaussian decoder with a learned scale (wine ground truth).
-    """
+    """VAEAC over flat data (module docstring); ``width``, ``depth``: MLP size of all three networks (paper: 350, 3);
+    ``pred_sig``: learned Gaussian scale."""
 
     def __init__(self, input_dim_vec: Sequence[int], latent_dim: int, likelihood: str = "gauss_cat",
                  width: int = 350, depth: int = 3, pred_sig: bool = False, **kwargs):
@@ -87,12 +68,8 @@ class VAEAC(keras.Model):
         return self.decoder(z, training=training)
 
     def postprocess(self, out: tf.Tensor, mode: str = "hard") -> tf.Tensor:
-        """Decoder output -> flat data space.
-
-        ``mode``: ``"hard"`` (gauss_cat one-hot, Bernoulli probabilities, Gaussian mean), ``"probs"`` (gauss_cat
-        softmax), ``"straight_through"`` (one-hot forward, softmax Jacobian backward) or ``"raw"`` (logits;
-        ``[mu, s]`` for ``pred_sig``, from which ``normal_parse_params(raw, 1e-2)`` gives the Normal).
-        """
+        """Decoder output -> flat data: ``mode`` ``"hard"``, ``"probs"`` (softmax), ``"straight_through"`` or ``"raw"``
+        (logits, or ``[mu, s]``)."""
         if mode == "raw":
             return out
         if self.likelihood == "gauss_cat":
@@ -135,21 +112,11 @@ class VAEAC(keras.Model):
 
     def inpaint(self, x: tf.Tensor, mask: tf.Tensor, n_samples: int = 1, z_mean: bool = False,
                 mode: str = "hard", keep_observed: bool = False, seed: tf.Tensor | None = None) -> tf.Tensor:
-        """Samples the missing entries from ``p(x | z)``, ``z ~ p(z | x_obs, m)`` (inference mode).
+        """Samples ``[N, B, D]`` of ``p(x | z)``, ``z ~ p(z | x_obs, m)``, for ``x``, ``mask`` ``[B, D]`` (1 = missing,
+        may be NaN).
 
-        Args:
-          x: float ``[B, D]``; entries where ``mask = 1`` are ignored (may be NaN).
-          mask: float ``[B, D]``, 1 = missing.
-          n_samples: N prior draws per row.
-          z_mean: decode the prior mean instead of samples.
-          mode: output post-processing, see :meth:`postprocess`.
-          keep_observed: copy the observed entries of ``x`` into the result. The original returns the model's output
-            for every dimension and leaves blending to the caller (``False``).
-          seed: int ``[2]`` stateless seed (None: TF's global RNG).
-
-        Returns:
-          float ``[N, B, D]`` (``[N, B, 2D]`` for ``mode="raw"`` with ``pred_sig``).
-        """
+        ``z_mean``: the prior mean; ``keep_observed``: copy observed entries (the original does not); ``seed``: int
+        ``[2]``."""
         x = tf.convert_to_tensor(x, tf.float32)
         mask = tf.convert_to_tensor(mask, tf.float32)
         loc, scale = self.prior(x, mask)  # [B, L]
@@ -174,14 +141,8 @@ class VAEAC(keras.Model):
 
 def join_targets(x: np.ndarray, y: np.ndarray, input_dim_vec: Sequence[int], task: str,
                  n_classes: int | None = None) -> tuple[np.ndarray, list[int]]:
-    """Appends the target to the flat inputs for a ground-truth VAEAC on the joint (x, y) (spec 1.2-1.4, 6.3).
-
-    Regression: y ``[N, 1]`` (standardised) becomes one continuous column (``join_LSAT_targets``). Classification:
-    class indices become a one-hot block of ``n_classes`` columns (``join_compas_targets``). y is always last.
-
-    Returns:
-      ``(xy [N, D + 1 or D + C], input_dim_vec + [1 or C])``.
-    """
+    """Appends y to the flat inputs for a ground-truth VAEAC on (x, y) (spec 1.2-1.4, 6.3): a continuous column or a
+    one-hot block; returns ``(xy, input_dim_vec + [1 or C])``."""
     x = np.asarray(x, np.float32)
     if task == "regression":
         y_cols = np.asarray(y, np.float32).reshape(len(x), -1)

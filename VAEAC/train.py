@@ -1,22 +1,9 @@
-"""Trains a VAEAC (in-filling model for U-FIDO, or the ground truth on the joint (x, y)) and optionally the
-under-VAEAC on its latent space (spec 4.6-4.9, 6.3).
+"""Trains a VAEAC (in-filling model for U-FIDO, or the ground truth on the joint (x, y)) and optionally the under-VAEAC
+on its latent space (spec 4.6-4.9, 6.3).
 
-As the original's ``train_VAEAC``: RAdam, a fresh ``top_masker(p=1)`` mask for every training batch (1 = missing),
-dev ELBO every epoch (dev = test set by default), best-dev export, early stopping. Unlike the original, the dev masks
-are drawn once from the seed rather than afresh every epoch, so that model selection is not driven by mask noise.
-
-Usage::
-
-    python -m VAEAC.train --dataset lsat --preset paper --seed 0 --out runs/vaeac_lsat --under-epochs 500
-    python VAEAC/train.py --dataset digits --preset tiny --out runs/vaeac_tiny
-
-Writes ``config.json``, ``metrics.csv``, ``metrics.json``, ``best/`` (``VAEAC.export.load_model``), ``ckpt/``, and
-with ``--under-epochs`` > 0 also ``under/`` (its own ``metrics.csv`` and ``ckpt/``) and ``under_best/``.
-
-#### References
-[1] Ivanov, Figurnov & Vetrov. Variational Autoencoder with Arbitrary Conditioning. ICLR 2019.
-[2] Antorán et al. Getting a CLUE: A Method for Explaining Uncertainty Estimates. ICLR 2021.
-"""
+As the original's ``train_VAEAC``: RAdam, a fresh ``top_masker(p=1)`` mask per batch, dev ELBO every epoch (masks drawn
+once from the seed), best-dev export, early stopping; ``--under-epochs N`` adds ``under/`` and ``under_best/``.
+References: [1] Ivanov et al. Variational Autoencoder with Arbitrary Conditioning. ICLR 2019."""
 
 from __future__ import annotations
 
@@ -129,8 +116,7 @@ def masker(config: Config, vec):
 
 
 def make_vaeac_step(model: VAEAC, optimizer, generator: tf.random.Generator, draw_mask):
-    """One training step: a fresh mask for the batch (as the original), reparameterised z, an optimizer update;
-    returns the batch's mean ELBO."""
+    """One training step (fresh mask, sampled z, optimizer update); returns the batch's mean ELBO."""
     def step(xb):  # [b, D] -> mean ELBO
         mask = draw_mask(xb, generator)
         eps = generator.normal([tf.shape(xb)[0], model.latent_dim])
@@ -185,11 +171,8 @@ def train_under(base: VAEAC, config: Config, run_dir, x_train, x_dev, dev_split:
 
 
 def main(config: Config, dataset: data.Dataset | None = None) -> dict[str, float]:
-    """Trains (or resumes) a VAEAC, then the under-VAEAC if asked; returns the best checkpoints' metrics.
-
-    ``dataset``: the data to train on, instead of ``data.load(config.dataset)``; its name must be
-    ``config.dataset``, which the run records.
-    """
+    """Trains (or resumes) a VAEAC, then the under-VAEAC if asked; returns the metrics (``dataset``: instead of
+    ``data.load``)."""
     data.check_named(dataset, config.dataset)
     if config.dataset not in data.DATASETS and config.latent_dim is None:
         if dataset is None:

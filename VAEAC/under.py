@@ -1,15 +1,8 @@
-"""The two-level "under-VAEAC": a small VAE on a trained VAEAC's latent space (spec 4.9), the ground-truth generator
-of the computational evaluation framework.
+"""The two-level "under-VAEAC" (spec 4.9): a small VAE on a trained VAEAC's latent space, the evaluation's ground truth.
 
-Ground truth: ``p_gt(x) = int N(u; 0, I) p_VAEAC(x | z = g(u)) du``, where ``g`` is the under-decoder. The inner VAE
-uses the VAE versions of the pre-activation MLPs and the unit Gaussian reconstruction ``-sum (z_hat - z)^2``; it is
-fitted to ``z ~ q_VAEAC(z | x)`` drawn (not reparameterised) from the frozen base VAEAC's recognition network, with
-loss ``mean_B(-vlb) / dim(z)`` and torch-form Adam.
-
-#### References
-[1] Antorán et al. Getting a CLUE: A Method for Explaining Uncertainty Estimates. ICLR 2021 (Sec. 5.1, App. E).
-[2] Kingma & Welling. Auto-Encoding Variational Bayes. ICLR 2014.
-"""
+``p_gt(x) = int N(u; 0, I) p_VAEAC(x | z = g(u)) du``; fitted to ``z ~ q_VAEAC(z | x)`` of the frozen base with
+reconstruction ``-sum (z_hat - z)^2``, loss ``mean_B(-vlb) / dim(z)``. References: [1] Antorán et al. Getting a CLUE.
+ICLR 2021 (Sec. 5.1, App. E)."""
 
 from __future__ import annotations
 
@@ -24,13 +17,7 @@ from VAEAC.model import VAEAC
 
 
 class UnderVAEAC(keras.Model):
-    """A Gaussian VAE on the latent z of a frozen ``base`` VAEAC.
-
-    Args:
-      base: the trained VAEAC (its weights are not trained here).
-      width, depth: inner MLP size ([nb]: 150, 2).
-      latent_dim: dim(u) (None: the base's L, as [nb]).
-    """
+    """A Gaussian VAE on the latent z of a frozen ``base`` VAEAC (``[nb]``: width 150, depth 2, ``dim(u) = L``)."""
 
     def __init__(self, base: VAEAC, width: int = 150, depth: int = 2, latent_dim: int | None = None, **kwargs):
         super().__init__(**kwargs)
@@ -53,7 +40,7 @@ class UnderVAEAC(keras.Model):
         return lk.normal_parse_params(self.encoder(z, training=training), lk.MIN_ENCODER_SIGMA)
 
     def elbo_terms(self, z: tf.Tensor, training: bool = False, eps: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
-        """Inner-VAE ELBO on latent codes ``z [B, L]``: ``rec = -sum (z_hat - z)^2``, ``kl``, ``elbo``, each ``[B]``."""
+        """Inner ELBO on codes ``z [B, L]``: ``rec = -sum (z_hat - z)^2``, ``kl``, ``elbo``, each ``[B]``."""
         loc, scale = self.encode_z(z, training=training)
         u = loc if eps is None else loc + scale * eps
         z_hat = self.decoder(u, training=training)
@@ -76,7 +63,7 @@ class UnderVAEAC(keras.Model):
         return self.elbo_terms(self.base.posterior(x)[0])["elbo"]
 
     def u_regenerate(self, u: tf.Tensor) -> tf.Tensor:
-        """``base.decode(g(u))``: the raw flat base output ``[B, D']`` (logits; ``[mu, s]`` with ``pred_sig``)."""
+        """``base.decode(g(u))``: the raw base output ``[B, D']``."""
         return self.base.decode(self.decoder(u, training=False), training=False)
 
     def u_recognition(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -84,7 +71,7 @@ class UnderVAEAC(keras.Model):
         return self.encode_z(self.base.posterior(x)[0])
 
     def u_mask_recognition(self, x: tf.Tensor, mask: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """q(u | ·) through the base *prior* mean given the observed part: the proposal used for log p_gt(x)."""
+        """q(u | ·) through the base *prior* mean of the observed part (the log p_gt(x) proposal)."""
         return self.encode_z(self.base.prior(x, mask)[0])
 
     def sample(self, n: int, seed: tf.Tensor) -> tf.Tensor:

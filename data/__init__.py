@@ -1,10 +1,8 @@
 """Datasets of the paper, preprocessed exactly as the original code does (spec section 1).
 
-    >>> import data
-    >>> d = data.load("lsat")            # raw files from data_dir, $CLUE_DATA_DIR, data/raw/, or downloaded
+    >>> d = data.load("lsat")            # from data_dir, $CLUE_DATA_DIR, data/raw/, or downloaded
     >>> d.x_train.shape, d.x_test.shape
-    ((17432, 12), (4358, 12))
-"""
+    ((17432, 12), (4358, 12))"""
 
 from data.datasets import DATASETS, Dataset, DatasetSpec, Variable, check_named, load, spec
 from data.frames import from_frame

@@ -1,40 +1,17 @@
-"""Anomaly-localisation image sets in their standard folder layouts: MVTec AD [1] and UCSD Ped1 [2].
+"""Anomaly-localization image sets in their standard folder layouts: MVTec AD [1] and UCSD Ped1 [2].
 
-Neither dataset ships with this project or is downloaded by it (both are licensed for non-commercial research and
-must be obtained from their authors); these loaders read a copy the user already has, from the folder it unpacks to
-(reference-spec-expvae.md P2.6):
+Neither is shipped or downloaded: the loaders read the user's copy (reference-spec-expvae.md P2.6). Layouts::
 
-MVTec AD (15 categories, e.g. ``bottle``)::
+    MVTec AD:  <root>/<category>/train/good/*.png, test/{good,<defect>}/*.png, ground_truth/<defect>/<name>_mask.png
+    UCSD Ped1: <root>/Train/Train###/*.tif, Test/Test###/*.tif, Test/Test###_gt/*.bmp (masks for 10 of 36 clips)
 
-    <root>/<category>/train/good/000.png ...             normal training images
-    <root>/<category>/test/good/000.png ...              normal test images (no mask: all-normal)
-    <root>/<category>/test/<defect>/000.png ...          defective test images
-    <root>/<category>/ground_truth/<defect>/000_mask.png one 0/255 mask per defective test image, paired by stem
+Images are resized to ``S x S`` (bilinear), gray (1 channel) if all are, else RGB, float32 in [0, 1]; masks are resized
+nearest-neighbor and binarized; a label is whether the full-resolution mask has an anomalous pixel. Ped1 clips without
+masks are skipped unless ``unmasked_as_normal`` (they hold anomalies too). A layout problem or an unpaired mask raises
+:class:`LayoutError` naming the files.
 
-UCSD Ped1 (the ``UCSDped1`` folder of ``UCSD_Anomaly_Dataset.v1p2``; its parent is accepted too)::
-
-    <root>/Train/Train001/001.tif ... Train034/200.tif   normal training clips
-    <root>/Test/Test001/001.tif ... Test036/200.tif      test clips
-    <root>/Test/Test003_gt/001.bmp ...                   pixel masks, one per frame, for only 10 of the 36 clips
-
-By default only the Ped1 test clips *with* masks are loaded: the other 26 hold anomalies too (their frame-level
-labels are in the dataset's ``.m`` file), so counting them as all-normal, as one public reproduction does, turns real
-anomalies into negatives. ``unmasked_as_normal=True`` does that anyway, for comparison with such numbers.
-
-Every image is resized to ``image_size x image_size`` (bilinear; Ped1's 238x158 frames are stretched), kept grey
-(1 channel) when every image of the set is grey and RGB (3 channels) otherwise, as float32 in [0, 1]. Masks are
-resized with nearest-neighbour and binarised (any non-zero pixel is anomalous); an image's label is whether its
-mask, at full resolution, has an anomalous pixel (MVTec: whether it is in a defect folder).
-
-A root that is absent or not in the layout raises one :class:`LayoutError` (a ``UserError``) naming what was
-expected; so does a mask that does not pair with an image (a defective image without its mask, a mask without its
-image), naming both files.
-
-#### References
-[1] Bergmann et al. MVTec AD: A Comprehensive Real-World Dataset for Unsupervised Anomaly Detection. CVPR 2019.
-[2] Mahadevan et al. Anomaly Detection in Crowded Scenes. CVPR 2010.
-[3] Liu et al. Towards Visually Explaining Variational Autoencoders. CVPR 2020.
-"""
+References: [1] Bergmann et al. MVTec AD. CVPR 2019. [2] Mahadevan et al. Anomaly Detection in Crowded Scenes. CVPR
+2010. [3] Liu et al. Towards Visually Explaining VAEs. CVPR 2020."""
 
 from __future__ import annotations
 
@@ -75,19 +52,13 @@ class LayoutError(UserError):
 
 @dataclass(frozen=True)
 class AnomalyImages:
-    """One anomaly-localisation image set, resized and scaled.
+    """One anomaly-localization image set, resized and scaled.
 
     Attributes:
-      name: ``"mvtec/<category>"`` or ``"ucsd_ped1"``.
-      root: the folder read.
-      x_train: float32 ``[N, S, S, C]`` normal training images in [0, 1] (``C`` = 1 grey, 3 RGB).
-      x_test: float32 ``[M, S, S, C]`` test images.
-      y_test: int8 ``[M]``, 1 = anomalous image, 0 = normal.
-      masks_test: bool ``[M, S, S]`` pixel ground truth (True = anomalous); all False for normal images.
-      test_groups: ``[M]`` the defect type (MVTec, ``"good"`` for normal) or the clip (Ped1, ``"Test003"``).
-      train_files, test_files: the source files, in the order of the arrays (paths relative to ``root``).
-      assumed_normal: Ped1 clips counted as all-normal although they have no masks (``unmasked_as_normal``).
-    """
+      x_train, x_test: float32 ``[N, S, S, C]`` / ``[M, S, S, C]`` in [0, 1] (training images are normal).
+      y_test: int8 ``[M]``, 1 = anomalous; masks_test: bool ``[M, S, S]``, True = anomalous pixel.
+      test_groups: ``[M]`` defect type (MVTec, ``"good"`` if normal) or clip (Ped1).
+      assumed_normal: Ped1 clips counted as all-normal without masks."""
 
     name: str
     root: str
@@ -139,7 +110,7 @@ def _problems(kind: str, items: Sequence[str]) -> LayoutError:
 
 
 def _channels(paths: Sequence[Path]) -> int:
-    """1 if every image is grey (by its header's mode), else 3."""
+    """1 if every image is gray (by its header's mode), else 3."""
     for path in paths:
         with Image.open(path) as image:
             if image.mode not in GREY_MODES:
@@ -148,13 +119,7 @@ def _channels(paths: Sequence[Path]) -> int:
 
 
 def read_image(path: str | os.PathLike, size: int, channels: int) -> np.ndarray:
-    """One image as float32 ``[size, size, channels]`` in [0, 1] (bilinear resize, PIL's antialiasing filter).
-
-    Args:
-      path: a PNG/TIF/BMP/... file PIL reads (8-bit).
-      size: the output side ``S``.
-      channels: 1 (grey, ``L``) or 3 (``RGB``).
-    """
+    """One image as float32 ``[size, size, channels]`` in [0, 1] (bilinear resize; ``channels`` 1 or 3)."""
     with Image.open(path) as image:
         converted = image.convert("L" if channels == 1 else "RGB")
         resized = converted.resize((size, size), Image.Resampling.BILINEAR)
@@ -163,8 +128,8 @@ def read_image(path: str | os.PathLike, size: int, channels: int) -> np.ndarray:
 
 
 def read_mask(path: str | os.PathLike, size: int) -> tuple[np.ndarray, bool]:
-    """One binary mask: bool ``[size, size]`` (nearest-neighbour resize; non-zero = anomalous) and whether the mask
-    has an anomalous pixel at its full resolution (the image label, robust to regions the resize drops)."""
+    """A binary mask bool ``[size, size]`` (nearest-neighbor; non-zero = anomalous) and whether it has an anomalous
+    pixel at full resolution."""
     with Image.open(path) as image:
         grey = image.convert("L")
         full = np.asarray(grey) > 0
@@ -214,8 +179,7 @@ def _mvtec_category_dir(root: Path, category: str) -> Path:
 
 
 def _pair_mvtec_masks(folder: Path, defects: Sequence[str]) -> dict[Path, Path]:
-    """``test image -> mask`` for every defective test image; refuses an image without a mask and a mask without an
-    image (one :class:`LayoutError` naming both files of each)."""
+    """``test image -> mask`` for every defective test image; :class:`LayoutError` for any unpaired image or mask."""
     pairs, problems = {}, []
     for defect in defects:
         masks_dir = folder / "ground_truth" / defect
@@ -242,22 +206,10 @@ def _pair_mvtec_masks(folder: Path, defects: Sequence[str]) -> dict[Path, Path]:
 
 def load_mvtec(root: str | os.PathLike, category: str, image_size: int = 256, *, max_train: int | None = None,
                progress: bool = False) -> AnomalyImages:
-    """One MVTec AD category [1] (layout in the module docstring).
+    """One MVTec AD category [1] from ``root`` (module docstring), test images ordered by defect folder, then name.
 
-    Args:
-      root: the unpacked MVTec AD folder (holding ``bottle/``, ``cable/``, ...).
-      category: e.g. ``"bottle"``; any sub-folder in the layout is accepted.
-      image_size: side ``S`` of the resized square images (the original images are 700-1024 px).
-      max_train: keep only the first ``max_train`` training images (sorted by name; quick runs).
-      progress: show tqdm bars while reading.
-
-    Returns:
-      An :class:`AnomalyImages`; test images are ordered by defect folder, then name; ``y_test`` is 1 outside
-      ``test/good``; ``masks_test`` of ``test/good`` images are all False.
-
-    Raises:
-      LayoutError: root or category absent or not in the layout; a mask without its image or the reverse.
-    """
+    ``max_train``: keep the first training images (by name). Raises :class:`LayoutError` (absent root or category,
+    unpaired masks)."""
     size, root = _check_size(image_size), Path(root)
     folder = _mvtec_category_dir(root, category)
     train = _files(folder / "train" / NORMAL, [".png"])[:max_train]
@@ -304,8 +256,8 @@ def _clips(folder: Path, pattern: re.Pattern) -> dict[str, list[Path]]:
 
 
 def _pair_ped1_masks(test_dir: Path, clips: dict[str, list[Path]]) -> dict[str, list[Path]]:
-    """``clip -> masks in frame order`` for the clips with a ``<clip>_gt`` folder; refuses a frame without its mask,
-    a mask without its frame and a ``_gt`` folder without its clip (one :class:`LayoutError` naming both)."""
+    """``clip -> masks in frame order`` for clips with a ``<clip>_gt`` folder; :class:`LayoutError` for unpaired frames
+    or masks."""
     masked, problems = {}, []
     for gt_dir in _subdirs(test_dir):
         match = _GT_CLIP.match(gt_dir.name)
@@ -329,28 +281,11 @@ def _pair_ped1_masks(test_dir: Path, clips: dict[str, list[Path]]) -> dict[str, 
 
 def load_ucsd_ped1(root: str | os.PathLike, image_size: int = 256, *, unmasked_as_normal: bool = False,
                    train_stride: int = 1, max_train: int | None = None, progress: bool = False) -> AnomalyImages:
-    """UCSD Ped1 [2] (layout in the module docstring): frames of the training clips, and test frames with masks.
+    """UCSD Ped1 [2] (module docstring): frames of the training clips and the test frames with masks.
 
-    Args:
-      root: the ``UCSDped1`` folder (or the folder holding it).
-      image_size: side ``S`` of the resized square frames (the originals are 238x158 grey).
-      unmasked_as_normal: also load the test clips without a ``_gt`` folder, every frame counted as normal with an
-        all-normal mask. Off by default and not recommended: those clips contain anomalies (the dataset's frame
-        labels say where), so this turns anomalous frames into negatives; for comparison with reproductions that
-        do it.
-      train_stride: keep every ``train_stride``-th frame of each training clip (consecutive frames are nearly
-        identical; 34 clips x 200 frames at 256 px take 1.8 GB as float32).
-      max_train: keep only the first ``max_train`` training frames after the stride.
-      progress: show tqdm bars while reading.
-
-    Returns:
-      An :class:`AnomalyImages`; test frames are ordered by clip, then frame; ``y_test`` is 1 for a frame whose mask
-      has an anomalous pixel.
-
-    Raises:
-      LayoutError: root absent or not in the layout, no training frames, no clip with masks (unless
-        ``unmasked_as_normal``), a frame without its mask or a mask without its frame.
-    """
+    ``unmasked_as_normal``: also load the unmasked test clips as all-normal (not recommended: they hold anomalies);
+    ``train_stride``: keep every k-th training frame; ``max_train``: the first training frames. Raises
+    :class:`LayoutError`."""
     size, root = _check_size(image_size), Path(root)
     if train_stride < 1:
         raise UserError(f"train_stride must be >= 1, got {train_stride}")
@@ -389,11 +324,8 @@ def load_ucsd_ped1(root: str | os.PathLike, image_size: int = 256, *, unmasked_a
 
 def load(dataset: str, root: str | os.PathLike | None, category: str | None = None, image_size: int = 256,
          **options) -> AnomalyImages:
-    """:func:`load_mvtec` (``dataset="mvtec"``, needs ``category``) or :func:`load_ucsd_ped1` (``"ucsd_ped1"``).
-
-    Raises:
-      UserError: unknown ``dataset``, no ``root``, a missing ``category``; and what the loaders raise.
-    """
+    """:func:`load_mvtec` (``dataset="mvtec"``, needs ``category``) or :func:`load_ucsd_ped1` (``"ucsd_ped1"``);
+    ``UserError`` otherwise."""
     if dataset not in DATASETS:
         raise UserError(f"unknown anomaly dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
     if root is None:

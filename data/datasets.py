@@ -1,15 +1,10 @@
 """Dataset registry and loaders, reproducing the original preprocessing and splits (spec section 1).
 
-Each loader reads its raw files through :mod:`data.sources` and returns a :class:`Dataset` whose inputs are in
-the model-input space the BNN, VAE and CLUE all use: continuous columns standardised with the training split's
-mean and population std, categorical variables one-hot ("flat" layout), images flat in [0, 1].
-
-``seed`` selects the train/test split where the original draws it at random (COMPAS, Wine, Credit, digits):
-``seed=0`` is exactly the original's split (COMPAS ``train_test_split(test_size=0.1, random_state=42)``, UCI
-``np.random.seed(42)`` permutation, test = first tenth), and ``seed=k`` uses the original's recipe with random
-state ``42 + k``. LSAT and MNIST ship fixed upstream splits, and ``mnist_t10k`` uses the fixed permutation of
-DESIGN.md, so for them ``seed`` changes nothing.
-"""
+Loaders read raw files through :mod:`data.sources` and return a :class:`Dataset` in the model-input space: continuous
+columns standardized with the training split's mean and population std, categorical variables one-hot ("flat"), images
+flat in [0, 1]. ``seed=0`` is the original's random split (COMPAS ``train_test_split(test_size=0.1, random_state=42)``,
+UCI ``np.random.seed(42)`` permutation, test = first tenth); ``seed=k`` uses random state ``42 + k``; fixed splits
+(LSAT, MNIST, ``mnist_t10k``) ignore it."""
 
 from __future__ import annotations
 
@@ -32,7 +27,7 @@ from data.sources import DataFileError, fetch, find_first
 logger = logging.getLogger(__name__)
 
 ORIGINAL_SPLIT_SEED = 42  # random_state of the original COMPAS and UCI splits
-MNIST_NORM = (0.1307, 0.3081)  # the original's BNN input normalisation of MNIST pixels (spec 1.6)
+MNIST_NORM = (0.1307, 0.3081)  # the original's BNN input normalization of MNIST pixels (spec 1.6)
 
 
 # ----------------------------------------------------------------------------------------------------------- tabular
@@ -40,7 +35,7 @@ MNIST_NORM = (0.1307, 0.3081)  # the original's BNN input normalisation of MNIST
 
 def _tabular(name: str, task: str, x_train, y_train, x_test, y_test, variables: Sequence[Variable],
              target_name: str, class_names=None, standardize_y: bool = False, **info) -> Dataset:
-    """Standardises continuous columns (and regression targets) with training statistics (spec 1.1)."""
+    """Standardizes continuous columns (and regression targets) with training statistics (spec 1.1)."""
     vec = tuple(v.width for v in variables)
     x_mean, x_std = tabular.standardize_stats(x_train, vec)
     x_train = ((np.asarray(x_train, np.float64) - x_mean) / x_std).astype(np.float32)
@@ -83,12 +78,8 @@ def _replace(ds: Dataset, **changes) -> Dataset:
 
 
 def _load_compas(data_dir, seed: int, leak_free: bool = False) -> Dataset:
-    """COMPAS (spec 1.3), ProPublica's two-year file, filtered as the original; label ``two_year_recid``.
-
-    Args:
-      leak_free: drop ``is_recid`` from the inputs. The original keeps it (it nearly equals the label, which is why
-        its BNN reaches 98% test accuracy) and every reference figure depends on it, so the default keeps it too.
-    """
+    """COMPAS (spec 1.3), ProPublica's two-year file filtered as the original; label ``two_year_recid``; ``leak_free``
+    drops the ``is_recid`` input (DEVIATIONS.md)."""
     from sklearn.model_selection import train_test_split
 
     df = pd.read_csv(fetch("compas/compas-scores-two-years.csv", data_dir))
@@ -127,11 +118,8 @@ WINE_FEATURES = ("fixed acidity", "volatile acidity", "citric acid", "residual s
 
 
 def _load_wine(data_dir, seed: int) -> Dataset:
-    """Red wine quality (spec 1.4), regression of ``quality`` on 11 continuous features.
-
-    The original reads the file with ``header=1``: the real header line is skipped and the first data row is taken
-    as the header, so 1598 of the 1599 wines remain (1438 train / 160 test). We keep that for split parity.
-    """
+    """Red wine quality (spec 1.4), 11 continuous features; read with the original's ``header=1`` (1598 wines,
+    DEVIATIONS.md)."""
     raw = pd.read_csv(fetch("wine/winequality-red.csv", data_dir), sep=";", header=1).to_numpy(np.float64)
     train, test = _uci_split(len(raw), seed)
     variables = [Variable(n) for n in WINE_FEATURES]
@@ -163,11 +151,8 @@ def _read_credit(path) -> np.ndarray:
 
 
 def _load_credit(data_dir, seed: int) -> Dataset:
-    """Default of credit card clients (spec 1.4), 23 features -> 29 flat columns, binary default label.
-
-    Categorical codes use the minimum of the *training* split (the original subtracts the minimum of whichever
-    array it is given, so a test split lacking the rare code 0 would shift; see DEVIATIONS.md).
-    """
+    """Default of credit card clients (spec 1.4), 29 flat columns; category codes offset by the training split's
+    minimum."""
     raw = _read_credit(find_first(["credit/UCI_Credit_Card.csv", "credit/default of credit card clients.xls"],
                                   data_dir))
     train, test = _uci_split(len(raw), seed)
@@ -204,7 +189,7 @@ def _image_dataset(name, x_train, y_train, x_test, y_test, image_shape, pixel_no
 
 
 def _load_mnist(data_dir, seed: int) -> Dataset:
-    """MNIST, 60,000 / 10,000 (spec 1.6); pixels in [0, 1], not binarised."""
+    """MNIST, 60,000 / 10,000 (spec 1.6); pixels in [0, 1], not binarized."""
     try:
         x_train = _read_idx(fetch("mnist/train-images-idx3-ubyte.gz", data_dir))
     except DataFileError as err:
@@ -245,19 +230,13 @@ _VAE_MNIST = {"arch": "mnist_conv", "lr": 7e-4, "batch_size": 256, "max_epochs":
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """Everything the project knows of one dataset, in its own row.
+    """Everything the project knows of one dataset.
 
     Attributes:
-      loader: ``loader(data_dir, seed, **options) -> Dataset``.
-      description: one line for ``--help`` and errors.
-      task: ``"regression"`` or ``"classification"``.
-      latent_dim: the VAE / VAEAC latent size L of the original's scripts (MNIST: the reference run's 20).
-      vae: the VAE's training settings (``VAE.train`` fills its ``None`` settings from them).
-      thresholds: the evaluation's [nb] selection thresholds ``(tau_aleatoric, tau_epistemic)`` (entropies for
-        classification, stds for regression), or None where the evaluation does not run.
-      mask_per_variable: the ground-truth VAEAC masks whole variables rather than flat columns ([nb]: Credit).
-      options: keyword options of the loader.
-    """
+      loader: ``loader(data_dir, seed, **options) -> Dataset``; ``options``: its keyword options.
+      latent_dim: the VAE / VAEAC latent size L of the original's scripts; ``vae``: the VAE's training settings.
+      thresholds: the evaluation's [nb] ``(tau_aleatoric, tau_epistemic)``, or None.
+      mask_per_variable: the ground-truth VAEAC masks whole variables ([nb]: Credit)."""
 
     loader: Callable[..., Dataset]
     description: str
@@ -293,22 +272,14 @@ DATASETS: dict[str, DatasetSpec] = {
 
 
 def spec(name: str) -> DatasetSpec:
-    """The :class:`DatasetSpec` of a built-in dataset.
-
-    Raises:
-      UserError: unknown name.
-    """
+    """The :class:`DatasetSpec` of a built-in dataset (``UserError`` if unknown)."""
     if name not in DATASETS:
         raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     return DATASETS[name]
 
 
 def check_named(dataset: Dataset | None, name: str) -> None:
-    """Checks that a dataset handed to a training script is the one its config names (the run records the name).
-
-    Raises:
-      UserError: ``dataset`` is not a :class:`Dataset`, or its name is not ``name``.
-    """
+    """Checks that a dataset given to a training script is a :class:`Dataset` named ``name`` (``UserError``)."""
     if dataset is None:
         return
     if not isinstance(dataset, Dataset):
@@ -323,18 +294,12 @@ def load(name: str, data_dir: str | os.PathLike | None = None, seed: int = 0, **
     """Loads a dataset of the paper, preprocessed as the original code does.
 
     Args:
-      name: one of ``data.DATASETS``: lsat, compas, compas_leak_free, credit, wine, mnist, mnist_t10k, digits.
-      data_dir: folder holding the raw files (searched before ``$CLUE_DATA_DIR`` and the cache ``data/raw/``).
-      seed: split seed where the original splits at random; 0 reproduces the original split (module docstring).
-      **options: dataset options; ``compas`` accepts ``leak_free=True`` (drop the ``is_recid`` input).
-
-    Returns:
-      A :class:`Dataset`.
+      name: one of ``data.DATASETS``.
+      data_dir: folder searched first for the raw files (then ``$CLUE_DATA_DIR`` and the cache).
+      seed: split seed (module docstring); **options: e.g. ``compas``'s ``leak_free=True``.
 
     Raises:
-      UserError: unknown name or option (a ``ValueError``).
-      DataFileError: a raw file is missing and cannot be downloaded, or its checksum does not match.
-    """
+      UserError: unknown name or option; DataFileError: a raw file is missing or fails its checksum."""
     if name not in DATASETS:
         raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)} (or pass a data.Dataset "
                         "object to the training script's main)")

@@ -1,45 +1,23 @@
 """dSprites (Matthey et al. [1]): the original npz, or a procedural renderer of the same factor grid and order.
 
-The dataset is every combination of six factors exactly once, 737,280 binary 64x64 images; columns of
-``latents_classes`` / ``latents_values``, with their number of classes and values:
+Every combination of six factors once, 737,280 binary 64x64 images; factors (classes: values): color (1: 1.0), shape (3:
+square, ellipse, heart = 1.0, 2.0, 3.0), scale (6: ``linspace(0.5, 1, 6)``), orientation (40:
+``linspace(0, 2 pi, 40)``), posX and posY (32: ``linspace(0, 1, 32)``). Images are in C order over :data:`FACTOR_SIZES`
+(posY fastest): ``latents_classes[i] = np.unravel_index(i, FACTOR_SIZES)`` (reference-spec-expvae.md P2.3).
 
-0. color, 1 class: 1.0;
-1. shape, 3: 1.0 (square), 2.0 (ellipse), 3.0 (heart);
-2. scale, 6: ``linspace(0.5, 1, 6)``;
-3. orientation, 40: ``linspace(0, 2 pi, 40)`` (both ends included);
-4. posX, 32: ``linspace(0, 1, 32)``;
-5. posY, 32: ``linspace(0, 1, 32)``.
+``source="npz"``: the user's ``dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz`` (``imgs``, ``latents_values``,
+``latents_classes``), found as ``dsprites/<name>`` or ``<name>`` in :func:`data.sources.search_dirs`, kept bit-packed.
+``source="render"``: :class:`SpriteRenderer`, same grid, order and factor semantics, **not the original's pixels** (its
+renderer was never released).
 
-Images are stored with posY varying fastest, then posX, orientation, scale, shape (C order over
-:data:`FACTOR_SIZES`), so ``index = ((((shape * 6 + scale) * 40 + orient) * 32 + x) * 32 + y)`` and
-``latents_classes[i] = np.unravel_index(i, FACTOR_SIZES)`` (reference-spec-expvae.md P2.3).
+Renderer geometry (pixel ``(r, c)`` covers ``[c, c+1) x [r, r+1)``): radius ``R = 10 s`` px at scale ``s``, center
+``(12 + 40 posX, 12 + 40 posY)`` (column, row; posY downward). A pixel is ink when its center, rotated by
+``-orientation`` about the sprite center and divided by ``R``, falls inside the unit shape: square
+``max(|u|, |v|) <= 0.8``; ellipse ``u^2 + (v / 0.5)^2 <= 1``; heart ``(x^2 + y^2 - 1)^3 - x^2 y^3 <= 0``,
+``(x, y) = (u, v + 0.1) / 0.9``.
 
-Two sources of images, behind one :class:`DSprites` object:
-
-* ``source="npz"``: the original ``dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz`` (keys ``imgs`` ``[N, 64, 64]``
-  uint8 0/1, ``latents_values`` ``[N, 6]``, ``latents_classes`` ``[N, 6]``), supplied by the user (DeepMind's
-  repository, see NPZ_URL) and found as ``dsprites/<name>`` or ``<name>`` in the folders
-  :func:`data.sources.search_dirs` lists (``data_dir``, ``$CLUE_DATA_DIR``, the cache). Images are read in chunks
-  and kept bit-packed (377 MB for the full file instead of 3 GB).
-* ``source="render"``: :class:`SpriteRenderer`, deterministic, lazy (``render(indices)`` draws only what is asked,
-  in chunks). It reproduces the grid, the order and the factor semantics, **not the original's pixels**: the
-  original renderer was never released (heart outline, anti-aliasing rule and position-to-pixel mapping are
-  undocumented). Orientation includes both 0 and 2 pi, so classes 0 and 39 render identically, as in the original.
-
-Renderer geometry (continuous pixel coordinates, pixel ``(r, c)`` covers ``[c, c+1) x [r, r+1)``): a sprite of scale
-``s`` has radius ``R = 10 s`` px; its centre is ``(12 + 40 posX, 12 + 40 posY)`` (column, row; posY grows
-downwards), so one position step is 40/31 = 1.29 px and no sprite is ever clipped. A pixel is ink (1) when its centre,
-rotated by ``-orientation`` (counter-clockwise on screen) about the sprite centre and divided by ``R``, falls inside
-the unit shape: square ``max(|u|, |v|) <= 0.8``; ellipse ``u^2 + (v / 0.5)^2 <= 1``; heart
-``(x^2 + y^2 - 1)^3 - x^2 y^3 <= 0`` with ``(x, y) = (u, v + 0.1) / 0.9`` (the classic implicit heart curve).
-
-Command line: ``python -m data.dsprites --grid experiments/figures/dsprites_grid.png`` draws a sprite grid.
-
-#### References
-[1] Matthey, Higgins, Hassabis, Lerchner. dSprites: Disentanglement testing Sprites dataset. 2017.
-    https://github.com/deepmind/dsprites-dataset
-[2] Kim & Mnih. Disentangling by Factorising. ICML 2018.
-"""
+References: [1] Matthey et al. dSprites: Disentanglement testing Sprites dataset. 2017,
+github.com/deepmind/dsprites-dataset. [2] Kim & Mnih. Disentangling by Factorising. ICML 2018."""
 
 from __future__ import annotations
 
@@ -69,7 +47,7 @@ SOURCES = ("npz", "render")
 
 # Renderer geometry (module docstring), in pixels.
 SPRITE_RADIUS = 10.0  # radius of a scale-1 sprite
-POSITION_RANGE = (12.0, 52.0)  # sprite centre at pos = 0 and pos = 1
+POSITION_RANGE = (12.0, 52.0)  # sprite center at pos = 0 and pos = 1
 SQUARE_HALF_SIDE = 0.8
 ELLIPSE_MINOR = 0.5
 HEART_SHIFT, HEART_SIZE = 0.1, 0.9
@@ -122,23 +100,13 @@ def _inside(shape: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class SpriteRenderer:
-    """Deterministic procedural dSprites images (module docstring for the geometry).
-
-    Attributes:
-      image_size: side of the square image in pixels (64 as the original; the geometry scales with it).
-      chunk_size: images drawn per vectorised NumPy pass (bounds the float work arrays to ~``chunk * size^2 * 4``
-        bytes each).
-    """
+    """Deterministic procedural dSprites images (module docstring); ``chunk_size`` images per vectorized NumPy pass."""
 
     image_size: int = IMAGE_SIZE
     chunk_size: int = 1024
 
     def render(self, indices) -> np.ndarray:
-        """Images of grid indices: uint8 ``[n, size, size]`` in {0, 1}.
-
-        Raises:
-          IndexError: an index outside ``[0, 737280)``.
-        """
+        """Images of grid indices: uint8 ``[n, size, size]`` in {0, 1} (``IndexError`` outside the grid)."""
         idx = _as_indices(indices)
         out = np.empty((len(idx), self.image_size, self.image_size), np.uint8)
         for start in range(0, len(idx), self.chunk_size):
@@ -179,12 +147,8 @@ def render(indices, image_size: int = IMAGE_SIZE, chunk_size: int = 1024) -> np.
 
 
 def find_npz(path: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None) -> Path:
-    """The original dSprites npz: ``path`` if given, else ``dsprites/<NPZ_NAME>`` or ``<NPZ_NAME>`` in the folders
-    of :func:`data.sources.search_dirs` (``data_dir``, ``$CLUE_DATA_DIR``, the cache).
-
-    Raises:
-      DataFileError: the file is not there (the message names it, where it was looked for and how to provide it).
-    """
+    """The original dSprites npz: ``path``, or ``dsprites/<NPZ_NAME>`` / ``<NPZ_NAME>`` in
+    :func:`data.sources.search_dirs` (else ``DataFileError``)."""
     if path is not None:
         if Path(path).is_file():
             return Path(path)
@@ -244,16 +208,8 @@ def _read_packed_images(archive: zipfile.ZipFile, chunk_rows: int = 16384) -> np
 
 
 class DSprites:
-    """dSprites images and factors from one source (the original npz or the renderer), read lazily.
-
-    Build it with :func:`load` (or :meth:`from_npz`, :meth:`procedural`).
-
-    Attributes:
-      source: ``"npz"`` or ``"render"``.
-      latents_classes: int64 ``[N, 6]`` factor classes of every image, in row order.
-      latents_values: float64 ``[N, 6]`` factor values.
-      path: the npz read (None for the renderer).
-    """
+    """dSprites images (read lazily) and factors ``latents_classes`` int64 ``[N, 6]``, ``latents_values`` float64
+    ``[N, 6]`` from one ``source``; build it with :func:`load`."""
 
     def __init__(self, source: str, latents_classes: np.ndarray, latents_values: np.ndarray,
                  packed_images: np.ndarray | None = None, renderer: SpriteRenderer | None = None,
@@ -273,11 +229,8 @@ class DSprites:
 
     @classmethod
     def from_npz(cls, path: str | os.PathLike) -> DSprites:
-        """The original npz (or any npz of its layout, e.g. a subset): ``imgs`` read bit-packed in chunks.
-
-        Raises:
-          DataFileError: the file is missing, not a readable npz, or not of the dSprites layout.
-        """
+        """The original npz (or a subset in its layout), ``imgs`` read bit-packed in chunks (``DataFileError`` if
+        unusable)."""
         path = find_npz(path)
         try:
             with zipfile.ZipFile(path) as archive:
@@ -319,11 +272,7 @@ class DSprites:
         return np.unpackbits(self._packed[rows], axis=-1, count=size)
 
     def rows_of(self, classes) -> np.ndarray:
-        """Rows ``[n]`` holding factor classes ``[n, 6]``.
-
-        Raises:
-          KeyError: a combination is not in this dataset (a subset npz).
-        """
+        """Rows ``[n]`` holding factor classes ``[n, 6]`` (``KeyError`` if absent from a subset npz)."""
         keys = grid_index(classes)
         if self._grid_order:
             return keys
@@ -340,15 +289,8 @@ class DSprites:
 
     def batches(self, batch_size: int, seed: int = 0, shuffle: bool = True, drop_last: bool = True,
                 num_batches: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Mini-batches ``(images uint8 [b, H, W], classes int64 [b, 6])``, drawn lazily, epoch after epoch.
-
-        Args:
-          batch_size: images per batch.
-          seed: seed of the shuffling (a fresh permutation per epoch).
-          shuffle: shuffle each epoch (else row order).
-          drop_last: skip the last incomplete batch of an epoch.
-          num_batches: stop after this many batches (None: one epoch).
-        """
+        """Mini-batches ``(images uint8 [b, H, W], classes int64 [b, 6])`` drawn lazily, a fresh seeded permutation per
+        epoch (``num_batches=None``: one epoch)."""
         rng = np.random.default_rng(seed)
         done = 0
         while True:
@@ -366,18 +308,7 @@ class DSprites:
 
 def load(source: str = "npz", path: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None,
          image_size: int = IMAGE_SIZE) -> DSprites:
-    """dSprites from the original npz (``source="npz"``) or the procedural renderer (``source="render"``).
-
-    Args:
-      source: ``"npz"`` or ``"render"``.
-      path: the npz file (None: searched as :func:`find_npz` does).
-      data_dir: folder searched first for ``dsprites/<NPZ_NAME>``.
-      image_size: renderer only: image side in pixels.
-
-    Raises:
-      ValueError: unknown ``source``.
-      DataFileError: ``source="npz"`` and the file is missing or unreadable (the message says how to provide it).
-    """
+    """dSprites from the original npz (``source="npz"``, :func:`find_npz`) or the renderer (``"render"``)."""
     if source not in SOURCES:
         raise ValueError(f"unknown dSprites source {source!r}; choose one of {', '.join(SOURCES)}")
     if source == "render":
@@ -387,18 +318,8 @@ def load(source: str = "npz", path: str | os.PathLike | None = None, data_dir: s
 
 def load_dataset(data_dir=None, seed: int = 0, source: str = "npz", n_train: int = 10000,
                  n_test: int = 2000) -> Dataset:
-    """A :class:`data.Dataset` of a seeded random subset of dSprites (the whole set is 12 GB as float32).
-
-    Inputs are flat ``[N, 4096]`` float32 in {0, 1}; the label is the shape class (square, ellipse, heart); the
-    subset's grid indices and factor classes are in ``info`` (``train_index``, ``test_index``,
-    ``train_classes``, ``test_classes``).
-
-    Args:
-      data_dir: folder searched first for the npz.
-      seed: seed of the subset.
-      source: ``"npz"`` or ``"render"``.
-      n_train, n_test: subset sizes (disjoint).
-    """
+    """A :class:`data.Dataset` of a seeded subset of dSprites: flat ``[N, 4096]`` float32 inputs, the shape class as
+    label, grid indices and classes in ``info``."""
     ds = load(source, data_dir=data_dir)
     if n_train + n_test > len(ds):
         raise ValueError(f"n_train + n_test = {n_train + n_test} exceeds the {len(ds)} images")
@@ -421,8 +342,8 @@ def load_dataset(data_dir=None, seed: int = 0, source: str = "npz", n_train: int
 
 
 def sprite_grid(ds: DSprites | None = None, n_orientations: int = 8, n_positions: int = 8) -> np.ndarray:
-    """One row per shape: the 6 scales, ``n_orientations`` orientations and ``n_positions`` posX values (the other
-    factors at their middle class), as a uint8 mosaic ``[3 * (H + 2), n_cols * (W + 2)]`` with 2-px gutters."""
+    """One row per shape (6 scales, ``n_orientations`` orientations, ``n_positions`` posX values) as a uint8 mosaic with
+    2-px gutters."""
     ds = ds or DSprites.procedural()
     middle = [0, 0, 5, 0, 16, 16]
     cells = []

@@ -1,14 +1,9 @@
 """A researcher's own table as a :class:`data.Dataset`, with the paper's datasets' preprocessing contract.
 
-    >>> import data
-    >>> ds = data.from_frame(df, target="default", categorical=["education", "marriage"], name="my_credit")
-
-Continuous columns are standardised with the training split's mean and population std, each categorical column
-becomes a one-hot block (categories sorted, as scikit-learn's ``OneHotEncoder`` does), regression targets are
-standardised, class labels become indices ``0..C-1`` in sorted order; the split is a seeded permutation with the test
-share ``test_fraction`` (or the caller's own ``test`` rows). The result goes to every training script's
-``main(config, dataset=ds)`` and to :class:`CLUE.CLUE` like the built-in datasets.
-"""
+``data.from_frame(df, target="default", categorical=["education"], name="my_credit")``: continuous columns standardized
+with the training split's mean and population std, categorical columns one-hot (sorted categories, as
+``OneHotEncoder``), regression targets standardized, class labels as sorted indices; a seeded split of share
+``test_fraction`` (or the caller's ``test`` rows)."""
 
 from __future__ import annotations
 
@@ -25,23 +20,15 @@ from data.schema import Dataset, Variable
 def from_frame(df: pd.DataFrame, target: str, categorical: Sequence[str] = (), task: str | None = None,
                name: str = "custom", test_fraction: float = 0.1, seed: int = 0,
                test: np.ndarray | Sequence[bool] | None = None, features: Sequence[str] | None = None) -> Dataset:
-    """Builds a :class:`Dataset` from a data frame.
+    """Builds a :class:`Dataset` from a data frame (module docstring).
 
     Args:
-      df: one row per example; ``features`` (default: every column but ``target``) are the inputs.
-      target: the column to predict.
-      categorical: input columns to one-hot encode (all others must be numeric).
-      task: ``"classification"`` or ``"regression"``; None: classification when the target is not a float column
-        or has at most 10 distinct values.
-      name: the dataset's name (training runs record it).
-      test_fraction: share of rows in the test split (ignored when ``test`` is given).
-      seed: seed of the split's permutation.
-      test: optional boolean mask ``[len(df)]`` of the test rows.
+      features: the input columns (default: all but ``target``); ``categorical``: those to one-hot encode.
+      task: ``"classification"`` or ``"regression"``; None: regression for a float target with more than 10 values.
+      test: optional boolean mask ``[len(df)]`` of the test rows (overrides ``test_fraction``).
 
     Raises:
-      UserError: a named column is missing, a non-categorical input is not numeric, a value is missing, or a split
-        is empty.
-    """
+      UserError: a missing column, a non-numeric continuous input, a missing value or an empty split."""
     features = [c for c in df.columns if c != target] if features is None else list(features)
     missing = [c for c in [target, *features, *categorical] if c not in df.columns]
     if missing:

@@ -1,8 +1,5 @@
-"""The dataset record every loader returns: inputs in the model-input space, and the variables behind its columns.
-
-:class:`Dataset` converts between the flat model-input layout (standardised continuous columns, one-hot categorical
-variables), the compact layout (one column per variable) and the original units of the raw data.
-"""
+"""The dataset record every loader returns, converting between the flat model-input layout, the compact layout (one
+column per variable) and original units."""
 
 from __future__ import annotations
 
@@ -17,7 +14,7 @@ from common import tabular
 
 @dataclass(frozen=True)
 class Variable:
-    """One input variable: continuous (``categories is None``) or categorical with labelled classes."""
+    """One input variable: continuous (``categories is None``) or categorical with labeled classes."""
 
     name: str
     categories: tuple[str, ...] | None = None
@@ -32,21 +29,12 @@ class Dataset:
     """A preprocessed dataset with its train/test split.
 
     Attributes:
-      name: registry name.
-      task: ``"regression"`` or ``"classification"``.
       x_train, x_test: float32 ``[N, D]`` in the model-input space (flat one-hot; images flat in [0, 1]).
-      y_train, y_test: float32; ``[N]`` class indices for classification, ``[N, 1]`` standardised targets for
-        regression.
-      input_dim_vec: per-variable widths (1 continuous, K for a K-class one-hot block); sums to D.
-      feature_names: one name per flat column.
-      x_mean, x_std: float64 ``[D]``; ``x_raw = x * x_std + x_mean`` on continuous columns (0 and 1 elsewhere).
-      y_mean, y_std: float64 ``[1]`` target normalisation (0 and 1 for classification).
-      image_shape: ``(H, W, C)`` for images, None for tabular data.
-      pixel_norm: ``(mean, std)`` the BNN applies to image pixels before its first layer; None for tabular data.
-      variables: one :class:`Variable` per entry of ``input_dim_vec`` (names and category labels).
-      target_name: name of the predicted quantity.
-      class_names: label of each class (classification only).
-    """
+      y_train, y_test: float32 ``[N]`` class indices, or ``[N, 1]`` standardized regression targets.
+      input_dim_vec: per-variable widths (1 continuous, K for a K-class block), summing to D; ``variables``: the
+        variables.
+      x_mean, x_std: float64 ``[D]``: ``x_raw = x * x_std + x_mean`` on continuous columns; y_mean, y_std: ``[1]``.
+      image_shape: ``(H, W, C)`` for images; pixel_norm: ``(mean, std)`` the BNN applies to pixels."""
 
     name: str
     task: str
@@ -97,10 +85,7 @@ class Dataset:
         return tabular.compact_to_flat(x_compact, self.input_dim_vec).astype(np.float32)
 
     def to_original_units(self, x: np.ndarray) -> pd.DataFrame:
-        """Flat model-space inputs -> a table in original units: raw values, and category labels.
-
-        Categorical blocks that are not exactly one-hot (e.g. soft decoder outputs) are read by their argmax.
-        """
+        """Flat model-space inputs -> a table of raw values and category labels (blocks read by their argmax)."""
         if self.is_image:
             raise ValueError(f"{self.name} is an image dataset; original units are the pixel values themselves")
         x = np.asarray(x, dtype=np.float64)
@@ -128,5 +113,5 @@ class Dataset:
         return tabular.compact_to_flat(compact, self.input_dim_vec).astype(np.float32)
 
     def y_to_original_units(self, y: np.ndarray) -> np.ndarray:
-        """Standardised regression targets (or predictive means) -> original units."""
+        """Standardized regression targets (or predictive means) -> original units."""
         return np.asarray(y, dtype=np.float64) * self.y_std + self.y_mean

@@ -1,12 +1,8 @@
 """Where each raw file comes from, its sha256, and how it is found or fetched.
 
-Lookup order for a raw file (DESIGN.md): the ``data_dir`` argument, then ``$CLUE_DATA_DIR``, then the download cache
-``$CLUE_CACHE_DIR``, by default ``data/raw/`` (git-ignored) in a git checkout and ``~/.cache/clue-tf/`` (under
-``$XDG_CACHE_HOME`` when set) when the package is installed. Inside a folder a file may sit under its dataset's
-sub-folder (``lsat/law_school_cf_train.csv``, the layout of the shared data folder) or directly in it. If it is
-found nowhere it is downloaded into the cache: written to a temporary file, checked against its sha256, then
-renamed. A file whose checksum does not match is never used, and a failed download leaves nothing behind.
-"""
+Lookup (DESIGN.md): ``data_dir``, ``$CLUE_DATA_DIR``, then the cache ``$CLUE_CACHE_DIR`` (``data/raw/`` in a checkout,
+``~/.cache/clue-tf/`` installed), as ``<dir>/<dataset>/<file>`` or ``<dir>/<file>``. A missing file is downloaded to a
+temporary file, checked against its sha256 and renamed; a mismatching file is never used."""
 
 from __future__ import annotations
 
@@ -37,15 +33,9 @@ class Source:
     """One raw upstream file.
 
     Attributes:
-      folder: sub-folder of the data folder (the dataset's short name).
-      filename: the upstream file name.
-      sha256: expected checksum, or None where no checksum is recorded (then the loader checks the contents).
-      urls: upstream addresses, tried in order.
-      size: expected size in bytes (informational; the checksum decides).
-      md5: used only where upstream publishes an md5 but no sha256 is recorded here.
-      content_sha256: for a .gz, the sha256 of its uncompressed content; a local file whose archive checksum differs
-        is accepted when its content has this checksum (the same data, compressed by another gzip).
-    """
+      sha256: expected checksum, or None (then the loader checks the contents); md5: where upstream publishes only that.
+      urls: upstream addresses, tried in order; size: in bytes, informational.
+      content_sha256: for a .gz, the checksum of its content (accepts another gzip's compression of the same data)."""
 
     folder: str
     filename: str
@@ -105,10 +95,8 @@ SOURCES: dict[str, Source] = {
 
 
 class DataFileError(UserError, RuntimeError):
-    """A raw data file is missing and could not be downloaded, or its checksum does not match.
-
-    A :class:`common.errors.UserError` (the message says how to provide the file) and, as before, a ``RuntimeError``.
-    """
+    """A raw data file is missing and could not be downloaded, or fails its checksum (a ``UserError`` and a
+    ``RuntimeError``)."""
 
 
 def cache_dir() -> Path:
@@ -202,11 +190,7 @@ def _download(source: Source, target: Path, timeout: float = 30.0) -> None:
 
 
 def fetch(key: str, data_dir: str | os.PathLike | None = None, download: bool = True) -> Path:
-    """Returns the local path of raw file ``key`` (``folder/filename``), downloading it if needed.
-
-    Raises:
-      DataFileError: the file is not found locally and cannot be downloaded, or a checksum does not match.
-    """
+    """The local path of raw file ``key`` (``folder/filename``), downloaded if needed (else ``DataFileError``)."""
     source = SOURCES[key]
     found = _find_local(source, search_dirs(data_dir))
     if found is not None:
