@@ -1,24 +1,8 @@
 """One convention for every entry point (``python -m BNN.train``, ``VAE.train``, ``CLUE.generate``, ...).
 
-* ``--help`` works and its usage line reads ``usage: python -m BNN.train ...``;
-* a mistake the user can fix (:class:`common.errors.UserError`: unknown dataset, missing data file, refused
-  ``--out``, ...) prints ``error: <what was wrong and what to do>`` to stderr, without a traceback, and exits 2 (as
-  argparse does for a bad flag); ``--debug`` or ``CLUE_DEBUG=1`` shows the traceback instead;
-* Ctrl-C exits 130 with one line; a training run says where it stopped and that the same command resumes it.
-  ``kill`` (SIGTERM, what a scheduler or a timeout sends) stops a run the same way, so its cleanup runs as on
-  Ctrl-C (a run's ``timings.json`` counts the interrupted stage, for one);
-* any other exception is a bug: its traceback is printed as usual (exit 1).
-
-Importing this module before TensorFlow also quiets TensorFlow's start-up: ``TF_CPP_MIN_LOG_LEVEL`` defaults to 2
-(no INFO/WARNING lines from TensorFlow's C++ code), and the lines that setting does not reach (absl's "All log
-messages before absl::InitializeLog() ...", "Could not find cuda drivers", "failed call to cuInit ... (303)" on a
-machine without a GPU, the oneDNN and CPU-feature notices) are filtered out of what the import writes to stderr;
-everything else it writes is passed on. The scripts therefore import it first::
-
-    import common.cli  # isort: skip  (first: quiets TensorFlow's start-up)
-    ...
-    if __name__ == "__main__":
-        common.cli.run_script(main, Config, PRESETS, prog="python -m BNN.train", description=...)
+A :class:`common.errors.UserError` prints ``error: <message>`` and exits 2 (``--debug`` or ``CLUE_DEBUG=1``: the
+traceback); Ctrl-C or SIGTERM exits 130 with one line; other exceptions are bugs (traceback, exit 1). Imported before
+TensorFlow, it sets ``TF_CPP_MIN_LOG_LEVEL=2`` unless set and drops :data:`STARTUP_NOISE` from the import's stderr.
 """
 
 from __future__ import annotations
@@ -58,8 +42,7 @@ STARTUP_NOISE = re.compile("|".join([
 
 @contextlib.contextmanager
 def filtered_stderr(noise: re.Pattern = STARTUP_NOISE) -> Iterator[None]:
-    """Collects what the block writes to file descriptor 2 (C++ code included) and passes on the lines that do not
-    match ``noise`` when the block ends."""
+    """Passes on what the block writes to file descriptor 2 (C++ included), minus lines matching ``noise``."""
     try:
         sys.stderr.flush()
         saved = os.dup(2)
@@ -84,8 +67,7 @@ def filtered_stderr(noise: re.Pattern = STARTUP_NOISE) -> Iterator[None]:
 
 
 class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
-    """Runs the first ``import tensorflow`` (and its device discovery, which tries CUDA) inside
-    :func:`filtered_stderr`, then removes itself from ``sys.meta_path``."""
+    """Import hook: runs the first ``import tensorflow`` and its device discovery inside :func:`filtered_stderr`."""
 
     def __init__(self):
         self._finding = False
@@ -108,7 +90,7 @@ class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
                 sys.meta_path.remove(self)
             with filtered_stderr():
                 exec_module(module)
-                with contextlib.suppress(Exception):  # CUDA initialisation logs here, e.g. cuInit on a CPU machine
+                with contextlib.suppress(Exception):  # CUDA initialization logs here, e.g. cuInit on a CPU machine
                     module.config.list_physical_devices()
 
         loader.exec_module = quiet_exec_module
@@ -116,8 +98,7 @@ class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
 
 
 def quiet_tensorflow_startup() -> None:
-    """``TF_CPP_MIN_LOG_LEVEL=2`` unless set, and, if TensorFlow is not imported yet, its import filtered (module
-    docstring). Called when this module is imported; calling it again does nothing more."""
+    """``TF_CPP_MIN_LOG_LEVEL=2`` unless set, and the import hook if TensorFlow is not imported yet; idempotent."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if "tensorflow" not in sys.modules and not any(isinstance(f, _QuietTensorFlowImport) for f in sys.meta_path):
         sys.meta_path.insert(0, _QuietTensorFlowImport())
@@ -152,8 +133,7 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 @contextlib.contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM raises KeyboardInterrupt while the block runs (in the main thread; elsewhere Python allows no
-    handler), so a killed run stops as it does on Ctrl-C, its ``finally`` blocks run."""
+    """SIGTERM raises KeyboardInterrupt while the block runs (main thread only): a killed run cleans up as on Ctrl-C."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -165,14 +145,8 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 def run(body: Callable[[], Any], *, debug: bool = False, resumable: bool = False) -> NoReturn:
-    """Runs an entry point's ``body`` under the convention of the module docstring and exits: with ``body``'s
-    return value if it is an int (a status), else 0.
-
-    Args:
-      debug: re-raise a :class:`UserError` or Ctrl-C (a traceback) instead of the short message; ``CLUE_DEBUG=1``
-        does the same.
-      resumable: rerunning the command resumes the work (said when Ctrl-C stops it outside a training loop).
-    """
+    """Runs ``body`` under the module's convention and exits with its return value if an int, else 0; ``debug`` (or
+    ``CLUE_DEBUG=1``) re-raises a UserError or Ctrl-C; ``resumable``: the Ctrl-C message says rerunning resumes."""
     debug = debug or debugging()
     try:
         with _sigterm_as_interrupt():
@@ -206,15 +180,8 @@ def run_script(main: Callable[[Any], Any], config_cls: type, presets: Mapping[st
                description: str = "", preset_help: Mapping[str, str] | None = None,
                argv: Sequence[str] | None = None, resumable: bool = False,
                log_level: int = logging.INFO) -> NoReturn:
-    """The ``if __name__ == "__main__":`` of a script with a config dataclass: parses ``argv`` (default
-    ``sys.argv[1:]``) into ``config_cls`` (``common.config``; plus ``--overwrite`` and ``--debug``), sets up logging
-    and runs ``main(config)`` under :func:`run`.
-
-    Args:
-      prog: the command, as the usage line shows it: ``"python -m BNN.train"``.
-      preset_help: preset name -> one line for ``--help`` (the script's ``PRESET_HELP``).
-      resumable: rerunning resumes (training scripts).
-    """
+    """The ``__main__`` of a script with a config dataclass: parses ``argv`` into ``config_cls`` (plus ``--overwrite``,
+    ``--debug``), sets up logging and runs ``main(config)`` under :func:`run`; ``prog`` is the usage line's command."""
     from common.config import build_parser, config_from_args
     from common.utils import overwriting
 

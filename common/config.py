@@ -1,10 +1,5 @@
-"""Command lines built from frozen dataclasses: one vocabulary for flags, fields and ``config.json`` keys.
-
-Every script defines ``@dataclass(frozen=True) class Config`` with the paper's defaults and a dict of ``PRESETS``
-(field overrides). ``parse_config(Config, PRESETS, argv)`` applies ``--preset`` first and the explicit flags after it;
-``common.cli.run_script`` wraps it for the ``python -m`` entry points. A script may describe its presets for
-``--help`` in a ``PRESET_HELP`` dict (name -> one line); presets without one are shown by their overrides.
-"""
+"""Command lines from frozen ``Config`` dataclasses (flags, fields and ``config.json`` keys share names): the
+defaults, then ``--preset`` (an entry of ``PRESETS``: field overrides), then the explicit flags."""
 
 from __future__ import annotations
 
@@ -87,12 +82,7 @@ def preset_help(presets: Mapping[str, Mapping[str, Any]], descriptions: Mapping[
 def build_parser(config_cls: type, presets: Mapping[str, Mapping[str, Any]], description: str,
                  prog: str | None = None,
                  preset_descriptions: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
-    """An argparse parser with ``--preset`` and one ``--field-name`` flag per dataclass field.
-
-    Args:
-      prog: the command shown in the usage line, e.g. ``"python -m BNN.train"`` (default: argparse's, the file name).
-      preset_descriptions: preset name -> one line for ``--help`` (presets without one show their overrides).
-    """
+    """An argparse parser with ``--preset`` (``preset_descriptions``: name -> one line) and a flag per field."""
     parser = argparse.ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter)
     parser.add_argument("--preset", choices=sorted(presets), default=None,
                         help=_escape(preset_help(presets, preset_descriptions)))
@@ -105,8 +95,7 @@ def build_parser(config_cls: type, presets: Mapping[str, Mapping[str, Any]], des
 
 
 def config_from_args(config_cls: type[T], presets: Mapping[str, Mapping[str, Any]], args: argparse.Namespace) -> T:
-    """The ``config_cls`` of parsed flags: defaults, then the preset, then the explicit flags (other attributes of
-    ``args``, e.g. ``--overwrite``, are ignored)."""
+    """The ``config_cls`` of parsed flags: defaults, then the preset, then explicit flags (other ``args`` ignored)."""
     fields = {f.name for f in dataclasses.fields(config_cls)}
     values: dict[str, Any] = {}
     if args.preset is not None:
@@ -141,8 +130,7 @@ def _flag_value(value: Any) -> str:
 
 
 def command_line(prog: str, config: Any, skip: Sequence[str] = ()) -> str:
-    """The command that asks for ``config``: ``prog`` with one ``--field-name value`` per field that differs from the
-    dataclass default (in field order; ``skip`` names fields to leave out), as :func:`build_parser` parses it."""
+    """The command asking for ``config``: ``prog`` and ``--field-name value`` per non-default field not in ``skip``."""
     defaults = config.__class__()
     flags = [f"--{f.name.replace('_', '-')} {_flag_value(getattr(config, f.name))}"
              for f in dataclasses.fields(config)

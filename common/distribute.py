@@ -1,11 +1,5 @@
-"""The ``tf.distribute`` strategies the scripts accept (``--strategy``), shared by ``BNN.train`` and ``CLUE.generate``.
-
-* ``default``: TensorFlow's default strategy, one replica wherever TF places ops (a GPU when there is one);
-* ``mirrored``: ``MirroredStrategy`` over every local GPU, or, without a GPU, every logical CPU device (configure
-  several with ``tf.config.set_logical_device_configuration`` before TensorFlow starts; tests use two);
-* ``multiworker``: ``MultiWorkerMirroredStrategy`` over the cluster described by ``TF_CONFIG`` (without it, one
-  local worker).
-"""
+"""The ``tf.distribute`` strategies of ``--strategy``: ``default``, ``mirrored`` (every local GPU, else every
+logical CPU device) and ``multiworker`` (``MultiWorkerMirroredStrategy`` over the ``TF_CONFIG`` cluster)."""
 
 from __future__ import annotations
 
@@ -18,12 +12,7 @@ STRATEGIES = ("default", "mirrored", "multiworker")
 
 @functools.cache
 def make_strategy(name: str) -> tf.distribute.Strategy:
-    """The strategy named ``name`` (one of ``STRATEGIES``), created once per process.
-
-    Two mirrored strategies in one process hand out the same collective instance keys, so a second one's gathers
-    collide with the first's ("Shape mismatch in the collective instance"); a multi-worker strategy must be unique
-    anyway. Hence one instance per name, reused.
-    """
+    """The strategy ``name``, once per process (two mirrored strategies' collective keys would collide)."""
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":

@@ -1,19 +1,7 @@
 """One export format for every model, and the registry of loaders the components fill.
 
-An exported model is a folder, written atomically by :func:`write_model`, holding its weights file(s) and
-``model.json``::
-
-    {"format": "clue-tf/model/v1",
-     "kind": "vae",                       # "vae" | "expvae" | "vaeac" | "under_vaeac" | "bnn_posterior"
-     "config": {...},                     # the constructor's arguments: they rebuild the model
-     "dataset": "lsat",                   # the data.load name it was trained on, or null
-     "weights": ["model.weights.h5"],     # the weights files beside it
-     "epoch": 33, ...}                    # kind-specific fields (training epoch, run settings, sample count)
-
-:func:`read_model` reads it back.
-
-The components register a loader per kind when imported (``register_loader("vae", load_vae)`` in ``VAE.model``);
-:func:`load` looks the kind up, so that code below the components (``weights``) loads models without importing them.
+An export is a folder (written atomically by :func:`write_model`) of weights files and ``model.json``: ``{"format":
+"clue-tf/model/v1", "kind", "config" (constructor arguments), "dataset" (or null), "weights" (file names), ...}``.
 """
 
 from __future__ import annotations
@@ -38,13 +26,7 @@ KERAS_WEIGHTS = "model.weights.h5"  # the weights file of the Keras models (VAE,
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """The metadata of an exported model.
-
-    Attributes:
-      folder: the export folder; path: its ``model.json``.
-      kind, config, dataset, weights: as in ``model.json``.
-      fields: the kind-specific fields (``epoch``, ``train_config``, ``n_samples``, ...).
-    """
+    """An export's metadata: ``folder``, ``path`` (its ``model.json``), that file's fields, kind-specific ``fields``."""
 
     folder: Path
     path: Path
@@ -57,16 +39,8 @@ class ModelInfo:
 
 def write_model(folder: str | os.PathLike, kind: str, config: Mapping[str, Any],
                 weights: Mapping[str, Callable[[Path], None]], dataset: str | None = None, **fields: Any) -> Path:
-    """Writes an export folder atomically (all or nothing, replacing an older export there); returns it.
-
-    Args:
-      folder: the export folder.
-      kind: the model kind (a key of the loader registry).
-      config: the constructor's arguments.
-      weights: file name -> function writing the weights to the path it is given (inside a temporary folder).
-      dataset: the data.load name it was trained on, if known.
-      fields: kind-specific fields of ``model.json`` (JSON-serialisable; NumPy scalars are converted).
-    """
+    """Writes an export folder atomically (replacing an older one) and returns it; ``weights``: file name -> writer
+    of that file given its path; ``fields``: kind-specific, JSON-serializable (NumPy scalars are converted)."""
     if clash := sorted(set(fields) & set(RESERVED)):
         raise ValueError(f"model.json fields {clash} are reserved; pass dataset= as its own argument")
     folder = Path(folder)
@@ -96,19 +70,8 @@ def _name(dataset: Any) -> str | None:
 
 def read_model(folder: str | os.PathLike, kinds: Iterable[str], what: str, writer: str,
                retrain: str | None = None) -> ModelInfo:
-    """The metadata of the export in ``folder``, which must be of one of ``kinds``.
-
-    Args:
-      folder: the export folder.
-      kinds: the kinds the caller can load.
-      what: the model in messages (``"VAE"``).
-      writer: what writes such exports, for messages (``"VAE.model.save_vae"``).
-      retrain: the command that retrains it, for the advice on a damaged file.
-
-    Raises:
-      FileNotFoundError: no ``model.json``.
-      UserError: it is truncated or malformed, of another format, or describes another kind of model.
-    """
+    """The metadata of the export in ``folder``, of one of ``kinds``; ``what``, ``writer``, ``retrain`` word messages.
+    Raises FileNotFoundError without ``model.json``, UserError when it is damaged or of another format or kind."""
     folder, kinds = Path(folder), tuple(kinds)
     path = folder / MODEL_FILE
     if not path.is_file():
@@ -132,8 +95,7 @@ def read_model(folder: str | os.PathLike, kinds: Iterable[str], what: str, write
 
 
 def save_keras_model(model, folder: str | os.PathLike, kind: str, extra: Mapping[str, Any] | None = None) -> Path:
-    """:func:`write_model` for a Keras model: ``model.get_config()`` and ``model.weights.h5``; the ``dataset`` of
-    ``extra`` is the export's dataset, its other entries are kind-specific fields."""
+    """:func:`write_model` of ``model.get_config()`` and its weights; ``extra``'s ``dataset`` and kind fields."""
     extra = dict(extra or {})
     return write_model(folder, kind, model.get_config(), {KERAS_WEIGHTS: lambda p: model.save_weights(str(p))},
                        extra.pop("dataset", None), **extra)
@@ -141,12 +103,8 @@ def save_keras_model(model, folder: str | os.PathLike, kind: str, extra: Mapping
 
 def load_keras_model(folder: str | os.PathLike, kinds: Iterable[str], build: Callable[[ModelInfo], Any], what: str,
                      writer: str, retrain: str) -> tuple[Any, ModelInfo]:
-    """Reads the export of a Keras model: :func:`read_model`, ``build(info)``, then its ``model.weights.h5``.
-
-    ``retrain`` is the command that retrains it, with ``{dataset}`` where the dataset goes (``NAME`` when unknown).
-    Raises as :func:`read_model`; a config that does not build, or weights that are damaged or of another
-    configuration, raise ``UserError`` and a missing weights file ``FileNotFoundError``, each naming the file.
-    """
+    """:func:`read_model`, ``build(info)``, then ``model.weights.h5`` (``retrain`` may hold ``{dataset}``); a bad
+    config or damaged weights raise UserError, a missing weights file FileNotFoundError."""
     folder = Path(folder)
     info = read_model(folder, kinds, what, writer, retrain.format(dataset="NAME"))
     retrain = retrain.format(dataset=info.dataset or "NAME")
@@ -175,11 +133,7 @@ def registered() -> list[str]:
 
 
 def load(kind: str, folder: str | os.PathLike, **kwargs: Any) -> Any:
-    """The model of ``kind`` exported in ``folder``, rebuilt by its registered loader (``kwargs`` go to it).
-
-    Raises:
-      UserError: no loader is registered for ``kind`` (its component has not been imported).
-    """
+    """The model of ``kind`` in ``folder`` by its registered loader (``kwargs`` go to it); UserError if none is."""
     if kind not in _LOADERS:
         raise UserError(f"no loader registered for models of kind {kind!r} (registered: "
                         f"{', '.join(_LOADERS) or 'none'}); import the module that defines that model first")

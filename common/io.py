@@ -1,17 +1,4 @@
-"""Files, safely: checksums, verified downloads and atomic placement, shared by ``data`` and ``weights``.
-
-* :func:`sha256_of` hashes a file in chunks; :func:`cached_sha256` does it once per (path, size, mtime) in a process,
-  so verifying the same large file twice costs nothing.
-* :func:`download_file` streams a url into a temporary file in the target's folder, checks the byte count the server
-  announced, the expected size and the checksum, and only then renames it onto the target. On any failure (a cut
-  connection, a mismatch, Ctrl-C) neither the temporary file nor the folders it created are left behind, and a
-  :class:`DownloadError` names the file, the url, what went wrong and the expected checksum.
-* :func:`atomic_path` yields a temporary path beside a file or folder and renames it into place only when the block
-  succeeds (``os.replace`` is atomic on POSIX); :func:`making_parents` creates missing folders and removes those it
-  created if they end up empty.
-
-Only the standard library and ``tqdm``: ``data`` imports this without TensorFlow.
-"""
+"""Files, safely: checksums, verified downloads, atomic placement (standard library and ``tqdm`` only)."""
 
 from __future__ import annotations
 
@@ -61,11 +48,8 @@ def cached_sha256(path: str | os.PathLike, algorithm: str = "sha256") -> str:
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
-    """Yields a temporary path beside ``path``; renames it onto ``path`` only if the block succeeds.
-
-    Works for files and for folders (the block creates whatever it likes at the yielded path; a folder replaces a
-    folder already at ``path``). On any exception the temporary is removed and ``path`` is left as it was.
-    """
+    """Yields a temporary path beside ``path`` (for a file or a folder) and renames it onto ``path`` if the block
+    succeeds; on an exception it is removed and ``path`` is left as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
@@ -87,8 +71,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
 
 @contextlib.contextmanager
 def making_parents(folder: str | os.PathLike) -> Iterator[Path]:
-    """Creates ``folder`` and its missing parents; on leaving, removes those of them that it created and that are
-    empty (i.e. after a failure), innermost first."""
+    """Creates ``folder`` and its parents; on leaving, removes those it created that are empty (after a failure)."""
     folder = Path(folder)
     created = [p for p in (folder, *folder.parents) if not p.exists()]
     folder.mkdir(parents=True, exist_ok=True)
@@ -101,11 +84,7 @@ def making_parents(folder: str | os.PathLike) -> Iterator[Path]:
 
 
 class DownloadError(UserError, RuntimeError):
-    """A download failed, was cut short, or did not match its expected size or checksum; nothing was kept.
-
-    Attributes:
-      file: the file's name; url: where it was fetched from; reason: what went wrong (one line).
-    """
+    """A download failed or did not match its size or checksum (nothing kept); has ``file``, ``url``, ``reason``."""
 
     def __init__(self, file: str, url: str, reason: str, checksum: str | None = None, algorithm: str = "sha256",
                  size: int | None = None):
@@ -117,22 +96,9 @@ class DownloadError(UserError, RuntimeError):
 def download_file(url: str, target: str | os.PathLike, checksum: str | None = None, *, algorithm: str = "sha256",
                   size: int | None = None, timeout: float = 60.0, progress: bool = True,
                   name: str | None = None) -> Path:
-    """Downloads ``url`` to ``target``, verified, atomically; returns ``target``.
-
-    Args:
-      url: ``http(s)://`` or ``file://`` address.
-      target: where the file goes (its folder is created if needed).
-      checksum: expected hex digest of ``algorithm``; None: not checked.
-      algorithm: ``"sha256"`` (or ``"md5"`` where upstream records only that).
-      size: expected byte count; None: not checked (the byte count the server announces is always checked).
-      timeout: seconds per network operation.
-      progress: show a ``tqdm`` bar.
-      name: the file's name in messages and on the bar (default: ``target``'s name).
-
-    Raises:
-      DownloadError: the transfer fails or is cut short, or the bytes do not match ``size`` or ``checksum``. The
-        message names the file, the url and the expected checksum; ``target`` is left as it was.
-    """
+    """Downloads ``url`` (``http(s)://``, ``file://``) to ``target``, verified, atomically; returns ``target``.
+    Checks ``checksum`` (of ``algorithm``) and ``size`` when given, the announced byte count always; raises
+    DownloadError (naming file, url and expected checksum) and leaves ``target`` as it was."""
     target = Path(target)
     name = name or target.name
 

@@ -1,16 +1,6 @@
-"""Residual building blocks and the tabular MLP networks of the VAE and VAEAC (spec 4.1, 4.3).
-
-All layers follow PyTorch defaults so that the original's weights load and train alike (traps 1-3):
-LeakyReLU slope 0.01; BatchNorm eps 1e-5 and Keras momentum 0.9 (torch 0.1); Linear/Conv initialised
-U(+-1/sqrt(fan_in)) for kernel and bias (torch's kaiming_uniform with a = sqrt(5)).
-
-Networks here are Keras ``Sequential`` models; call them with ``training=True`` to use batch statistics in BatchNorm
-and ``training=False`` (the default) for running statistics, which is what CLUE and every evaluation use.
-
-#### References
-[1] He et al. Identity Mappings in Deep Residual Networks. ECCV 2016 (pre-activation residual units).
-[2] Antorán et al. Getting a CLUE: A Method for Explaining Uncertainty Estimates. ICLR 2021.
-"""
+"""Residual blocks and the tabular MLP networks of the VAE and VAEAC (spec 4.1, 4.3), with PyTorch's defaults
+(traps 1-3): LeakyReLU slope 0.01; BatchNorm eps 1e-5, Keras momentum 0.9 (torch 0.1); Linear/Conv kernels and
+biases U(+-1/sqrt(fan_in)). ``training=False`` (the default) uses BatchNorm's running statistics."""
 
 from __future__ import annotations
 
@@ -31,7 +21,7 @@ def torch_uniform(fan_in: int) -> keras.initializers.Initializer:
 
 
 def dense(units: int, fan_in: int, name: str | None = None) -> keras.layers.Dense:
-    """A Dense layer initialised like ``torch.nn.Linear(fan_in, units)``."""
+    """A Dense layer initialized like ``torch.nn.Linear(fan_in, units)``."""
     init = torch_uniform(fan_in)
     return keras.layers.Dense(units, kernel_initializer=init, bias_initializer=init, name=name)
 
@@ -46,11 +36,7 @@ def leaky_relu(name: str | None = None) -> keras.layers.LeakyReLU:
 
 
 class PreactResidualBlock(keras.layers.Layer):
-    """``x + Dense(BN(LeakyReLU(x)))``: ``preact_leaky_MLPBlock``, the residual unit of every tabular VAE/VAEAC.
-
-    Args:
-      width: feature width ``w`` (input and output).
-    """
+    """``x + Dense(BN(LeakyReLU(x)))`` on ``[B, width]``: ``preact_leaky_MLPBlock`` (He et al., ECCV 2016)."""
 
     def __init__(self, width: int, **kwargs):
         super().__init__(**kwargs)
@@ -93,11 +79,8 @@ class LeakyResidualBlock(keras.layers.Layer):
 
 def mlp_recognition_net(input_dim: int, width: int, depth: int, latent_dim: int, name: str = "encoder"
                         ) -> keras.Sequential:
-    """``MLP_preact_recognition_net``: Dense(D, w) -> (depth-1) x preact block -> LeakyReLU -> BN -> Dense(w, 2L).
-
-    Also the VAEAC prior network when ``input_dim = 2D`` (input ``[x with missing entries zeroed, mask]``).
-    Input float32 ``[B, input_dim]``; output ``[B, 2L]`` (split with ``normal_parse_params``).
-    """
+    """``MLP_preact_recognition_net``, ``[B, input_dim] -> [B, 2L]``: Dense(D, w) -> (depth-1) x preact block ->
+    LeakyReLU -> BN -> Dense(w, 2L). Also the VAEAC prior net (``input_dim = 2D``: x zeroed where missing, and mask)."""
     layers = [keras.Input((input_dim,)), dense(width, input_dim, name="dense_in")]
     layers += [PreactResidualBlock(width, name=f"block_{i}") for i in range(1, depth)]
     layers += [leaky_relu(), batch_norm(name="out_bn"), dense(2 * latent_dim, width, name="dense_out")]
@@ -106,13 +89,9 @@ def mlp_recognition_net(input_dim: int, width: int, depth: int, latent_dim: int,
 
 def mlp_generator_net(output_dim: int, width: int, depth: int, latent_dim: int, variant: str = "vae",
                       name: str = "decoder") -> keras.Sequential:
-    """``MLP_preact_generator_net``; the VAE and VAEAC versions differ (spec 4.3, trap 25).
-
-    * ``variant="vae"``:   Dense(L, w) -> LeakyReLU -> BN -> (depth-1) x preact block -> Dense(w, out)
-    * ``variant="vaeac"``: Dense(L, w) -> (depth-1) x preact block -> LeakyReLU -> BN -> Dense(w, out)
-
-    Input float32 ``[B, L]``; output ``[B, output_dim]`` (raw likelihood parameters).
-    """
+    """``MLP_preact_generator_net``, ``[B, L] -> [B, output_dim]``; VAE and VAEAC differ (spec 4.3, trap 25):
+    ``"vae"``: Dense(L, w) -> LeakyReLU -> BN -> (depth-1) x preact block -> Dense(w, out);
+    ``"vaeac"``: Dense(L, w) -> (depth-1) x preact block -> LeakyReLU -> BN -> Dense(w, out)."""
     if variant not in ("vae", "vaeac"):
         raise ValueError(f"variant must be 'vae' or 'vaeac', got {variant!r}")
     act_bn = [leaky_relu(), batch_norm(name="in_bn" if variant == "vae" else "out_bn")]
@@ -124,14 +103,7 @@ def mlp_generator_net(output_dim: int, width: int, depth: int, latent_dim: int, 
 
 
 def assign_sequential_from_npz(net: keras.Sequential, arrays: dict, prefix: str) -> None:
-    """Loads a tabular net from the neutral npz layout of the parity kit (``<prefix>/<layer>/<param>``).
-
-    Layer names of :func:`mlp_recognition_net` / :func:`mlp_generator_net` match the npz names (``dense_in``,
-    ``block_b/{bn,dense}``, ``in_bn``/``out_bn``, ``dense_out``); BN arrays are gamma, beta, moving mean/variance.
-
-    Raises:
-      KeyError: if an expected array is missing; ValueError on a shape mismatch.
-    """
+    """Loads a tabular net from the parity kit's npz ``<prefix>/<layer>/<param>``; KeyError or ValueError if wrong."""
     def bn_weights(p):
         return [arrays[f"{p}/{k}"] for k in ("gamma", "beta", "moving_mean", "moving_variance")]
 
@@ -174,7 +146,7 @@ class Residual(keras.layers.Layer):
 
 def conv2d(filters: int, kernel: int, fan_in_channels: int, stride: int = 1, name: str | None = None
            ) -> keras.layers.Conv2D:
-    """A 'valid' Conv2D (NHWC) initialised like ``torch.nn.Conv2d``; pad explicitly for torch's ``padding=p``."""
+    """A 'valid' Conv2D (NHWC) initialized like ``torch.nn.Conv2d``; pad explicitly for torch's ``padding=p``."""
     init = torch_uniform(fan_in_channels * kernel * kernel)
     return keras.layers.Conv2D(filters, kernel, strides=stride, padding="valid", kernel_initializer=init,
                                bias_initializer=init, name=name)

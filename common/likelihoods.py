@@ -1,20 +1,7 @@
-"""Likelihoods, latent Gaussians and the flat/compact tabular layouts shared by the VAE and the VAEAC.
+"""Likelihoods, latent Gaussians and the flat/compact tabular layouts (``common.tabular``) of the VAE and VAEAC.
 
-Tabular data use two layouts (spec 1.1). ``input_dim_vec`` lists one entry per *variable*: 1 for a continuous
-variable, K >= 2 for a categorical variable with K classes.
-
-* **flat**: continuous variables are one column, categorical variables a one-hot block of K columns, in the order of
-  ``input_dim_vec``; width ``sum(input_dim_vec)``. Every network input and output is flat.
-* **compact**: one column per variable; categorical columns hold the class index as a float.
-
-The mixed likelihood follows the original ``rms_cat_loglike`` (spec 4.2): per variable, a continuous value scores
-``-(x_hat - x)^2`` (no 1/2, no log(2 pi): a fixed variance of 1/2 up to a constant) and a categorical value scores
-``log softmax(logits)[class]``. The VAE/VAEAC losses divide the ELBO by the number of *variables*, not flat columns
-(see ``vlb_scale``).
-
-#### References
-[1] Antorán et al. Getting a CLUE: A Method for Explaining Uncertainty Estimates. ICLR 2021.
-[2] Kingma & Welling. Auto-Encoding Variational Bayes. ICLR 2014 (Appendix B: the Gaussian KL).
+Mixed likelihood (spec 4.2, ``rms_cat_loglike``): per variable ``-(x_hat - x)^2`` (no 1/2, no log(2 pi)) or
+``log softmax(logits)[class]``; the losses divide the ELBO by the number of variables (:func:`vlb_scale`).
 """
 
 from __future__ import annotations
@@ -49,10 +36,7 @@ def normal_parse_params(params: tf.Tensor, min_sigma: float = MIN_ENCODER_SIGMA)
 
 
 def kl_normal_std_normal(loc: tf.Tensor, scale: tf.Tensor) -> tf.Tensor:
-    """Per-dimension KL(N(loc, scale) || N(0, 1)), ``[B, L]`` ([2], App. B).
-
-    ``0.5 (scale^2 + loc^2 - 1 - log scale^2)``.
-    """
+    """KL(N(loc, scale) || N(0, 1)) = 0.5 (scale^2 + loc^2 - 1 - log scale^2), ``[B, L]`` (Kingma & Welling, App. B)."""
     return 0.5 * (tf.square(scale) + tf.square(loc) - 1.0) - tf.math.log(scale)
 
 
@@ -78,18 +62,8 @@ def _first_argmax_onehot(block: tf.Tensor) -> tf.Tensor:
 
 
 def gauss_cat_log_likelihood(out: tf.Tensor, x: tf.Tensor, input_dim_vec: Sequence[int]) -> tf.Tensor:
-    """Per-variable log-likelihood of the mixed Gaussian/categorical model (spec 4.2, ``rms_cat_loglike``).
-
-    Args:
-      out: float32 ``[..., D]`` flat decoder output: a mean for each continuous column, K logits per categorical block.
-      x: float32 ``[..., D]`` **flat** target. Each categorical block is reduced to the argmax class (ties: lowest
-        index), i.e. the compact target the original computes with ``flat_to_gauss_cat``.
-      input_dim_vec: per-variable widths, ``sum == D``.
-
-    Returns:
-      float32 ``[..., n_vars]``: ``-(out_j - x_j)^2`` for continuous variables, ``log softmax(block)[class]`` for
-      categorical ones. Sum over the last axis for the reconstruction term of the ELBO.
-    """
+    """Per-variable log-likelihood ``[..., n_vars]`` of flat ``x`` under flat output ``out`` (means; K logits per
+    categorical block): ``-(out_j - x_j)^2``, or ``log softmax(block)[argmax of x's block, ties: lowest index]``."""
     slices = block_slices(input_dim_vec)
     if out.shape[-1] != slices[-1].stop or x.shape[-1] != slices[-1].stop:
         raise ValueError(f"expected flat tensors with {slices[-1].stop} columns, got {out.shape} and {x.shape}")
@@ -117,7 +91,7 @@ def gauss_learned_scale_log_likelihood(out: tf.Tensor, x: tf.Tensor,
 
 
 def bernoulli_log_likelihood(logits: tf.Tensor, x: tf.Tensor) -> tf.Tensor:
-    """``-BCEWithLogits(logits, x)`` elementwise; ``x`` may be continuous in [0, 1] (grey pixels). ``[..., D]``."""
+    """``-BCEWithLogits(logits, x)`` elementwise; ``x`` may be continuous in [0, 1] (gray pixels). ``[..., D]``."""
     return -tf.nn.sigmoid_cross_entropy_with_logits(labels=x, logits=logits)
 
 
@@ -134,7 +108,7 @@ def log_likelihood(likelihood: str, out: tf.Tensor, x: tf.Tensor, input_dim_vec:
 
 
 def vlb_scale(likelihood: str, input_dim_vec: Sequence[int]) -> float:
-    """The loss normaliser (spec 4.2): 1/n_variables for gauss_cat, else 1/flat input dim (1/784 for MNIST)."""
+    """The loss normalizer (spec 4.2): 1/n_variables for gauss_cat, else 1/flat input dim (1/784 for MNIST)."""
     vec = check_input_dim_vec(input_dim_vec)
     return 1.0 / (len(vec) if likelihood == "gauss_cat" else sum(vec))
 
@@ -147,27 +121,10 @@ def decoder_output_dim(likelihood: str, input_dim_vec: Sequence[int], pred_sig: 
 # ------------------------------------------------------------------------------------- decoding to the input space
 def selective_softmax(out: tf.Tensor, input_dim_vec: Sequence[int], mode: str = "hard",
                       seed: tf.Tensor | None = None) -> tf.Tensor:
-    """Post-processes a flat gauss_cat decoder output into the flat input space (spec 4.2 ``selective_softmax``).
-
-    Continuous columns are copied. Each categorical block becomes, by ``mode``:
-
-    * ``"hard"``: one-hot of the argmax (exact 0/1; no gradient through the block);
-    * ``"straight_through"``: forward value exactly the hard one-hot, backward the softmax Jacobian
-      ``diag(p) - p p^T`` (``onehot + p - stop_gradient(p)``; trap 23). ``(1 - p) + p`` rounds to 1 and
-      ``(0 - p) + p`` is exactly 0 in float32, so the forward value equals ``"hard"`` bit for bit;
-    * ``"probs"``: softmax probabilities;
-    * ``"sample"``: a one-hot Gumbel-max sample of the categorical, and N(0, 1) noise added to continuous columns
-      (the original's ``prob_sample``; needs ``seed``, a stateless seed ``[2]``).
-
-    Args:
-      out: float32 ``[..., D]``.
-      input_dim_vec: per-variable widths.
-      mode: one of the above.
-      seed: int ``[2]`` stateless seed, for ``mode="sample"`` only.
-
-    Returns:
-      float32 ``[..., D]``.
-    """
+    """Flat gauss_cat decoder output ``[..., D]`` -> the flat input space (spec 4.2). Categorical blocks, by ``mode``:
+    ``"hard"`` argmax one-hot (no gradient); ``"straight_through"`` hard forward, softmax Jacobian backward (trap 23);
+    ``"probs"`` softmax; ``"sample"`` Gumbel-max one-hot plus N(0, 1) on continuous columns (needs a stateless ``seed``
+    ``[2]``). Continuous columns are otherwise copied."""
     if mode not in ("hard", "straight_through", "probs", "sample"):
         raise ValueError(f"unknown selective_softmax mode {mode!r}")
     if mode == "sample" and seed is None:

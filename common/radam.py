@@ -1,8 +1,6 @@
-"""RAdam exactly as the original's ``src/radam.py`` (spec 4.10), and Adam in PyTorch's epsilon form.
+"""RAdam exactly as the original's ``src/radam.py`` (spec 4.10) [1], and Adam in PyTorch's epsilon form [2].
 
-Both are Keras 3 optimizers (``apply_gradients``, ``iterations``, checkpointable with ``tf.train.Checkpoint``).
-
-RAdam ([1], Algorithm 2), with step t = 1, 2, ...::
+RAdam, step t = 1, 2, ... (``tfa.RectifiedAdam`` places eps differently, trap 6)::
 
     v <- b2 v + (1 - b2) g^2 ;  m <- b1 m + (1 - b1) g
     rho_inf = 2 / (1 - b2) - 1 ;  rho_t = rho_inf - 2 t b2^t / (1 - b2^t)
@@ -11,12 +9,6 @@ RAdam ([1], Algorithm 2), with step t = 1, 2, ...::
                     theta <- theta - lr r_t / (1 - b1^t) * m / (sqrt(v) + eps)
     else:           theta <- theta - lr / (1 - b1^t) * m             (bias-corrected momentum SGD: t <= 5 for b2=0.999)
 
-Keras ships no RAdam and ``tfa.RectifiedAdam`` places eps differently (trap 6), hence this port.
-
-:class:`TorchAdam` is ``torch.optim.Adam`` (used by the under-VAEAC, spec 4.9): eps is added to the bias-corrected
-``sqrt(v_hat)``, unlike Keras's Adam which folds the correction into the learning rate (trap 5).
-
-#### References
 [1] Liu et al. On the Variance of the Adaptive Learning Rate and Beyond. ICLR 2020.
 [2] Kingma & Ba. Adam: A Method for Stochastic Optimization. ICLR 2015.
 """
@@ -55,13 +47,7 @@ class _MomentOptimizer(keras.optimizers.Optimizer):
 
 
 class RAdam(_MomentOptimizer):
-    """Rectified Adam as in the original code: see the module docstring for the update.
-
-    Args:
-      learning_rate: lr (the VAE scripts use 1e-4 tabular, 7e-4 MNIST).
-      beta_1, beta_2, epsilon: as in Adam; defaults (0.9, 0.999, 1e-8) as the original.
-      weight_decay: decoupled ``theta <- theta - wd * lr * theta`` before each update (Keras applies it so).
-    """
+    """Rectified Adam as in the original (update in the module docstring); ``weight_decay`` is ``wd``."""
 
     def __init__(self, learning_rate=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-8, weight_decay=None, name="radam",
                  **kwargs):
@@ -85,7 +71,7 @@ class RAdam(_MomentOptimizer):
 
 
 class TorchAdam(_MomentOptimizer):
-    """``torch.optim.Adam`` (no amsgrad): ``theta <- theta - lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps)`` [2]."""
+    """``torch.optim.Adam`` (trap 5): ``theta <- theta - lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps)`` [2]."""
 
     def __init__(self, learning_rate=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-8, name="torch_adam", **kwargs):
         super().__init__(learning_rate, beta_1, beta_2, epsilon, None, name, **kwargs)

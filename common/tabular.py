@@ -1,10 +1,5 @@
-"""Mixed continuous/categorical tables: the "flat" (one-hot) and "compact" (category index) layouts (spec 1.1).
-
-``input_dim_vec`` has one entry per variable: 1 for a continuous variable, K >= 2 for a categorical one with K
-classes. The flat layout puts each variable's columns in that order (one column, or a one-hot block of K); its width
-is ``sum(input_dim_vec)``. Every network input and output is flat. The compact layout has one column per variable
-holding the value or the class index (as a float). NumPy only, so that the data layer imports no TensorFlow.
-"""
+"""Mixed tables (spec 1.1), NumPy only: ``input_dim_vec`` is 1 per continuous variable, K per categorical one; the
+flat layout has a column or one-hot block of K per variable, the compact one a value or class index per variable."""
 
 from __future__ import annotations
 
@@ -76,13 +71,8 @@ def compact_mask_to_flat(mask: np.ndarray, input_dim_vec: Sequence[int]) -> np.n
 
 
 def standardize_stats(x_train: np.ndarray, input_dim_vec: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Train-split mean and population std (``ddof=0``) per flat column, as the original loaders compute them.
-
-    One-hot columns keep mean 0 and std 1; a std below 1e-10 becomes 1.
-
-    Returns:
-      (mean, std), float64 ``[D]``.
-    """
+    """Train-split mean and population std (``ddof=0``) per flat column, float64 ``[D]`` each, as the original
+    loaders; one-hot columns keep mean 0 and std 1, and a std below 1e-10 becomes 1."""
     x_train = np.asarray(x_train, dtype=np.float64)
     mean, std = x_train.mean(axis=0), x_train.std(axis=0)
     if input_dim_vec is not None:

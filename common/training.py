@@ -1,11 +1,4 @@
-"""Resumable training with early stopping on a dev metric and best-checkpoint export (spec 4.8).
-
-The original trains for at most ``max_epochs``, evaluates the dev set every epoch, saves ``theta_best`` whenever the
-dev value improves and stops when ``epoch - best_epoch > early_stop``. Here the same loop is resumable: a
-``tf.train.Checkpoint`` holds the model, the optimizer, the training RNG and the bookkeeping (epochs done, best
-value, best epoch), so a second run into the same folder continues where the first stopped, and the best-so-far
-state survives the restart. The best model itself is exported by a callback, atomically.
-"""
+"""Resumable training with early stopping on a dev metric and best-checkpoint export (spec 4.8)."""
 
 from __future__ import annotations
 
@@ -30,15 +23,8 @@ logger = logging.getLogger(__name__)
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C in a resumable training loop, with where it stopped; still a ``KeyboardInterrupt``.
-
-    The entry points (``common.cli``) print ``interrupted at epoch N ...; run the same command again to resume``.
-
-    Attributes:
-      epoch: the (0-based) epoch that was running.
-      checkpointed: epochs done and saved in the latest checkpoint, where a rerun resumes.
-      run_dir: the run folder.
-    """
+    """Ctrl-C in a resumable training loop (a ``KeyboardInterrupt``): the 0-based ``epoch`` that was running,
+    ``checkpointed`` epochs (where a rerun resumes) and ``run_dir``."""
 
     def __init__(self, epoch: int, checkpointed: int, run_dir: str | os.PathLike):
         self.epoch, self.checkpointed, self.run_dir = int(epoch), int(checkpointed), Path(run_dir)
@@ -58,18 +44,8 @@ class DivergedError(UserError, FloatingPointError):
 
 
 class RunState:
-    """Checkpointed bookkeeping of a training run.
-
-    Args:
-      run_dir: the run folder; checkpoints go to ``run_dir/ckpt``.
-      max_to_keep: checkpoints kept by the manager.
-      **trackables: everything else to checkpoint (model, optimizer, ``tf.random.Generator``...).
-
-    Attributes:
-      epochs_done: int64 variable, the number of completed epochs (the next epoch index).
-      best_value: float64 variable, the best dev value so far (``-inf`` before the first epoch).
-      best_epoch: int64 variable, the 0-based epoch of ``best_value`` (-1 before the first epoch).
-    """
+    """Checkpointed bookkeeping of a run (``run_dir/ckpt``, with ``trackables`` such as model, optimizer, RNG):
+    ``epochs_done`` (int64, the next epoch), ``best_value`` (float64, -inf at first), ``best_epoch`` (int64, -1)."""
 
     def __init__(self, run_dir: str | os.PathLike, max_to_keep: int = 2, **trackables: Any):
         self.epochs_done = tf.Variable(0, dtype=tf.int64, trainable=False)
@@ -98,34 +74,16 @@ def fit_with_early_stopping(state: RunState, *, max_epochs: int, early_stop: int
                             evaluate: Callable[[], Mapping[str, float]], monitor: str,
                             export_best: Callable[[int], None], csv_path: str | os.PathLike,
                             progress: bool = True) -> dict[str, float]:
-    """Runs (or resumes) the epoch loop; the monitored dev value is maximised (an ELBO).
-
-    Args:
-      state: the run's :class:`RunState` (restored here).
-      max_epochs: cap on the number of epochs.
-      early_stop: patience in epochs (``None``: never stop early).
-      train_epoch: ``epoch -> {"train/...": value}``; runs one epoch of optimisation.
-      evaluate: ``() -> {"<split>/...": value}``; dev metrics, must contain ``monitor``.
-      monitor: key of the value to maximise.
-      export_best: ``epoch -> None``; called when the dev value improves, before the checkpoint is written.
-      csv_path: ``metrics.csv``, one row per epoch (rows past a resumed epoch are dropped).
-      progress: show a tqdm bar.
-
-    Returns:
-      ``epochs_run``, ``best_epoch``, ``best/<monitor>`` and ``seconds_per_epoch`` (mean over all epochs of the run,
-      including those of earlier, resumed invocations).
-
-    Raises:
-      DivergedError: the dev value is not finite (a diverged run is not exported); a ``FloatingPointError``.
-      TrainingInterrupted: Ctrl-C (a ``KeyboardInterrupt``); a rerun resumes from the latest checkpoint.
-    """
+    """Runs (or resumes) the epoch loop, maximizing the dev value ``monitor`` of ``evaluate()`` (an ELBO);
+    ``export_best(epoch)`` runs when it improves, before the checkpoint. Returns ``epochs_run``, ``best_epoch``,
+    ``best/<monitor>``, ``seconds_per_epoch``. Raises DivergedError (non-finite dev value) or TrainingInterrupted."""
     start = state.restore()
     metrics_csv = MetricsCSV(csv_path, resume_epoch=start)
     if state.stopped_early(early_stop):
         logger.info("run had already stopped early at epoch %d", start - 1)
     else:
         bar = tqdm(range(start, max_epochs), initial=start, total=max_epochs, disable=not progress, desc="epochs")
-        # With a bar the per-epoch line would break it up (it shows the monitored value): logged at DEBUG then.
+        # per-epoch lines would break up the progress bar (which shows the monitored value)
         epoch_level = logging.DEBUG if progress else logging.INFO
         epoch = start
         try:
@@ -166,11 +124,7 @@ def fit_with_early_stopping(state: RunState, *, max_epochs: int, early_stop: int
 
 
 def shuffled_batches(generator: tf.random.Generator, n: int, batch_size: int) -> tf.Tensor:
-    """A fresh permutation of ``range(n)`` from a checkpointed generator, padded with -1 to ``[n_batches, batch]``.
-
-    Batches are consecutive slices of the permutation (``drop_last=False``, as the original's DataLoader); the -1
-    entries mark the unused tail of the last batch.
-    """
+    """A fresh permutation of ``range(n)`` as ``[n_batches, batch_size]``, the last batch padded with -1."""
     perm = tf.argsort(generator.uniform([n]))
     n_batches = -(-n // batch_size)
     padded = tf.concat([perm, -tf.ones([n_batches * batch_size - n], perm.dtype)], axis=0)
@@ -180,24 +134,8 @@ def shuffled_batches(generator: tf.random.Generator, n: int, batch_size: int) ->
 def make_train_epoch(train_step: Callable[[tf.Tensor], tf.Tensor], x_train, generator: tf.random.Generator,
                      batch_size: int, key: str = "train/elbo",
                      jit_compile: bool = False) -> Callable[[int], dict[str, float]]:
-    """One epoch of optimisation steps as a single ``tf.function`` over shuffled mini-batches.
-
-    Args:
-      train_step: ``x_batch [b, D] -> mean ELBO of the batch``; computes the loss and applies the optimizer (it is
-        traced into the epoch's graph, so it may use ``generator`` for noise and masks).
-      x_train: float32 ``[N, D]`` training rows.
-      generator: the checkpointed training RNG (also shuffles).
-      batch_size: rows per step; the last batch may be smaller (``drop_last=False``).
-      key: name of the returned metric.
-      jit_compile: compile ``train_step`` (forward, backward and optimizer update) with XLA, once for the full batch
-        size and once for the last, smaller one. It fuses the small MLPs' element-wise work into the matmuls: the
-        LSAT VAEAC epoch runs 1.7x faster on the CPU and the VAE 1.4x (``benchmarks/train_step.py``), while the
-        MNIST conv VAE runs slower (0.9x). XLA draws the step's random numbers from another stream than the TF
-        kernels, so a run is repeatable but not identical to one without.
-
-    Returns:
-      ``epoch -> {key: batch-size-weighted mean of the per-batch ELBOs}`` (the original's epoch figure).
-    """
+    """One epoch of ``train_step`` (``x_batch -> mean ELBO``) over shuffled batches of ``x_train``, one ``tf.function``;
+    ``jit_compile``: XLA (repeatable, other random numbers). Returns ``epoch -> {key: batch-size-weighted mean}``."""
     x_all = tf.constant(x_train)
     n = int(x_all.shape[0])
     if jit_compile:
@@ -223,11 +161,7 @@ _TRACED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def traced(model: Any, method: str) -> Callable:
-    """``tf.function(getattr(model, method))``, traced once per model and method.
-
-    Evaluation helpers run every epoch; wrapping the method in a new ``tf.function`` at each call would retrace it
-    every time (slow, and a retracing warning per epoch).
-    """
+    """``tf.function(getattr(model, method))``, traced once per model and method (not again every epoch)."""
     per_model = _TRACED.setdefault(model, {})
     if method not in per_model:
         per_model[method] = tf.function(getattr(model, method), reduce_retracing=True)
@@ -245,8 +179,7 @@ def optimizer_step(model: Any, optimizer: Any, loss_fn: Callable[[], tuple[tf.Te
 
 def mean_terms(step: Callable[[tf.Tensor], Mapping[str, tf.Tensor]], x, keys: tuple[str, ...],
                batch_size: int) -> dict[str, float]:
-    """The per-row means of ``step``'s ``keys`` terms (each ``[b]``) over ``x``, taken ``batch_size`` rows at a
-    time: the evaluation loop every model's eval-mode ELBO shares."""
+    """Per-row means of ``step``'s ``keys`` terms over ``x``, ``batch_size`` rows at a time (eval-mode ELBOs)."""
     sums = dict.fromkeys(keys, 0.0)
     for start in range(0, len(x), batch_size):
         terms = step(tf.constant(x[start:start + batch_size]))

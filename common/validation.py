@@ -1,19 +1,4 @@
-"""Input checks at the public boundary of the models, and readable errors for damaged model files.
-
-One code path for every public entry that takes a batch of rows (``CLUE.explain``, ``Posterior.predict_samples``,
-``VAE.encode``, the U-FIDO and sensitivity baselines): :func:`check_inputs` for NumPy-accepting entries (returns a
-float32 array) and :func:`check_tensor_inputs` for entries that must keep a tensor (and its gradient) as it is. Both
-raise :class:`common.errors.UserError` saying what was wrong and what to do when the batch is empty, not 2-D, of the
-wrong width, or holds NaN or inf (naming the first offending rows).
-
-The checks are cheap (one ``isfinite`` over the batch) and run only on concrete values: inside a ``tf.function``
-(the CLUE objective, the training steps) a symbolic tensor gets the static shape checks alone, so graph bodies are
-traced exactly as before.
-
-:func:`load_npz` and :func:`unreadable_file` turn a truncated or corrupt ``.npz`` / ``.h5`` / ``.json`` into a
-:class:`UserError` naming the file and how to get a good copy (``git checkout`` for the committed pretrained
-weights, ``python -m weights.download NAME --force`` for downloaded ones, else retrain with the command given).
-"""
+"""Input checks at the public boundary of the models, and readable errors for damaged model files."""
 
 from __future__ import annotations
 
@@ -42,11 +27,7 @@ def _layout_hint(width: int, dataset: str | None) -> str:
 
 def _check_shape(shape: Sequence[int | None], width: int | None, name: str, what: str, dataset: str | None,
                  image_shape: Sequence[int] | None, concrete: bool = True) -> None:
-    """Rank, emptiness (``concrete`` values only) and width of a shape; None entries are not checked.
-
-    Emptiness is not checked on graph tensors: the library itself runs graphs on empty shards (a replica whose
-    rows have all stopped), which must keep working.
-    """
+    """Rank, width and (``concrete`` only: graphs run on empty shards) emptiness of a shape; None entries pass."""
     shape = tuple(shape)
     expected = f"[n, {width}]" if width else "[n, D]"
     takes = f", {expected} for {what}" if width else ""
@@ -76,16 +57,8 @@ def _raise_non_finite(bad_rows: np.ndarray, n_rows: int, name: str, what: str) -
 
 def check_inputs(x, width: int | None, name: str = "x", what: str = "the model", dataset: str | None = None,
                  image_shape: Sequence[int] | None = None) -> np.ndarray:
-    """``x`` as a float32 ``[n, width]`` array, or a :class:`UserError` saying what is wrong and what to do.
-
-    Args:
-      x: rows (array-like or an eager tensor).
-      width: the number of columns the model takes; None skips the width check.
-      name: the argument's name in messages (``"x0"``).
-      what: the model in messages (``"this BNN"``).
-      dataset: the dataset the model was trained on, if known (the message then points at its layout).
-      image_shape: ``(H, W, C)`` for models of flat images (the message then says how to flatten).
-    """
+    """``x`` as a float32 ``[n, width]`` array (``width`` None: any), or a UserError saying what is wrong (empty,
+    not 2-D, wrong width, NaN/inf rows) and what to do; ``name``, ``what``, ``dataset``, ``image_shape`` word it."""
     if hasattr(x, "numpy") and not isinstance(x, np.ndarray):
         x = x.numpy()
     try:
@@ -112,12 +85,8 @@ def is_concrete(x) -> bool:
 
 def check_tensor_inputs(x, width: int | None, name: str = "x", what: str = "the model", dataset: str | None = None,
                         image_shape: Sequence[int] | None = None):
-    """Like :func:`check_inputs`, for entries also used inside graphs or differentiated with respect to ``x``.
-
-    A tensor is returned as it is (cast to float32), so a ``GradientTape`` watching it still reaches it; a symbolic
-    tensor (inside a ``tf.function``) gets the static shape checks only; NumPy or Python input is checked and
-    returned as a float32 array.
-    """
+    """:func:`check_inputs` for entries used in graphs or differentiated in ``x``: a tensor is returned as it is
+    (float32), so a tape still reaches it; a symbolic one gets the static shape checks only."""
     import tensorflow as tf
 
     if not (tf.is_tensor(x) or isinstance(x, tf.Variable)):
@@ -150,11 +119,7 @@ def register_advice(provider) -> None:
 
 
 def repair_advice(path: str | os.PathLike, retrain: str | None = None, missing: bool = False) -> str:
-    """What to do about a damaged (or ``missing``) model file: restore, re-download or retrain it.
-
-    Pretrained weights under ``weights/`` get the advice of their manifest entry (the provider ``weights``
-    registers); any other file, the training command ``retrain`` when given.
-    """
+    """Advice for a damaged (or ``missing``) model file: a registered provider's, else restore or ``retrain``."""
     for provider in ADVICE_PROVIDERS:
         try:
             advice = provider(path)
@@ -181,12 +146,7 @@ def missing_file(path: str | os.PathLike, what: str, retrain: str | None = None)
 
 def load_npz(path: str | os.PathLike, what: str = "the weights file", retrain: str | None = None,
              keep=lambda key: True) -> dict[str, np.ndarray]:
-    """Every array (whose key passes ``keep``) of an ``.npz``, fully read; a damaged file raises :class:`UserError`.
-
-    Raises:
-      FileNotFoundError: ``path`` does not exist.
-      UserError: it cannot be read (truncated, bad CRC, not a zip file); the message names it and what to do.
-    """
+    """Every array of an ``.npz`` whose key passes ``keep``; FileNotFoundError if absent, UserError if damaged."""
     path = Path(path)
     if not path.is_file():
         raise missing_file(path, what, retrain)
@@ -199,8 +159,7 @@ def load_npz(path: str | os.PathLike, what: str = "the weights file", retrain: s
 
 def load_weights_h5(model, path: str | os.PathLike, what: str = "the model weights",
                     retrain: str | None = None) -> None:
-    """``model.load_weights(path)``; a missing file raises ``FileNotFoundError`` and a damaged one (or weights of
-    another configuration) :class:`UserError`, each naming the file and what to do."""
+    """``model.load_weights(path)``; FileNotFoundError if absent, UserError if damaged or of another config."""
     path = Path(path)
     if not path.is_file():
         raise missing_file(path, what, retrain)

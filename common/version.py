@@ -1,10 +1,4 @@
-"""The project's version, where its code lives (a git checkout or an installed wheel), and what a run records of it.
-
-``__version__`` is the single source of the version: ``pyproject.toml`` reads it (``[tool.setuptools.dynamic]``) and
-``CLUE.__version__`` re-exports it. :func:`checkout_root` tells a source checkout (downloads are cached inside it, as
-they always were) from an installed package (downloads go to :func:`user_cache_dir`). :func:`provenance` is what every
-run's ``run.json`` records: the code's commit, the library versions and the CPU, computed once per process.
-"""
+"""The project's version, where its code lives (git checkout or installed), and the provenance ``run.json`` records."""
 
 from __future__ import annotations
 
@@ -35,12 +29,8 @@ LIBRARIES = {
 
 @functools.cache
 def checkout_root() -> Path | None:
-    """The git work tree that holds this source tree, or None when the code is installed (a wheel, ``--target``).
-
-    The code counts as a checkout when :data:`SOURCE_ROOT` holds this project's ``pyproject.toml`` (an installed
-    package never does) and it or a folder above it holds ``.git``. An editable install (``pip install -e .``) runs
-    the checkout's files, so it is a checkout. No git executable is needed.
-    """
+    """The git work tree holding this source tree, or None when installed: :data:`SOURCE_ROOT` holds this project's
+    ``pyproject.toml`` and it or a parent holds ``.git`` (an editable install counts; no git executable needed)."""
     try:
         if f'name = "{DISTRIBUTION}"' not in (SOURCE_ROOT / "pyproject.toml").read_text(errors="replace"):
             return None
@@ -53,8 +43,7 @@ def checkout_root() -> Path | None:
 
 
 def user_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/clue-tf`` (``~/.cache/clue-tf`` when unset or relative): where an installed package caches
-    downloads unless ``$CLUE_CACHE_DIR`` is set (raw data files directly in it, pretrained weights in ``weights/``)."""
+    """``$XDG_CACHE_HOME/clue-tf`` (``~/.cache/clue-tf`` if unset or relative): an installed package's cache."""
     base = os.environ.get("XDG_CACHE_HOME")
     return (Path(base) if base and os.path.isabs(base) else Path.home() / ".cache") / DISTRIBUTION
 
@@ -73,8 +62,7 @@ def _git(*args: str) -> str | None:
 
 @functools.cache
 def code_commit() -> dict[str, Any]:
-    """``{"commit": <git rev-parse HEAD>, "dirty": <tracked files modified>}`` of the checkout this code runs from;
-    both None when installed, when git is missing, or when it fails (e.g. a repository of another owner)."""
+    """``{"commit", "dirty"}`` of the checkout this code runs from; both None when installed or git fails."""
     head = _git("rev-parse", "HEAD")
     if head is None:
         return {"commit": None, "dirty": None}
@@ -83,8 +71,7 @@ def code_commit() -> dict[str, Any]:
 
 
 def library_version(library: str) -> str | None:
-    """The version of ``library`` (a key of :data:`LIBRARIES`): the imported module's when it is imported, else its
-    installed distribution's (nothing is imported); None when it is not installed."""
+    """The version of ``library`` (a key of :data:`LIBRARIES`), imported or installed; None if absent."""
     module, distributions = LIBRARIES[library]
     version = getattr(sys.modules.get(module), "__version__", None)
     if isinstance(version, str):
@@ -106,9 +93,8 @@ def _static_provenance() -> dict[str, Any]:
 
 
 def provenance() -> dict[str, Any]:
-    """What produced a run: this project's version, the code's commit (``code.commit``, ``code.dirty``; None outside
-    a git checkout), the Python, TensorFlow, Keras, TensorFlow Probability and numpy versions, the platform and the
-    CPU (``cpu_model``, ``simd``). Git runs once per process; this never raises (a record never stops a run)."""
+    """What produced a run: version, code commit (``code.commit``, ``code.dirty``; None outside a checkout), Python
+    and library versions, platform and CPU (``cpu_model``, ``simd``). Computed once per process; never raises."""
     try:
         static = _static_provenance()
         libraries = {name: library_version(name) for name in LIBRARIES}

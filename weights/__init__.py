@@ -1,27 +1,10 @@
 """Pretrained weights: the manifest, sha256-verified local lookup, and loaders for notebooks and scripts.
 
-``weights/manifest.json`` lists every pretrained model the notebooks use: its folder, each file's sha256, size and
-download url (relative to the manifest's ``base_url``, which ``$CLUE_WEIGHTS_URL`` overrides), the command and seed
-that produced it, and its test metrics. The tabular models are committed under ``weights/<component>/<dataset>/``;
-models too large to commit (``"committed": false``) are downloaded by ``python -m weights.download NAME`` into the
-git-ignored ``weights/cache/`` of a git checkout or, when the package is installed, into the user's cache folder
-(``$CLUE_CACHE_DIR/weights/``, else ``~/.cache/clue-tf/weights/``; never into site-packages). A file whose sha256
-does not match the manifest is never used.
-
-Notebooks load pretrained weights when present and train otherwise::
-
-    import weights
-    if weights.available("bnn_lsat"):
-        posterior = weights.load_posterior("bnn_lsat")   # or weights.load("bnn_lsat")
-    else:
-        ...  # BNN.train.main(config), as the entry's command does
-
-This package imports no model code: ``weights.load(name)`` hands the verified folder to the loader that the entry's
-kind registered in ``common.export`` (``BNN.posterior``, ``VAE.model``, ``VAE.expvae`` and ``VAEAC.model`` register
-theirs when imported). Checksums and verified downloads are ``common.io``'s.
-
-``python -m weights.manifest`` rebuilds the sha256, byte counts and metrics of the manifest from the files, so they
-are never edited by hand.
+``weights/manifest.json`` lists each model's folder, files (sha256, size, url relative to ``base_url`` or
+``$CLUE_WEIGHTS_URL``), command, seed and test metrics. Committed models live under ``weights/<component>/<dataset>/``;
+the others are downloaded (``python -m weights.download NAME``) into ``weights/cache/`` of a checkout, or into the
+user cache when installed. A file whose sha256 does not match is never used. ``weights.load(name)`` uses the loader
+its kind registered in ``common.export``, so this package imports no model code. See ``weights/README.md``.
 """
 
 from __future__ import annotations
@@ -35,7 +18,7 @@ from typing import Any
 from common import export
 from common.errors import UserError
 from common.io import cached_sha256
-from common.io import sha256_of as sha256_of  # re-exported: weights.sha256_of, as it always was
+from common.io import sha256_of as sha256_of  # re-exported as weights.sha256_of
 from common.validation import register_advice
 from common.version import checkout_root, user_cache_dir
 
@@ -48,10 +31,7 @@ FORMAT = "clue-tf/weights-manifest/v1"
 
 
 class WeightsError(UserError, RuntimeError):
-    """Pretrained weights are missing and cannot be fetched, or a file does not match its recorded sha256.
-
-    A :class:`common.errors.UserError` (the message says what to do), and a ``RuntimeError`` as it always was.
-    """
+    """Pretrained weights are missing and cannot be fetched, or a file does not match its sha256 (a UserError)."""
 
 
 @dataclass(frozen=True)
@@ -66,19 +46,9 @@ class FileEntry:
 
 @dataclass(frozen=True)
 class Entry:
-    """One pretrained model of the manifest.
-
-    Attributes:
-      name: the key used by ``weights.path(name)`` and ``python -m weights.download NAME``.
-      kind: the kind of its export (``common.export``): ``"bnn_posterior"`` (``BNN.posterior.Posterior.load``),
-        ``"vae"`` (``VAE.model.load_vae``), ``"expvae"`` (``VAE.expvae.load_expvae``), ... ``weights.load`` uses
-        the loader registered for it.
-      path: folder relative to ``weights/`` (committed) or ``weights/cache/`` (downloaded).
-      committed: whether the files are in git; otherwise they are downloaded into the cache.
-      files: every file of the folder, with its sha256 and size.
-      command: the command that trained it; ``seed`` its seed.
-      metrics: the test metrics the training run recorded (``metrics.json`` in the folder).
-    """
+    """One pretrained model of the manifest: ``name``, ``kind`` (of its ``common.export`` loader), ``path`` (under
+    ``weights/``, or ``weights/cache/`` unless ``committed``), ``files``, training ``command`` and ``seed``, test
+    ``metrics``, and ``info`` (the entry's other fields)."""
 
     name: str
     kind: str
@@ -114,16 +84,15 @@ class Manifest:
 
 
 def default_cache() -> Path | None:
-    """Where the shipped manifest's downloaded models go: None in a git checkout (``weights/cache/``, as always);
-    installed, ``$CLUE_CACHE_DIR/weights`` or else ``~/.cache/clue-tf/weights`` (``$XDG_CACHE_HOME`` respected)."""
+    """Where the shipped manifest's downloads go: None in a git checkout (``weights/cache/``); installed,
+    ``$CLUE_CACHE_DIR/weights``, else ``~/.cache/clue-tf/weights`` (``$XDG_CACHE_HOME`` respected)."""
     if checkout_root() is not None:
         return None
     return Path(os.environ.get(ENV_CACHE) or user_cache_dir()) / "weights"
 
 
 def read_manifest(path: str | os.PathLike = MANIFEST) -> Manifest:
-    """Parses a manifest file (the committed ``weights/manifest.json`` by default). Downloads of the shipped manifest
-    go to :func:`default_cache` when the package is installed; those of any other manifest beside it, in ``cache/``."""
+    """Parses a manifest (default: the committed one); the shipped one's downloads go to :func:`default_cache`."""
     path = Path(path)
     raw = json.loads(path.read_text())
     if raw.get("format") != FORMAT:
@@ -161,12 +130,8 @@ def available(name: str, manifest: Manifest | None = None) -> bool:
 
 
 def path(name: str, download: bool = True, manifest: Manifest | None = None) -> Path:
-    """The local folder of model ``name``, verified against the manifest; downloads it if missing and allowed.
-
-    Raises:
-      WeightsError: the files are missing and ``download`` is False or the download fails, or a local file differs
-        from the manifest (it is never silently replaced: see ``python -m weights.download --force``).
-    """
+    """The verified local folder of ``name``, downloaded if missing and ``download``. Raises WeightsError when it
+    cannot be, or when a local file differs (never silently replaced: ``python -m weights.download --force``)."""
     manifest = manifest or read_manifest()
     problems = mismatches(name, manifest)
     if not problems:
@@ -194,11 +159,8 @@ def git_path(file: str | os.PathLike) -> str:
 
 
 def restore_advice(name: str, files: list[str | os.PathLike] | None = None, manifest: Manifest | None = None) -> str:
-    """How to get good copies of files of model ``name`` (its whole folder when ``files`` is None).
-
-    Committed models are not hosted anywhere: the advice is ``git checkout -- <files>``; downloaded ones get
-    ``python -m weights.download NAME --force`` (with a mirror while none is hosted) or their training command.
-    """
+    """How to get good copies of ``files`` of ``name`` (default: its folder): ``git checkout`` for committed
+    models, else ``python -m weights.download NAME --force`` or the training command."""
     manifest = manifest or read_manifest()
     entry = manifest.entry(name)
     targets = " ".join(git_path(f) for f in (files or [manifest.local_dir(name)]))
@@ -227,16 +189,8 @@ register_advice(repair_advice)  # damaged-file errors of the model loaders name 
 
 def load(name: str, download: bool = True, manifest: Manifest | None = None, kind: str | None = None,
          **kwargs: Any) -> Any:
-    """The model ``name``, from its verified folder (see :func:`path`), rebuilt by the loader that its kind
-    registered in ``common.export`` (``kwargs`` go to the loader).
-
-    Args:
-      kind: when given, the kind the entry must have (e.g. ``"vae"``).
-
-    Raises:
-      WeightsError: as :func:`path`; the entry is of another kind than ``kind``; or no loader is registered for its
-        kind (import the component that defines it first, e.g. ``import VAE.model``).
-    """
+    """The model ``name`` from its verified folder (:func:`path`), rebuilt by its kind's registered loader (``kwargs``
+    go to it). Raises WeightsError as :func:`path`, when ``kind`` differs, or when no loader is registered."""
     manifest = manifest or read_manifest()
     got = manifest.entry(name).kind
     if kind is not None and got != kind:
@@ -249,8 +203,7 @@ def load(name: str, download: bool = True, manifest: Manifest | None = None, kin
     return export.load(got, folder, **kwargs)
 
 
-# The per-kind helpers import their component only because importing it registers its loader (weights itself
-# depends on common/ alone; the component is not used here otherwise).
+# The helpers below import a component only to register its loader (weights itself depends on common/ alone).
 def load_posterior(name: str, download: bool = True, manifest: Manifest | None = None, **kwargs: Any):
     """``BNN.posterior.Posterior.load`` of the verified folder of ``name`` (kwargs go to ``load``)."""
     import BNN.posterior  # noqa: F401

@@ -1,26 +1,9 @@
 """Fetches pretrained weights listed in ``weights/manifest.json``, verified by sha256, written atomically.
 
-Usage::
-
-    python -m weights.download bnn_mnist          # one model (several names may be given)
-    python -m weights.download --all              # every model; committed ones are only verified
-    python -m weights.download --list             # names, sizes, and where each is or can come from
-    python -m weights.download --parity           # the parity kits: $CLUE_PARITY_DIR or weights/cache/parity
-    CLUE_WEIGHTS_URL=file:///mnt/mirror/weights python -m weights.download bnn_mnist
-
-Each file's url in the manifest is relative to a base url: ``--base-url``, else ``$CLUE_WEIGHTS_URL``, else the
-manifest's ``base_url``. The base may be ``http(s)://``, ``file://`` or a plain folder path, laid out like
-``weights/`` (``<base>/bnn/mnist/samples.npz``); a base holding ``{flat}`` names each file by its flat name instead
-(``.../download/v1/{flat}`` -> ``.../download/v1/bnn--mnist--samples.npz``), for hosts that keep a flat list of files
-(GitHub release assets, Zenodo records; ``python -m weights.publish --flat``). All missing files of a model are
-downloaded into a temporary folder beside the target, each checked for its byte count and sha256, and moved into
-place only when every file of the model is good: a mismatch, an interrupted transfer or Ctrl-C leaves nothing
-behind. A local file that differs from the manifest is refused, not overwritten, unless ``--force`` is given.
-
-The parity kits (entries of kind ``parity_kit``, published by ``python -m weights.publish`` under ``parity/``) go to
-:func:`parity_root`: ``$CLUE_PARITY_DIR`` when set, else ``parity/`` of the weights cache (``weights/cache/parity``
-in a checkout), laid out as ``../shared/reference/parity`` is (``<root>/lsat/io.npz``, ``<root>/SCHEMA.md``); the
-parity tests look there when ``../shared/reference/parity`` is absent.
+``python -m weights.download NAME ... | --all | --parity | --list``. File urls are relative to ``--base-url``, else
+``$CLUE_WEIGHTS_URL``, else the manifest's ``base_url``: ``http(s)://``, ``file://`` or a folder laid out like
+``weights/`` (a base holding ``{flat}`` takes flat file names). A model's files are all verified before any is moved
+into place; a local file that differs is refused unless ``--force``. Hosts and parity kits: ``weights/README.md``.
 """
 
 from __future__ import annotations
@@ -56,8 +39,7 @@ def parity_root(manifest: Manifest | None = None) -> Path:
 
 
 def parity_view(manifest: Manifest, root: str | os.PathLike | None = None) -> Manifest:
-    """The manifest's parity kits alone, with their local folders under ``root`` (default :func:`parity_root`):
-    ``parity/lsat`` -> ``<root>/lsat``, ``parity`` (the top-level files) -> ``<root>``. Urls are unchanged."""
+    """The manifest's parity kits alone, their local folders under ``root`` (default :func:`parity_root`)."""
     root = Path(root) if root is not None else parity_root(manifest)
     entries = {name: replace(e, path=PurePosixPath(e.path).relative_to(PARITY_PATH).as_posix())
                for name, e in manifest.entries.items() if e.kind == PARITY_KIND}
@@ -81,8 +63,7 @@ def flat_name(url: str) -> str:
 
 
 def file_url(base: str, f: FileEntry) -> str:
-    """The url of one file: its manifest url joined to ``base``, or its flat name put in place of ``{flat}`` in
-    ``base`` (an absolute url is used as it is)."""
+    """The url of one file: its manifest url under ``base``, or its flat name in place of ``{flat}``; absolute as is."""
     if "://" in f.url:
         return f.url
     if FLAT in base:
@@ -91,13 +72,8 @@ def file_url(base: str, f: FileEntry) -> str:
 
 
 def fetch_file(url: str, target: Path, expected: FileEntry, timeout: float = 60.0, progress: bool = True) -> None:
-    """Downloads ``url`` to ``target`` and checks its size and sha256 (``common.io.download_file``); on any failure
-    ``target`` does not exist.
-
-    Raises:
-      WeightsError: the transfer fails or is cut short, or the bytes do not match ``expected``. The message names
-        the file, the url and the expected sha256.
-    """
+    """Downloads ``url`` to ``target``, checking size and sha256 against ``expected``; on any failure, WeightsError
+    (naming the file, url and expected sha256) and no ``target``."""
     try:
         download_file(url, target, expected.sha256, size=expected.bytes, timeout=timeout, progress=progress,
                       name=expected.file)
@@ -109,17 +85,9 @@ def download(name: str, manifest: Manifest | None = None, base: str | None = Non
              progress: bool = True) -> Path:
     """Makes the files of model ``name`` present and verified, downloading what is missing; returns its folder.
 
-    Args:
-      name: a model of the manifest.
-      manifest: defaults to ``weights/manifest.json``.
-      base: base url overriding ``$CLUE_WEIGHTS_URL`` and the manifest's ``base_url``.
-      force: replace local files that differ from the manifest (otherwise they are refused).
-      progress: show a progress bar per file.
-
-    Raises:
-      WeightsError: no base url is known (not hosted yet: the message gives the training command), a local file
-        differs from the manifest and ``force`` is False, or a download fails or does not match.
-    """
+    ``base`` overrides ``$CLUE_WEIGHTS_URL`` and the manifest's; ``force`` replaces local files that differ. Raises
+    WeightsError when nothing hosts it (the message gives the training command), a local file differs without
+    ``force``, or a download fails or does not match."""
     manifest = manifest or read_manifest()
     entry, folder = manifest.entry(name), manifest.local_dir(name)
     problems = mismatches(name, manifest)
@@ -194,9 +162,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def status(name: str, manifest: Manifest, base: str | None = None) -> str:
-    """Where entry ``name`` is or can come from: "committed", "in cache" (present and verified), "downloadable from
-    <base>" (only when a base url is known), else "not hosted: ..." with what makes it; a local copy that differs
-    from the manifest says so."""
+    """Where entry ``name`` is or can come from: committed, in cache, downloadable from a base url, or not hosted
+    (with what makes it); a local copy that differs from the manifest says so."""
     entry = manifest.entry(name)
     local = parity_view(manifest) if entry.kind == PARITY_KIND else manifest
     problems = mismatches(name, local)

@@ -1,19 +1,7 @@
 """Rebuilds the file list, sha256, byte counts and metrics of ``weights/manifest.json`` from the model folders.
 
-The hand-written fields of each entry (name, kind, path, committed, command, seed, description, ...) stay as they
-are; ``files`` and ``metrics`` are recomputed from the folder (``weights/<path>`` when committed, the git-ignored
-``weights/cache/<path>`` otherwise; ``metrics`` is the folder's ``metrics.json``). A model that is not committed
-and not present in the cache keeps its recorded files, and so do the parity kits (kind ``parity_kit``: recorded from
-the parity folder by ``python -m weights.publish``). The size limits for committed weights are enforced.
-
-Usage::
-
-    python -m weights.manifest           # rewrite weights/manifest.json (atomically)
-    python -m weights.manifest --check   # exit 1 if the manifest is stale or a limit is broken; writes nothing
-    python -m weights.manifest --table   # print the Markdown table of weights/README.md
-
-To add a model: add an entry with the hand-written fields and ``"files": []`` to manifest.json, put its folder in
-place (``weights/<path>`` or ``weights/cache/<path>``), and run ``python -m weights.manifest``.
+``python -m weights.manifest`` rewrites them (hand-written fields stay; entries absent from the cache and the parity
+kits keep their records); ``--check`` exits 1 when stale or over a size limit; ``--table`` prints the README table.
 """
 
 from __future__ import annotations
@@ -39,8 +27,7 @@ MAX_COMMITTED_BYTES = 100_000_000  # all committed weights together
 
 
 def describe_folder(folder: Path, rel_path: str) -> list[dict[str, Any]]:
-    """One record per file under ``folder``, sub-folders included (sorted; hidden and temporary files and folders
-    skipped): file (its path relative to ``folder``), sha256, bytes, url."""
+    """One record (file, sha256, bytes, url) per file under ``folder``, sorted, hidden files skipped."""
     files = [p for p in sorted(folder.rglob("*")) if p.is_file()
              and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
     return [{"file": p.relative_to(folder).as_posix(), "sha256": sha256_of(p), "bytes": p.stat().st_size,
@@ -49,8 +36,7 @@ def describe_folder(folder: Path, rel_path: str) -> list[dict[str, Any]]:
 
 @contextlib.contextmanager
 def lock(manifest_path: str | Path):
-    """An exclusive lock (``.manifest.lock`` beside the manifest) around a read-modify-write of the manifest, so
-    that writers running at once (two study runs publishing their stages) do not lose each other's entries."""
+    """An exclusive lock (``.manifest.lock``) around a read-modify-write of the manifest by concurrent writers."""
     folder = Path(manifest_path).parent
     if not folder.is_dir():  # no manifest there to guard: reading it reports the missing file clearly
         yield
@@ -64,11 +50,8 @@ def lock(manifest_path: str | Path):
 
 
 def rebuild(raw: dict[str, Any], root: Path) -> tuple[dict[str, Any], list[str]]:
-    """The manifest ``raw`` with ``files`` and ``metrics`` recomputed from the folders under ``root``.
-
-    Returns:
-      (the new manifest, errors): errors name missing committed folders and broken size limits.
-    """
+    """``raw`` with ``files`` and ``metrics`` recomputed from the folders under ``root``; returns (the new
+    manifest, errors naming missing committed folders and broken size limits)."""
     errors, models = [], []
     for item in raw["models"]:
         item = dict(item)

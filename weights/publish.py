@@ -1,16 +1,8 @@
 """Lays out every model of the manifest and the PyTorch parity kits as a folder to upload to a model host.
 
-Usage::
-
-    python -m weights.publish dist/weights                        # every entry present here + the parity kits
-    python -m weights.publish dist/weights --from /mnt/old/weights # cache-only entries from another weights/ folder
-    python -m weights.publish dist/weights --only bnn_mnist vae_lsat --no-parity
-    python -m weights.publish dist/release --flat                 # flat names: bnn--lsat--samples.npz, ...
-    python -m weights.publish --set-base-url https://huggingface.co/ORG/REPO --revision COMMIT   # after uploading
-
-Each file is checked against the manifest's size and sha256 while it is copied; entries whose files are not here are
-named with the command that makes them. The layout, the parity kit entries, the model cards and the maintainer's
-steps are in ``weights/README.md`` ("Publishing").
+``python -m weights.publish OUT`` (``--only NAME ...``, ``--from DIR``, ``--flat``, ``--no-parity``) checks each file
+against the manifest while copying it; after uploading, ``--set-base-url URL --revision COMMIT`` records the host.
+Layout, model cards and the maintainer's steps: ``weights/README.md`` ("Publishing").
 """
 
 from __future__ import annotations
@@ -43,8 +35,8 @@ HUB_RESOLVE = re.compile(r"^https://huggingface\.co/[^/]+/[^/]+/resolve/(?P<revi
 
 @dataclass
 class Publication:
-    """What :func:`publish` wrote: ``manifest`` (the published manifest.json), ``sources`` (entry -> the folder its
-    files were copied from) and ``unavailable`` (entry -> why its files are not on this machine)."""
+    """What :func:`publish` wrote: the published ``manifest``, ``sources`` (entry -> folder copied from) and
+    ``unavailable`` (entry -> why its files are not here)."""
 
     manifest: dict[str, Any]
     sources: dict[str, Path] = field(default_factory=dict)
@@ -96,9 +88,7 @@ def candidates(manifest: Manifest, name: str, sources: Sequence[str | os.PathLik
 
 
 def locate(manifest: Manifest, name: str, sources: Sequence[str | os.PathLike] = ()) -> tuple[Path | None, str]:
-    """(the first folder holding every file of ``name`` with its recorded size, None) or (None, why none does).
-
-    The sha256 is checked while publishing copies the files."""
+    """(the first folder holding every file of ``name`` at its recorded size, "") or (None, why none does)."""
     entry = manifest.entry(name)
     if not entry.files:
         return None, "the manifest lists no files (run `python -m weights.manifest`)"
@@ -114,11 +104,8 @@ def locate(manifest: Manifest, name: str, sources: Sequence[str | os.PathLike] =
 
 def present_models(manifest: Manifest, names: Sequence[str] | None = None, sources: Sequence[str | os.PathLike] = ()
                    ) -> tuple[dict[str, Path], dict[str, str]]:
-    """The entries whose files are on this machine (name -> folder), and for the others why not.
-
-    Raises:
-      WeightsError: an entry named in ``names`` is unknown or not (completely) present.
-    """
+    """The entries whose files are here (name -> folder) and why the others are not; WeightsError if an entry
+    named in ``names`` is unknown or incomplete."""
     chosen = list(names) if names else list(manifest.entries)
     present, absent = {}, {}
     for name in chosen:
@@ -134,12 +121,8 @@ def present_models(manifest: Manifest, names: Sequence[str] | None = None, sourc
 
 # ------------------------------------------------------------------------------------------------------- base url
 def hub_base_url(url: str, revision: str | None) -> str:
-    """The pinned base url: a Hugging Face repo address ``https://huggingface.co/ORG/REPO`` becomes
-    ``.../resolve/<revision>``; ``{revision}`` in ``url`` is replaced; any other address is kept as it is.
-
-    Raises:
-      WeightsError: a Hugging Face address without a revision, or whose ``resolve/<rev>`` differs from ``revision``.
-    """
+    """The pinned base url: ``https://huggingface.co/ORG/REPO`` -> ``.../resolve/<revision>``, ``{revision}``
+    substituted, any other address as is; WeightsError for a Hub address without (or contradicting) ``revision``."""
     url = url.rstrip("/")
     if "{revision}" in url:
         if not revision:
@@ -157,10 +140,8 @@ def hub_base_url(url: str, revision: str | None) -> str:
 
 def set_base_url(url: str, revision: str | None, manifest_path: str | os.PathLike = MANIFEST,
                  hosting: str | None = None, published: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Writes ``base_url`` (pinned, :func:`hub_base_url`), ``revision`` and ``hosting`` into the manifest.
-
-    ``published``: the folder that was uploaded; entries missing from its manifest.json get ``"hosted": false`` (so
-    ``--list`` and the README table do not call them downloadable), the others lose that mark."""
+    """Writes ``base_url`` (pinned), ``revision`` and ``hosting`` into the manifest; with ``published`` (the
+    uploaded folder), entries missing from its manifest.json get ``"hosted": false`` and the others lose it."""
     from weights.manifest import lock
 
     base = hub_base_url(url, revision)
@@ -190,23 +171,13 @@ def publish(out: str | os.PathLike, names: Sequence[str] | None = None, manifest
             flat: bool = False, base_url: str | None = None, force: bool = False,
             sources: Sequence[str | os.PathLike] = (), parity_dir: str | os.PathLike | None = None,
             revision: str | None = None, require_all: bool = False) -> Publication:
-    """Writes the upload folder ``out`` (module docstring) and returns what it published and what it could not.
+    """Writes the upload folder ``out`` and returns what it published and what it could not.
 
-    Args:
-      out: the folder to write (created; an existing non-empty one only with ``force``).
-      names: the entries to publish (default: every entry whose files are on this machine).
-      manifest_path: the manifest to publish from (its folder is the ``weights/`` root); the parity kits' entries
-        are recorded in it.
-      flat: flat file names (``bnn--lsat--samples.npz``) for hosts without folders, instead of the tree.
-      base_url: the address the folder will have, recorded (pinned with ``revision``) in its manifest.json.
-      sources: more folders laid out like ``weights/`` or ``weights/cache/`` to take absent entries' files from.
-      parity_dir: the parity kits' folder to publish (None: none).
-      require_all: an entry whose files are not on this machine is an error, not only reported.
-
-    Raises:
-      WeightsError: nothing to publish, a named entry is not present (or any, with ``require_all``), a file differs
-        from the manifest, two files would share a name, ``out`` exists (without ``force``) or is inside weights/.
-    """
+    ``names``: default every entry on this machine; ``sources``: more folders laid out like ``weights/`` (or its
+    ``cache/``); ``parity_dir``: the kits to add (None: none); ``base_url`` is recorded, pinned with ``revision``.
+    Raises WeightsError when there is nothing to publish, a named (or, with ``require_all``, any) entry is absent, a
+    file differs from the manifest, two files would share a name, or ``out`` exists (without ``force``) or is inside
+    ``weights/``."""
     out, manifest_path = Path(out), Path(manifest_path)
     manifest = read_manifest(manifest_path)
     if out.exists() and not force and (not out.is_dir() or any(out.iterdir())):
@@ -291,7 +262,7 @@ def publish(out: str | os.PathLike, names: Sequence[str] | None = None, manifest
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m weights.publish", description=__doc__.split("\n\n")[0])
     parser.add_argument("out", nargs="?", metavar="OUT", help="the folder to write (must not exist, or be empty)")
-    parser.add_argument("--out", dest="out_option", default=None, help=argparse.SUPPRESS)  # the former spelling
+    parser.add_argument("--out", dest="out_option", default=None, help=argparse.SUPPRESS)  # hidden alias of OUT
     parser.add_argument("--only", nargs="+", metavar="NAME", default=None,
                         help="publish only these entries (default: every entry on this machine)")
     parser.add_argument("--from", dest="sources", action="append", default=[], metavar="DIR",
