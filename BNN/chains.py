@@ -26,7 +26,7 @@ from BNN.posterior import SampleBuffer
 from BNN.sghmc import ScaleAdaptedSGHMC, SGHMCParams
 from common.distribute import replica_id as _replica_id
 from common.errors import UserError
-from common.utils import philox
+from common.seeding import philox
 
 logger = logging.getLogger(__name__)
 

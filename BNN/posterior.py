@@ -22,7 +22,7 @@ from BNN.model import Architecture, forward, forward_unrolled, get_likelihood, u
 from common import probability
 from common.errors import UserError
 from common.export import read_model, register_loader, write_model
-from common.utils import save_npz
+from common.io import save_npz
 from common.validation import check_tensor_inputs, load_npz
 
 logger = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from common.utils import philox
+from common.seeding import philox
 
 EPS = 1e-6  # epsilon of the original sampler, used in every division and in the preconditioner
 

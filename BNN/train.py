@@ -32,8 +32,10 @@ from BNN.sghmc import SGHMCParams
 from common.config import option
 from common.distribute import STRATEGIES, make_strategy
 from common.errors import UserError
+from common.io import save_json, save_npz
+from common.runs import MetricsCSV, make_run_dir
+from common.seeding import set_seed
 from common.training import DivergedError, TrainingInterrupted
-from common.utils import MetricsCSV, make_run_dir, save_json, save_npz, set_seed
 
 logger = logging.getLogger("BNN.train")  # the same name under `python -m BNN.train` (__main__)
 

@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from CLUE.explainer import ADAM_BETAS, ADAM_EPS, input_spec, uncertainties
-from common.utils import philox
+from common.seeding import philox
 from common.validation import check_inputs
 from data.datasets import MNIST_NORM
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from common.utils import save_npz
+from common.io import save_npz
 
 ADAM_BETAS = (0.9, 0.999)  # torch.optim.Adam defaults, as the original
 ADAM_EPS = 1e-8

@@ -21,7 +21,7 @@ from pathlib import Path
 from BNN import train as bnn_train
 from CLUE import generate
 from common.config import with_preset
-from common.utils import overwriting
+from common.runs import overwriting
 from VAE import train as vae_train
 
 logger = logging.getLogger(__name__)

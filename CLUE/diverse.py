@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from CLUE.config import CLUEConfig
 from CLUE.explainer import CLUE, adam_step, freeze, input_spec, uncertainties
 from common.errors import UserError
-from common.utils import save_npz
+from common.io import save_npz
 from common.validation import check_inputs
 
 NORMS = ("l2", "linf")

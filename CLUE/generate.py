@@ -27,7 +27,9 @@ from common import tabular
 from common.config import option
 from common.distribute import make_strategy
 from common.errors import UserError
-from common.utils import atomic_path, make_run_dir, save_json, set_seed
+from common.io import atomic_path, save_json
+from common.runs import make_run_dir
+from common.seeding import set_seed
 from VAE.model import load_vae
 
 logger = logging.getLogger(__name__)

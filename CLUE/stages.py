@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import UserError
-from common.utils import PROJECT_ROOT, load_json, save_json
+from common.io import PROJECT_ROOT, load_json, save_json
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +64,8 @@ def tf_threads() -> dict[str, int]:
 
 
 def cpu_signature() -> dict[str, Any]:
-    """This machine's CPU as a stage record holds it: ``model`` and ``simd`` (:func:`common.utils.cpu_info`)."""
-    from common.utils import cpu_info
+    """This machine's CPU as a stage record holds it: ``model`` and ``simd`` (:func:`common.version.cpu_info`)."""
+    from common.version import cpu_info
 
     info = cpu_info()
     return {"model": info["cpu_model"], "simd": info["simd"]}

@@ -31,9 +31,10 @@ from tqdm.auto import tqdm
 from common.config import option
 from common.errors import UserError
 from common.export import KERAS_WEIGHTS
-from common.io import atomic_path
+from common.io import atomic_path, save_json, save_npz
+from common.runs import make_run_dir
+from common.seeding import philox, set_seed
 from common.training import RunState, fit_with_early_stopping, mean_terms, optimizer_step, shuffled_batches, traced
-from common.utils import make_run_dir, philox, save_json, save_npz, set_seed
 from common.validation import load_weights_h5
 from data import anomaly_images
 from data.anomaly_images import AnomalyImages

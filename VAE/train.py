@@ -25,9 +25,11 @@ import tensorflow as tf
 import data
 from common.config import option
 from common.errors import UserError
+from common.io import save_json
 from common.radam import RAdam
+from common.runs import make_run_dir
+from common.seeding import philox, set_seed
 from common.training import RunState, fit_with_early_stopping, make_train_epoch, mean_terms, optimizer_step, traced
-from common.utils import make_run_dir, philox, save_json, set_seed
 from VAE.expvae import ExpVAE, load_expvae, save_expvae
 from VAE.model import ARCHS, VAE, build_vae, load_vae, save_vae
 

@@ -27,9 +27,10 @@ from tqdm.auto import tqdm
 
 from common.config import option
 from common.errors import UserError
-from common.io import atomic_path
+from common.io import atomic_path, save_json
+from common.runs import make_run_dir
+from common.seeding import philox, set_seed
 from common.training import DivergedError, RunState, TrainingInterrupted, checkpoint_number
-from common.utils import make_run_dir, philox, save_json, set_seed
 from data import dsprites
 from VAE.disentanglement import PRESETS as SCORE_PRESETS
 from VAE.disentanglement import DSpritesFactors, factor_score, preset

@@ -19,9 +19,11 @@ import tensorflow as tf
 import data
 from common.config import option
 from common.errors import UserError
+from common.io import save_json
 from common.radam import RAdam, TorchAdam
+from common.runs import make_run_dir
+from common.seeding import philox, set_seed
 from common.training import RunState, fit_with_early_stopping, make_train_epoch, optimizer_step, traced
-from common.utils import make_run_dir, philox, save_json, set_seed
 from VAEAC.export import load_model, save_model
 from VAEAC.masks import top_masker
 from VAEAC.model import VAEAC, join_targets

@@ -16,7 +16,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from common.utils import machine_info, matmul_gflops, setup_logging, write_benchmark
+from machine import machine_info, matmul_gflops, write_benchmark
+
+from common.runs import setup_logging
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

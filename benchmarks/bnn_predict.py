@@ -30,10 +30,11 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
+from machine import machine_info, write_benchmark
 
 from BNN.model import Architecture, init_params
 from BNN.posterior import Posterior
-from common.utils import machine_info, setup_logging, write_benchmark
+from common.runs import setup_logging
 
 logger = logging.getLogger("benchmarks.bnn_predict")
 

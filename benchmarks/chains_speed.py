@@ -87,7 +87,7 @@ def main(argv=None) -> dict:
     if args.logical_cpus:
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * args.logical_cpus)
-    from common.utils import machine_info, write_benchmark
+    from machine import machine_info, write_benchmark
 
     suffix = "" if args.strategy == "default" else f"_{args.strategy}"
     out = Path(args.out) if args.out else RESULTS / f"chains_speed{suffix}.json"

@@ -28,12 +28,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import machine_info, write_benchmark
 
 from BNN.model import Architecture, init_params
 from BNN.posterior import Posterior
 from CLUE.compat import OriginalGradientMLP
 from CLUE.explainer import CLUE, CLUEConfig, CLUEWeights
-from common.utils import PROJECT_ROOT, machine_info, setup_logging, write_benchmark
+from common.io import PROJECT_ROOT
+from common.runs import setup_logging
 from VAE.model import VAE, load_parity_npz
 
 logger = logging.getLogger("benchmarks.clue_speed")

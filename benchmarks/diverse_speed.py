@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import machine_info
 
 import data
 import weights
@@ -41,7 +42,9 @@ from CLUE import generate
 from CLUE.adapters import train_ensemble
 from CLUE.diverse import DeltaCLUE, DiverseConfig
 from CLUE.explainer import CLUE, CLUEConfig, CLUEWeights
-from common.utils import machine_info, save_json, set_seed, setup_logging
+from common.io import save_json
+from common.runs import setup_logging
+from common.seeding import set_seed
 
 logger = logging.getLogger("benchmarks.diverse_speed")
 

@@ -26,12 +26,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import machine_info, matmul_gflops, write_benchmark
 
 import data
 from BNN.model import Architecture, init_params
 from BNN.posterior import Posterior
 from CLUE.evaluation import Sweep, explain
-from common.utils import machine_info, matmul_gflops, setup_logging, write_benchmark
+from common.runs import setup_logging
 from VAE.model import VAE
 from VAEAC.model import VAEAC
 

@@ -34,11 +34,14 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
+from machine import machine_info, write_benchmark
 
 import data
+from common.io import PROJECT_ROOT
 from common.radam import RAdam, TorchAdam
+from common.runs import setup_logging
+from common.seeding import set_seed
 from common.training import make_train_epoch
-from common.utils import PROJECT_ROOT, machine_info, set_seed, setup_logging, write_benchmark
 from VAE import train as vae_train
 from VAE.model import build_vae
 from VAEAC import train as vaeac_train

@@ -114,7 +114,7 @@ def debugging() -> bool:
 
 def setup_logging(level: int = logging.INFO) -> None:
     """The scripts' log format; absl (TensorFlow's checkpoint writer logs an INFO line per save) only from WARNING."""
-    from common.utils import setup_logging as _setup
+    from common.runs import setup_logging as _setup
 
     _setup(level)
     logging.getLogger("absl").setLevel(logging.WARNING)
@@ -167,7 +167,7 @@ def run(body: Callable[[], Any], *, debug: bool = False, resumable: bool = False
 
 
 def add_common_flags(parser, overwrite: bool = True) -> None:
-    """``--debug`` and, for scripts that write a run folder, ``--overwrite`` (see ``common.utils.make_run_dir``)."""
+    """``--debug`` and, for scripts that write a run folder, ``--overwrite`` (see ``common.runs.make_run_dir``)."""
     if overwrite:
         parser.add_argument("--overwrite", action="store_true",
                             help="replace what --out holds when it is a run of another kind or with other settings "
@@ -183,7 +183,7 @@ def run_script(main: Callable[[Any], Any], config_cls: type, presets: Mapping[st
     """The ``__main__`` of a script with a config dataclass: parses ``argv`` into ``config_cls`` (plus ``--overwrite``,
     ``--debug``), sets up logging and runs ``main(config)`` under :func:`run`; ``prog`` is the usage line's command."""
     from common.config import build_parser, config_from_args
-    from common.utils import overwriting
+    from common.runs import overwriting
 
     parser = build_parser(config_cls, presets, description, prog=prog, preset_descriptions=preset_help)
     add_common_flags(parser)

@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import UserError
-from common.io import atomic_path
-from common.utils import save_json
+from common.io import atomic_path, save_json
 from common.validation import FILE_ERRORS, load_weights_h5, unreadable_file
 
 FORMAT = "clue-tf/model/v1"

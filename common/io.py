@@ -1,24 +1,29 @@
-"""Files, safely: checksums, verified downloads, atomic placement (standard library and ``tqdm`` only)."""
+"""Files, safely: checksums, verified downloads, atomic placement, JSON and npz written atomically."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import http.client
+import json
 import logging
 import os
 import shutil
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from common.errors import UserError
 
 logger = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 CHUNK = 1 << 20  # bytes hashed per read
 BLOCK = 1 << 16  # bytes read per network call
@@ -128,3 +133,35 @@ def download_file(url: str, target: str | os.PathLike, checksum: str | None = No
             raise refuse(f"{algorithm} mismatch: got {got}")
     logger.debug("downloaded %s from %s (%d bytes)", name, url, received)
     return target
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")
+
+
+def save_json(path: str | os.PathLike, obj: Mapping[str, Any] | list) -> None:
+    """Writes ``obj`` as indented JSON, atomically; NumPy scalars and arrays are converted."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` as it reads back from JSON (tuples become lists, paths strings)."""
+    return json.loads(json.dumps(value, default=_json_default))
+
+
+def load_json(path: str | os.PathLike) -> Any:
+    with open(path) as f:
+        return json.load(f)
+
+
+def save_npz(path: str | os.PathLike, compressed: bool = False, **arrays: np.ndarray) -> None:
+    """Writes arrays to an ``.npz`` atomically (numpy appends nothing since we pass an open file)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        (np.savez_compressed if compressed else np.savez)(f, **arrays)

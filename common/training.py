@@ -17,7 +17,7 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from common.errors import UserError
-from common.utils import MetricsCSV
+from common.runs import MetricsCSV
 
 logger = logging.getLogger(__name__)
 

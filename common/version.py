@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -86,7 +87,6 @@ def library_version(library: str) -> str | None:
 
 @functools.cache
 def _static_provenance() -> dict[str, Any]:
-    from common.utils import cpu_info  # here: common.utils imports this module
 
     return {"version": __version__, "code": {**code_commit(), "source": str(SOURCE_ROOT)},
             "python": platform.python_version(), "platform": platform.platform(), **cpu_info()}
@@ -102,3 +102,22 @@ def provenance() -> dict[str, Any]:
         logger.warning("could not record the run's provenance: %s", err)
         return {"version": __version__, "code": {"commit": None, "dirty": None, "source": str(SOURCE_ROOT)}}
     return {**static, "code": dict(static["code"]), "simd": list(static["simd"]), "libraries": libraries}
+
+
+SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile")  # what changes float32 kernels
+
+
+def cpu_info() -> dict[str, Any]:
+    """This machine's CPU: ``cpu_model`` (``/proc/cpuinfo``'s model name, else ``platform.processor()``) and
+    ``simd``, the :data:`SIMD_FLAGS` it has (empty where ``/proc/cpuinfo`` cannot be read). TensorFlow picks its
+    float32 kernels by these, so timings and bit-for-bit retraining both depend on them."""
+    cpu_model, flags = platform.processor() or None, set()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                cpu_model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    return {"cpu_model": cpu_model, "simd": [f for f in SIMD_FLAGS if f in flags]}

@@ -23,7 +23,7 @@ from BNN.posterior import Posterior
 from CLUE import generate
 from CLUE.explainer import CLUE, CLUEConfig, CLUEResult, CLUEWeights
 from common.config import with_preset
-from common.utils import PROJECT_ROOT
+from common.io import PROJECT_ROOT
 from data.sources import DataFileError, fetch
 from VAE import train as vae_train
 from VAE.model import load_vae

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from common.utils import PROJECT_ROOT, save_json
+from common.io import PROJECT_ROOT, save_json
 from verification import parity
 
 DATASETS = ("lsat", "compas", "wine", "credit", "mnist_t10k")

@@ -25,7 +25,7 @@ from CLUE import evaluation as ev
 from CLUE.evaluation import pipeline
 from CLUE.evaluation.report import SHORT_METRIC
 from common.config import with_preset
-from common.utils import PROJECT_ROOT, load_json
+from common.io import PROJECT_ROOT, load_json
 
 _COSMETIC = ("out", "progress", "data_dir")
 METRIC = {"aleatoric": "delta_h", "epistemic": "delta_err"}

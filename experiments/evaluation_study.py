@@ -39,7 +39,8 @@ from CLUE import evaluate  # noqa: E402
 from CLUE import evaluation as ev  # noqa: E402
 from common.config import with_preset  # noqa: E402
 from common.errors import UserError  # noqa: E402
-from common.utils import PROJECT_ROOT, load_json, save_json, setup_logging  # noqa: E402
+from common.io import PROJECT_ROOT, load_json, save_json  # noqa: E402
+from common.runs import setup_logging  # noqa: E402
 
 logger = logging.getLogger("evaluation_study")
 

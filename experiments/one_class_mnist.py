@@ -52,7 +52,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 
 import data  # noqa: E402
-from common.utils import PROJECT_ROOT, jsonable, load_json, save_json, setup_logging  # noqa: E402
+from common.io import PROJECT_ROOT, jsonable, load_json, save_json  # noqa: E402
+from common.runs import setup_logging  # noqa: E402
 from VAE import train  # noqa: E402
 from VAE.attention_eval import EvalData, Protocol, aggregate, evaluate_model, make_eval_data  # noqa: E402
 from VAE.expvae import load_expvae  # noqa: E402

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from common.utils import PROJECT_ROOT
+from common.io import PROJECT_ROOT
 
 PUBLISHED = PROJECT_ROOT / "experiments"
 UNPUBLISHED = PROJECT_ROOT / "runs" / "notebooks"

@@ -24,7 +24,8 @@ import numpy as np
 
 from CLUE import generate
 from common.config import with_preset
-from common.utils import PROJECT_ROOT, save_json, setup_logging
+from common.io import PROJECT_ROOT, save_json
+from common.runs import setup_logging
 from VAE.model import load_vae
 
 logger = logging.getLogger("experiments.statistical_parity")

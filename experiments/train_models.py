@@ -33,7 +33,7 @@ import weights
 from BNN import train as bnn_train
 from BNN.posterior import evaluate as evaluate_posterior
 from common.config import with_preset
-from common.utils import PROJECT_ROOT, load_json
+from common.io import PROJECT_ROOT, load_json
 from VAE import train as vae_train
 from VAEAC import train as vaeac_train
 

@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 import data
-from common.utils import atomic_path
+from common.io import atomic_path
 from VAE.model import load_vae
 
 

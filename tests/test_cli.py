@@ -20,8 +20,8 @@ from BNN import diagnostics as bnn_diagnostics
 from BNN import train as bnn_train
 from common.config import build_parser, option, parse_config, with_preset
 from common.errors import UserError
+from common.runs import RUN_FILE, make_run_dir
 from common.training import RunState, TrainingInterrupted, fit_with_early_stopping
-from common.utils import RUN_FILE, make_run_dir
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ("BNN.train", "VAE.train", "VAEAC.train", "CLUE.generate", "CLUE.evaluate", "CLUE.demo", "weights.download",

@@ -106,7 +106,7 @@ def test_generate_flags_parse_and_bad_values_stop_before_loading(tmp_path):
 
 
 def test_generate_with_diverse_writes_the_sets(tmp_path, data_dir):
-    from common.utils import PROJECT_ROOT
+    from common.io import PROJECT_ROOT
 
     config = with_preset(generate.Config, generate.PRESETS, "tiny", dataset="compas", n_explain=4, n_figure=0,
                          bnn=str(PROJECT_ROOT / "weights" / "bnn" / "compas"),

@@ -160,7 +160,7 @@ def test_missing_model_folders_and_empty_inputs_are_one_line_errors(tmp_path):
     import sys
 
     from CLUE.generate import explain_most_uncertain
-    from common.utils import PROJECT_ROOT
+    from common.io import PROJECT_ROOT
 
     done = subprocess.run([sys.executable, "-m", "CLUE.generate", "--dataset", "lsat", "--bnn", str(tmp_path / "no"),
                            "--vae", str(tmp_path / "no"), "--out", str(tmp_path / "out")], capture_output=True,

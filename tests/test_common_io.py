@@ -62,9 +62,6 @@ def test_sha256_of_and_its_cache(tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------------------------------------- atomic placement
 def test_atomic_path_replaces_only_on_success(tmp_path):
-    from common import utils
-
-    assert utils.atomic_path is io.atomic_path
     target = tmp_path / "sub" / "a.txt"
     with io.atomic_path(target) as tmp:
         tmp.write_text("one")

@@ -16,7 +16,7 @@ import data
 from BNN import chains, diagnostics, train
 from BNN.sghmc import ScaleAdaptedSGHMC, SGHMCParams
 from common.config import with_preset
-from common.utils import PROJECT_ROOT
+from common.io import PROJECT_ROOT
 
 
 def _two_devices(*args):

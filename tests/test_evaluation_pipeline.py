@@ -244,7 +244,7 @@ def test_rebuild_refuses_at_once_stages_trained_with_several_threads(tiny_run, t
 
 def test_a_run_saved_before_a_setting_existed_matches_that_settings_default():
     from CLUE import evaluate
-    from common.utils import jsonable
+    from common.io import jsonable
 
     config = evaluate.Config(dataset="lsat", out="runs/x")
     saved = jsonable(dataclasses.asdict(config))

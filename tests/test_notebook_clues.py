@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 
-from common.utils import PROJECT_ROOT
+from common.io import PROJECT_ROOT
 
 REFERENCE = PROJECT_ROOT.parent / "shared" / "reference"
 # the original's figures: the reference run for LSAT and COMPAS, the parity kits for Wine and Credit

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from common.utils import PROJECT_ROOT
+from common.io import PROJECT_ROOT
 
 SHARED_REFERENCE = PROJECT_ROOT.parent / "shared" / "reference"
 

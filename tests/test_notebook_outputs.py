@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from common.utils import PROJECT_ROOT
+from common.io import PROJECT_ROOT
 
 EXPERIMENTS = PROJECT_ROOT / "experiments"
 # loaded from its file, as the notebooks (run from the project root) import it: experiments/ is not an installed package

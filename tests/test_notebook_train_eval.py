@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from common.utils import PROJECT_ROOT
+from common.io import PROJECT_ROOT
 
 EXPERIMENTS = PROJECT_ROOT / "experiments"
 REFERENCE = PROJECT_ROOT.parent / "shared" / "reference" / "pytorch-original.json"

@@ -131,7 +131,7 @@ CHECK = textwrap.dedent('''
             report["outside"][name] = str(where)
     import CLUE, data.sources, weights
     from common import version
-    from common.utils import make_run_dir
+    from common.runs import make_run_dir
     report["version"] = CLUE.__version__
     report["checkout_root"] = version.checkout_root()
     report["data_cache"] = str(data.sources.cache_dir())

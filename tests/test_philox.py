@@ -1,10 +1,10 @@
-"""``common.utils.philox``: one independent random stream per (seed, stream), where ``from_seed`` overlaps."""
+"""``common.seeding.philox``: one independent random stream per (seed, stream), where ``from_seed`` overlaps."""
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from common.errors import UserError
-from common.utils import philox
+from common.seeding import philox
 
 
 def _shared_draws(a: np.ndarray, b: np.ndarray) -> int:

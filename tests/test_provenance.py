@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from common import version
-from common.utils import RUN_FILE, cpu_info, make_run_dir
+from common.runs import RUN_FILE, make_run_dir
+from common.version import cpu_info
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -118,7 +119,7 @@ def test_a_broken_record_does_not_stop_the_run(monkeypatch, tmp_path, fresh_cach
     def broken():
         raise RuntimeError("no cpu")
 
-    monkeypatch.setattr("common.utils.cpu_info", broken)
+    monkeypatch.setattr("common.version.cpu_info", broken)
     run = make_run_dir(tmp_path / "run", {"out": "x", "seed": 0}, kind="VAE.train")
     record = json.loads((run / RUN_FILE).read_text())
     assert record["kind"] == "VAE.train" and record["version"] == version.__version__

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from common.utils import PROJECT_ROOT
+from common.io import PROJECT_ROOT
 
 
 def _module():

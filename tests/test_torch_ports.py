@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from common.utils import PROJECT_ROOT
+from common.io import PROJECT_ROOT
 
 torch = pytest.importorskip("torch")
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from common.utils import set_seed
+from common.seeding import set_seed
 from VAE.attention import attention_map, attention_maps, minmax
 from VAE.expvae import ExpVAE
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from common.config import parse_config, with_preset
-from common.utils import set_seed
+from common.seeding import set_seed
 from VAE import train
 from VAE.expvae import ExpVAE, load_expvae, save_expvae
 

@@ -13,7 +13,8 @@ import pytest
 
 import data
 from common.config import parse_config, with_preset
-from common.utils import PROJECT_ROOT, set_seed
+from common.io import PROJECT_ROOT
+from common.seeding import set_seed
 from VAE import train
 from VAE.model import build_vae, load_vae
 

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from common.config import with_preset
-from common.utils import PROJECT_ROOT, set_seed
+from common.io import PROJECT_ROOT
+from common.seeding import set_seed
 from VAEAC import train
 from VAEAC.export import load_model
 from VAEAC.model import VAEAC

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from common.utils import save_json
+from common.io import save_json
 from weights import MANIFEST, WeightsError
 from weights.download import PARITY_KIND, PARITY_PATH
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import UserError
-from common.utils import save_json
+from common.io import save_json
 from weights import CACHE, MANIFEST, sha256_of
 
 logger = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common.utils import atomic_path, save_json
+from common.io import atomic_path, save_json
 from weights import CACHE, FORMAT, MANIFEST, Manifest, WeightsError, read_manifest
 from weights.cards import CARD, index_card, model_card
 from weights.download import FLAT, PARITY_KIND, flat_name

@@ -29,7 +29,9 @@ from CLUE import evaluation as ev
 from CLUE import stages
 from common.config import command_line, option
 from common.errors import UserError
-from common.utils import PROJECT_ROOT, jsonable, load_json, make_run_dir, save_json, save_npz, set_seed
+from common.io import PROJECT_ROOT, jsonable, load_json, save_json, save_npz
+from common.runs import make_run_dir
+from common.seeding import set_seed
 from VAE import train as vae_train
 from VAE.model import load_vae
 from VAEAC import train as vaeac_train

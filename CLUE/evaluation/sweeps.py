@@ -21,7 +21,7 @@ from CLUE.compat import OriginalGradientMLP
 from CLUE.evaluation.ground_truth import GroundTruth
 from CLUE.evaluation.metrics import EvalBudget, PointScores, Reference, SweepPoint, score_points, summarize
 from CLUE.explainer import CLUE, CLUEConfig, CLUEWeights
-from common.utils import save_npz
+from common.io import save_npz
 
 logger = logging.getLogger(__name__)
 

@@ -1,10 +1,11 @@
-"""common.utils: the benchmarks' machine record."""
+"""benchmarks/machine.py: the benchmarks' machine record and how they write their JSON."""
 import json
 from pathlib import Path
 
 import pytest
 
-from common.utils import SIMD_FLAGS, machine_info
+from benchmarks.machine import machine_info
+from common.version import SIMD_FLAGS
 
 
 def test_machine_info_records_the_cpu_features_timings_depend_on():
@@ -21,7 +22,7 @@ def test_machine_info_records_the_cpu_features_timings_depend_on():
 
 
 def test_write_benchmark_records_the_end_load_and_writes_atomically(tmp_path):
-    from common.utils import write_benchmark
+    from benchmarks.machine import write_benchmark
 
     result = write_benchmark(tmp_path / "b.json", {"machine": {"load_average_start": [0.0, 0.0, 0.0]}, "x": 1.5})
     saved = json.loads((tmp_path / "b.json").read_text())

@@ -1,19 +1,12 @@
-"""Seeding, run directories, atomic file writes and the benchmarks' machine record, shared by every component.
-
-Nothing half-written is ever left behind: every file this project writes goes to a temporary name in the same
-folder first and is renamed into place only when complete (``os.replace`` is atomic on POSIX).
-"""
+"""Run folders: creation, resumption and overwrite rules, the per-epoch ``metrics.csv``, and script logging."""
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
 import csv
-import json
 import logging
 import os
-import platform
-import random
 import shutil
 import sys
 from collections.abc import Collection, Iterator, Mapping
@@ -23,83 +16,10 @@ from typing import Any
 import numpy as np
 
 from common.errors import UserError
-from common.io import atomic_path  # defined in common.io; also importable from here, as it always was
+from common.io import atomic_path, jsonable, load_json, save_json
 from common.version import provenance
 
 logger = logging.getLogger(__name__)
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
-
-def set_seed(seed: int, deterministic: bool = False) -> None:
-    """Seeds Python, NumPy and TensorFlow together from one integer.
-
-    Args:
-      seed: the run seed.
-      deterministic: also ask TensorFlow for deterministic kernels (slower; bitwise-repeatable runs).
-    """
-    random.seed(seed)
-    np.random.seed(seed)
-    import tensorflow as tf  # imported lazily so that `data` stays importable without TF start-up cost
-
-    tf.keras.utils.set_random_seed(seed)
-    if deterministic:
-        tf.config.experimental.enable_op_determinism()
-
-
-def philox(seed: int, stream: int = 0):
-    """A ``tf.random.Generator`` whose stream is independent for every ``(seed, stream)`` pair.
-
-    ``tf.random.Generator.from_seed(s)`` puts ``s`` in the Philox *counter* and leaves the key at 0, so seeds
-    ``s`` and ``s + 1`` give one stream shifted by one block (4 draws): chains, runs or stages seeded that way
-    share their noise. Here the seed is the key and the stream is the counter's high word, so different seeds
-    are different Philox permutations and different streams of one seed are 2^64 blocks apart.
-    ``philox(0)`` equals ``from_seed(0)``; other seeds draw differently from ``from_seed``.
-
-    Args:
-      seed: a non-negative integer below 2^64 (the run seed).
-      stream: a non-negative integer naming the purpose (e.g. 0 training, 1 under-VAEAC, 2 fixed masks).
-    """
-    import tensorflow as tf
-
-    for name, value in (("seed", seed), ("stream", stream)):
-        if not 0 <= int(value) < 2**64:
-            raise UserError(f"{name} must be an integer in [0, 2^64), got {value}")
-    as_int64 = lambda v: int(np.array(int(v), dtype=np.uint64).view(np.int64))  # noqa: E731 (bit pattern)
-    return tf.random.Generator.from_key_counter(key=as_int64(seed), counter=[0, as_int64(stream)],
-                                                alg="philox")
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")
-
-
-def save_json(path: str | os.PathLike, obj: Mapping[str, Any] | list) -> None:
-    """Writes ``obj`` as indented JSON, atomically; NumPy scalars and arrays are converted."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
-
-
-def jsonable(value: Any) -> Any:
-    """``value`` as it reads back from JSON (tuples become lists, paths strings)."""
-    return json.loads(json.dumps(value, default=_json_default))
-
-
-def load_json(path: str | os.PathLike) -> Any:
-    with open(path) as f:
-        return json.load(f)
-
-
-def save_npz(path: str | os.PathLike, compressed: bool = False, **arrays: np.ndarray) -> None:
-    """Writes arrays to an ``.npz`` atomically (numpy appends nothing since we pass an open file)."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        (np.savez_compressed if compressed else np.savez)(f, **arrays)
 
 
 class MetricsCSV:
@@ -135,9 +55,15 @@ class MetricsCSV:
 
 # Settings a resumed training run may change: where things are, how much is shown, and how long it runs.
 RESUME_SAFE = frozenset({"out", "data_dir", "progress", "eval_batch_size", "deterministic", "xla"})
+
+
 RUN_FILE = "run.json"  # {"kind": "BNN.train", ...}: which script wrote the run folder, and with what code
+
+
 # What a run folder holds before its run has produced anything: a run that failed at its start.
 _START_FILES = frozenset({"config.json", "argv.txt", RUN_FILE})
+
+
 _OVERWRITE: contextvars.ContextVar[bool] = contextvars.ContextVar("clue_overwrite", default=False)
 
 
@@ -276,64 +202,3 @@ def make_run_dir(out: str | os.PathLike, config: Mapping[str, Any], resume_safe:
 def setup_logging(level: int = logging.INFO) -> None:
     """Called by scripts only; library modules just use ``logging.getLogger(__name__)``."""
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-
-
-SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile")  # what changes float32 kernels
-
-
-def cpu_info() -> dict[str, Any]:
-    """This machine's CPU: ``cpu_model`` (``/proc/cpuinfo``'s model name, else ``platform.processor()``) and
-    ``simd``, the :data:`SIMD_FLAGS` it has (empty where ``/proc/cpuinfo`` cannot be read). TensorFlow picks its
-    float32 kernels by these, so timings and bit-for-bit retraining both depend on them."""
-    cpu_model, flags = platform.processor() or None, set()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                cpu_model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-                break
-    return {"cpu_model": cpu_model, "simd": [f for f in SIMD_FLAGS if f in flags]}
-
-
-def machine_info(**extra: Any) -> dict[str, Any]:
-    """What a benchmark's timings depend on: CPU model and SIMD extensions, core count, TensorFlow, OpenMP policy.
-
-    Timings are comparable only between records with the same CPU: ``benchmarks/clue_speed.py`` ran 1.3-1.4x faster
-    on one 2-core machine of this project's kind than on another. ``extra`` entries (GPUs, ...) are added as given.
-    """
-    import tensorflow as tf  # the benchmarks import it anyway; kept local so that common.utils stays light
-
-    return {"cpus": os.cpu_count(), **cpu_info(), "platform": platform.platform(), "tensorflow": tf.__version__,
-            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "load_average_start": list(os.getloadavg()),
-            **extra}
-
-
-def matmul_gflops(n: int = 2048, repeats: int = 3, dtype: str = "float32") -> float:
-    """GFLOP/s of an ``n x n x n`` matmul in ``dtype`` on this machine (2 FLOPs per multiply-add), the median of
-    ``repeats`` timed runs after a warm-up: the reference rate the benchmarks compare their workloads with."""
-    import statistics
-    import time
-
-    import tensorflow as tf
-
-    a = tf.cast(tf.random.normal([n, n], seed=1), dtype)
-    b = tf.cast(tf.random.normal([n, n], seed=2), dtype)
-    mm = tf.function(lambda: tf.reduce_sum(tf.cast(tf.matmul(a, b), tf.float32)))
-    float(mm())  # warm-up: traces and picks the kernel
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        float(mm())
-        times.append(time.perf_counter() - start)
-    return 2 * n**3 / statistics.median(times) / 1e9
-
-
-def write_benchmark(path: str | os.PathLike, result: dict[str, Any]) -> dict[str, Any]:
-    """Writes a benchmark's ``result`` (whose ``machine`` came from :func:`machine_info`) to ``path`` as JSON, with
-    the load average at the end beside the one at the start, and logs where it went; returns ``result``."""
-    result.setdefault("machine", {})["load_average_end"] = list(os.getloadavg())
-    save_json(path, result)
-    logger.info("wrote %s", path)
-    return result
