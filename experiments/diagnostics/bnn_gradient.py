@@ -23,7 +23,7 @@ import json
 import math
 from pathlib import Path
 
-from common.utils import save_json
+from common.io import save_json
 
 SETTINGS_THAT_MAY_DIFFER = {"out", "bnn_gradient", "progress"}
 TIE = 1e-4  # gains closer than this are not told apart (the epistemic COMPAS gains are all 0)

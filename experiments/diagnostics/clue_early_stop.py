@@ -27,7 +27,8 @@ from CLUE import evaluation as ev
 from CLUE.evaluation import pipeline as E
 from CLUE.explainer import CLUE, CLUEConfig, CLUEWeights
 from common.errors import UserError
-from common.utils import jsonable, save_json, setup_logging
+from common.io import jsonable, save_json
+from common.runs import setup_logging
 
 logger = logging.getLogger("clue_early_stop")
 

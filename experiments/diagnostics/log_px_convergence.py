@@ -33,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from CLUE import evaluation as ev  # noqa: E402
 from CLUE.evaluation import pipeline as E  # noqa: E402
 from common.errors import UserError  # noqa: E402
-from common.utils import jsonable, save_json, setup_logging  # noqa: E402
+from common.io import jsonable, save_json  # noqa: E402
+from common.runs import setup_logging  # noqa: E402
 
 logger = logging.getLogger("log_px_convergence")
 
