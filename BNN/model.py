@@ -212,10 +212,6 @@ class Categorical:
         """Class probabilities `[..., B, C]`."""
         return tf.nn.softmax(out, axis=-1)
 
-    @staticmethod
-    def decompose(pred: tf.Tensor):
-        return probability.decompose_entropy_cat(pred)
-
 
 class Gaussian:
     """Diagonal Gaussian likelihood on ``[mu, pre_sigma]``; sigma floored at ``min_sigma`` in the loss only."""
@@ -252,10 +248,6 @@ class Gaussian:
         if mu.shape[-1] == 1:
             return mu[..., 0], sigma[..., 0]
         return mu, sigma
-
-    @staticmethod
-    def decompose(pred: tuple[tf.Tensor, tf.Tensor]):
-        return probability.decompose_std_gauss(*pred)
 
 
 LIKELIHOODS = {"categorical": Categorical(), "gaussian": Gaussian()}

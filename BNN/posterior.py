@@ -23,6 +23,7 @@ from common import probability
 from common.errors import UserError
 from common.export import read_model, register_loader, write_model
 from common.io import save_npz
+from common.predictive import uncertainties
 from common.validation import check_tensor_inputs, load_npz
 
 logger = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ class Posterior:
 
     def uncertainty(self, x) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """(total, aleatoric, epistemic), each ``[B]``: entropies (nats) or standard deviations (spec section 3)."""
-        return self.likelihood.decompose(self.predict_samples(x))
+        return uncertainties(self, x)[:3]
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Writes ``samples.npz`` and ``model.json`` into ``directory``, atomically (all or nothing)."""

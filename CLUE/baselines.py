@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from CLUE.explainer import ADAM_BETAS, ADAM_EPS, input_spec, uncertainties
+from CLUE.config import ADAM_BETAS, ADAM_EPS
+from common.predictive import input_spec, uncertainties
 from common.seeding import philox
 from common.validation import check_inputs
 from data.datasets import MNIST_NORM

@@ -26,9 +26,10 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from CLUE.config import CLUEConfig
-from CLUE.explainer import CLUE, adam_step, freeze, input_spec, uncertainties
+from CLUE.explainer import CLUE, adam_step, freeze
 from common.errors import UserError
 from common.io import save_npz
+from common.predictive import input_spec, uncertainties
 from common.validation import check_inputs
 
 NORMS = ("l2", "linf")

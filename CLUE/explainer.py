@@ -24,37 +24,10 @@ from tqdm.auto import tqdm
 
 from CLUE.config import ADAM_BETAS, ADAM_EPS, CLUEConfig, CLUEResult, CLUEWeights  # noqa: F401 (re-exported)
 from common.errors import UserError
-from common.probability import decompose_entropy_cat, decompose_std_gauss
+from common.predictive import input_spec, uncertainties
 from common.validation import check_inputs
 
 logger = logging.getLogger(__name__)
-
-
-def uncertainties(bnn, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
-    """Total, aleatoric, epistemic uncertainty ``[B]`` and predictive mean of ``bnn`` at ``x`` (spec 5.2): entropies
-    (nats) and mean probabilities ``[B, C]``, or stds and the mean of the sample means ``[B]``."""
-    out = bnn.predict_samples(x)
-    if isinstance(out, (tuple, list)):
-        mu, sigma = out
-        total, aleatoric, epistemic = decompose_std_gauss(mu, sigma)
-        return total, aleatoric, epistemic, tf.reduce_mean(mu, axis=0)
-    total, aleatoric, epistemic = decompose_entropy_cat(out)
-    return total, aleatoric, epistemic, tf.reduce_mean(out, axis=0)
-
-
-def input_spec(bnn, generator=None) -> dict:
-    """The models' inputs for :func:`common.validation.check_inputs`: ``width``, ``dataset``, ``image_shape``, ``what``
-    (None where the models do not say); UserError if the BNN's and the generator's widths differ."""
-    arch = getattr(bnn, "arch", None)
-    bnn_width = getattr(arch, "input_dim", None)
-    gen_width = getattr(generator, "input_dim", None)
-    if isinstance(bnn_width, int) and isinstance(gen_width, int) and bnn_width != gen_width:
-        raise UserError(f"the BNN takes {bnn_width} input columns but the {type(generator).__name__} {gen_width}: "
-                        "they were trained on different datasets; load a BNN and a generator of the same dataset")
-    width = bnn_width if isinstance(bnn_width, int) else gen_width if isinstance(gen_width, int) else None
-    dataset = getattr(bnn, "dataset", None) or getattr(generator, "dataset", None)
-    return {"width": width, "dataset": dataset if isinstance(dataset, str) else None,
-            "image_shape": getattr(arch, "image_shape", None), "what": "this BNN" if bnn_width else "the models"}
 
 
 def early_stop_steps(cost: np.ndarray, min_steps: int = 3, n_early_stop: int = 3) -> np.ndarray:

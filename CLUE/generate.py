@@ -22,12 +22,13 @@ import pandas as pd
 import data
 from BNN.posterior import Posterior
 from CLUE.diverse import DeltaCLUE, DiverseConfig, check_options
-from CLUE.explainer import CLUE, CLUEConfig, CLUEResult, CLUEWeights, uncertainties
+from CLUE.explainer import CLUE, CLUEConfig, CLUEResult, CLUEWeights
 from common import tabular
 from common.config import option
 from common.distribute import make_strategy
 from common.errors import UserError
 from common.io import atomic_path, save_json
+from common.predictive import uncertainties
 from common.runs import make_run_dir
 from common.seeding import set_seed
 from VAE.model import load_vae

@@ -38,9 +38,10 @@ from BNN.posterior import Posterior
 from CLUE import baselines
 from CLUE.baselines import UFIDOConfig, localized_sensitivity, u_fido
 from CLUE.compat import OriginalGradientMLP
-from CLUE.explainer import CLUE, CLUEConfig, CLUEWeights, uncertainties
+from CLUE.explainer import CLUE, CLUEConfig, CLUEWeights
 from common import likelihoods as lk
 from common.layers import PreactResidualBlock, assign_sequential_from_npz
+from common.predictive import uncertainties
 from VAE.model import load_parity_npz
 from VAEAC.model import VAEAC
 from verification.parity import TEACHER_FORCED_STEPS, TOL, Kit, Report, load_kit, rare_allowance

@@ -8,7 +8,7 @@ import tensorflow as tf
 from toy_models import MeanInfill, ToyCategoricalBNN, ToyGaussianBNN
 
 from CLUE.baselines import UFIDOConfig, global_sensitivity, localized_sensitivity, u_fido
-from CLUE.explainer import uncertainties
+from common.predictive import uncertainties
 
 
 @pytest.fixture()

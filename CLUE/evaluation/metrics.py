@@ -10,7 +10,7 @@ import tensorflow as tf
 
 import data
 from CLUE.evaluation.ground_truth import GroundTruth, gt_predictive, log_px
-from CLUE.explainer import uncertainties
+from common.predictive import uncertainties
 
 TARGETS = ("aleatoric", "epistemic")
 

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from common import probability
 from common.errors import UserError
+from common.predictive import uncertainties
 from common.validation import check_tensor_inputs
 
 logger = logging.getLogger(__name__)
@@ -101,10 +102,7 @@ class SampledPredictive:
 
     def uncertainty(self, x) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """(total, aleatoric, epistemic), each ``[B]``: entropies (nats) or standard deviations (spec section 3)."""
-        out = self.predict_samples(x)
-        if self.likelihood_name == "categorical":
-            return probability.decompose_entropy_cat(out)
-        return probability.decompose_std_gauss(*out)
+        return uncertainties(self, x)[:3]
 
 
 class DeepEnsemble(SampledPredictive):

@@ -1,4 +1,4 @@
-"""CLUE.adapters: deep ensembles, MC dropout and distribution heads behind the BNN's ``predict_samples`` contract."""
+"""BNN.adapters: deep ensembles, MC dropout and distribution heads behind the BNN's ``predict_samples`` contract."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 from toy_models import IdentityGenerator
 
-from CLUE.adapters import DeepEnsemble, DistributionHead, MCDropout, make_member, train_ensemble
-from CLUE.explainer import CLUE, CLUEConfig, CLUEWeights, uncertainties
+from BNN.adapters import DeepEnsemble, DistributionHead, MCDropout, make_member, train_ensemble
+from CLUE.explainer import CLUE, CLUEConfig, CLUEWeights
 from common.errors import UserError
+from common.predictive import uncertainties
 
 tfd = tfp.distributions
 RNG = np.random.default_rng(0)
