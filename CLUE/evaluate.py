@@ -11,7 +11,8 @@ uncertain test points; writes ``table.csv``, ``results.json`` and ``<dataset>_{a
 """
 
 from CLUE.evaluation import pipeline  # noqa: F401 (CLUE.evaluate.pipeline)
-from CLUE.evaluation.pipeline import PRESETS, Config, load_trained_run, main  # noqa: F401 (the public names)
+from CLUE.evaluation.config import PRESETS, Config  # noqa: F401 (the public names)
+from CLUE.evaluation.pipeline import load_trained_run, main  # noqa: F401 (the public names)
 
 if __name__ == "__main__":
     import common.cli

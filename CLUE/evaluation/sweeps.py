@@ -117,7 +117,7 @@ class Method:
 
 
 # The one table of methods, in sweep order. A new baseline: a row here, its grid field in Sweep and its sweep size
-# ``n_<name>`` in CLUE.evaluation.pipeline.Config.
+# ``n_<name>`` in CLUE.evaluation.config.Config.
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("sensitivity", "sensitivity", "sensitivity_steps", sensitivity_grid, 20, _explain_sensitivity),
     Method("clue", "CLUE", "clue_lambdas", clue_grid, 30, _explain_clue),
