@@ -44,7 +44,8 @@ class CLUEConfig:
     """Optimization settings (spec 5.4-5.6; the reference tabular run: lr 0.1, 3 / 50 / 3, batch 256).
 
     ``lr``: Adam step on z; the stopping rule (window ``n_early_stop``, 0 = off) is checked for t > ``min_steps``;
-    ``batch_size`` does not change results (rows are independent); ``distance``: ``"l1"`` (the paper's) or ``"l2"``."""
+    ``batch_size`` does not change results (rows are independent); ``distance_metric``: ``"l1"`` (the paper's) or
+    ``"l2"``."""
 
     weights: CLUEWeights = field(default_factory=CLUEWeights)
     lr: float = 0.1
@@ -52,11 +53,11 @@ class CLUEConfig:
     max_steps: int = 50
     n_early_stop: int = 3
     batch_size: int = 256
-    distance: str = "l1"
+    distance_metric: str = "l1"
 
     def __post_init__(self):
-        if self.distance not in ("l1", "l2"):
-            raise ValueError(f"distance must be 'l1' or 'l2', got {self.distance!r}")
+        if self.distance_metric not in ("l1", "l2"):
+            raise ValueError(f"distance_metric must be 'l1' or 'l2', got {self.distance_metric!r}")
         if self.max_steps < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError("max_steps and batch_size must be >= 1 and lr > 0")
         if self.n_early_stop and self.min_steps < self.n_early_stop - 1:

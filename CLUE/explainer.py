@@ -85,7 +85,7 @@ class CLUE:
             x = x * cond_mask + x0 * (1.0 - cond_mask)
         total, aleatoric, epistemic, preds = uncertainties(self.bnn, x)
         diff = x - x0
-        if self.config.distance == "l1":
+        if self.config.distance_metric == "l1":
             dist = tf.reduce_sum(tf.abs(diff), axis=1)
         else:
             dist = tf.sqrt(tf.reduce_sum(tf.square(diff), axis=1))

@@ -97,7 +97,7 @@ def select_uncertain(posterior: Posterior, x: np.ndarray, n: int, target: str = 
     return np.argsort(-u, kind="stable")[:n]
 
 
-TARGETS = ("total", "aleatoric", "epistemic")
+UNCERTAINTIES = ("total", "aleatoric", "epistemic")
 
 
 def check_counts(n_explain: int | None = None, fraction: float = 0.1) -> None:
@@ -129,7 +129,7 @@ def explain_most_uncertain(clue: CLUE, x: np.ndarray, n_explain: int | None = No
 
     Explains the top ``n_explain`` rows by ``target`` uncertainty (or ``ceil(fraction * len(x))``, default 10%).
     Returns ``(result, index)``, most uncertain first, with ``result.x0 == x[index]``; UserError for bad arguments."""
-    if target not in TARGETS:
+    if target not in UNCERTAINTIES:
         raise UserError(f"--target (target) must be total, aleatoric or epistemic, got {target!r}")
     x = np.asarray(x, dtype=np.float32)
     if x.ndim != 2 or len(x) == 0:
@@ -275,7 +275,7 @@ def plot_image_grid(path: Path, ds: data.Dataset, result: CLUEResult, posterior:
 
 def main(config: Config) -> dict[str, float]:
     """Runs CLUE on the most uncertain test points and writes the outputs listed in the module docstring."""
-    if config.target not in TARGETS:
+    if config.target not in UNCERTAINTIES:
         raise UserError(f"--target must be total, aleatoric or epistemic, got {config.target!r}")
     if config.strategy not in ("default", "mirrored"):
         raise UserError(f"--strategy must be default or mirrored, got {config.strategy!r} (CLUE shards points "

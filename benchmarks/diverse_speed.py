@@ -9,7 +9,7 @@ Workloads, each the median of ``--repeats`` timed runs after one warm-up, writte
 * ``diverse``: K δ-CLUEs per point (``CLUE.diverse.DeltaCLUE``, all ``n * K`` rows in one batch), with the
   diversity term (``--diversity-weight``) and without it.
 
-COMPAS (default): a deep ensemble (``CLUE.adapters.train_ensemble``: 5 members, 200-200, 40 epochs, seed 0; not
+COMPAS (default): a deep ensemble (``BNN.adapters.train_ensemble``: 5 members, 200-200, 40 epochs, seed 0; not
 timed) explained with the committed COMPAS VAE on its ``--n-points`` most uncertain test points (reference CLUE
 settings: lambda 2, lr 0.1, at most 50 steps, early stopping, batch 256 points).
 
@@ -38,8 +38,8 @@ from machine import machine_info
 
 import data
 import weights
+from BNN.adapters import train_ensemble
 from CLUE import generate
-from CLUE.adapters import train_ensemble
 from CLUE.diverse import DeltaCLUE, DiverseConfig
 from CLUE.explainer import CLUE, CLUEConfig, CLUEWeights
 from common.io import save_json

@@ -31,7 +31,7 @@ from machine import machine_info, matmul_gflops, write_benchmark
 import data
 from BNN.model import Architecture, init_params
 from BNN.posterior import Posterior
-from CLUE.evaluation import Sweep, explain
+from CLUE.evaluation import Sweep, explain_with
 from common.runs import setup_logging
 from VAE.model import VAE
 from VAEAC.model import VAEAC
@@ -88,7 +88,7 @@ def main(argv=None) -> dict:
               "methods": {}}
     rates = []
     for method in args.methods.split(","):
-        run = lambda: explain(method, "aleatoric", params[method], x0, bnn, vae, vaeac, sweep)  # noqa: B023, E731
+        run = lambda: explain_with(method, "aleatoric", params[method], x0, bnn, vae, vaeac, sweep)  # noqa: B023, E731
         run()  # warm-up: traces
         times, matmul = [], []
         for _ in range(args.repeats):  # the reference rate interleaved with the method, under the same load

@@ -136,7 +136,7 @@ def test_bad_input_is_refused(toy):
     with pytest.raises(ValueError, match=r"x0 must be \[n, D\]"):
         CLUE(bnn, gen, _config()).explain(x0[0])
     with pytest.raises(ValueError, match="distance"):
-        CLUEConfig(distance="cosine")
+        CLUEConfig(distance_metric="cosine")
     with pytest.raises(ValueError, match="min_steps"):
         CLUEConfig(min_steps=0, n_early_stop=3)
 

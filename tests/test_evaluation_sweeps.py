@@ -28,8 +28,8 @@ def test_clue_sweep_passes_its_early_stopping_window(monkeypatch):
 
     monkeypatch.setattr(ev_sweeps, "CLUE", RecordingCLUE)
     x0 = np.zeros((2, 7), np.float32)
-    ev.explain("clue", "aleatoric", 1.0, x0, bnn=None, vae=None)
-    ev.explain("clue", "epistemic", 1.0, x0, bnn=None, vae=None, sweep=ev.Sweep(clue_n_early_stop=0))
+    ev.explain_with("clue", "aleatoric", 1.0, x0, bnn=None, vae=None)
+    ev.explain_with("clue", "epistemic", 1.0, x0, bnn=None, vae=None, sweep=ev.Sweep(clue_n_early_stop=0))
     assert [(c.n_early_stop, c.max_steps) for c in seen] == [(3, 55), (0, 65)]  # [nb]: window 3, 55 / 65 steps
 
 
@@ -48,7 +48,7 @@ def test_an_interrupted_sweep_resumes_from_its_journal(tmp_path, monkeypatch):
             raise KeyboardInterrupt  # the run is stopped while the third value is being explained
         return x + param
 
-    monkeypatch.setattr(ev_sweeps, "explain", explain)
+    monkeypatch.setattr(ev_sweeps, "explain_with", explain)
     journal = tmp_path / "sweep_points.jsonl"
     crash = True
     with pytest.raises(KeyboardInterrupt):
@@ -97,7 +97,7 @@ def test_torch13_sweeps_explain_with_the_original_gradient_and_score_with_the_ex
         seen.append(explaining_bnn)
         return x + param
 
-    monkeypatch.setattr(ev_sweeps, "explain", explain)
+    monkeypatch.setattr(ev_sweeps, "explain_with", explain)
     sweeps = {g: ev.Sweep(sensitivity_steps=(0.5,), bnn_gradient=g, clue_batch=256) for g in ("exact", "torch13")}
     points = {g: ev.run_sweeps(gt, bnn, refs, None, None, s, budget, methods=("sensitivity",), progress=False)
               for g, s in sweeps.items()}
@@ -122,8 +122,8 @@ def test_ufido_mnist_norm_reaches_ufido_and_keeps_default_journals(monkeypatch):
     monkeypatch.setattr(ev_sweeps, "u_fido", lambda bnn, vaeac, x, config, seed: seen.append(config)
                         or SimpleNamespace(x=x))
     x0 = np.zeros((2, 7), np.float32)
-    ev.explain("ufido", "aleatoric", 1.0, x0, bnn=None, sweep=ev.Sweep(ufido_mnist_norm=True))
-    ev.explain("ufido", "aleatoric", 1.0, x0, bnn=None)
+    ev.explain_with("ufido", "aleatoric", 1.0, x0, bnn=None, sweep=ev.Sweep(ufido_mnist_norm=True))
+    ev.explain_with("ufido", "aleatoric", 1.0, x0, bnn=None)
     assert [c.mnist_norm_quirk for c in seen] == [True, False]
     ref = SimpleNamespace(x0=x0)
     budget = ev.EvalBudget()
@@ -151,7 +151,7 @@ def test_clue_sweep_batch_size_leaves_the_explanations_unchanged():
     tf.keras.utils.set_random_seed(0)
     vae = VAE(X_VEC, latent_dim=3, width=16, depth=2)
     x0 = np.random.default_rng(5).normal(size=(600, 7)).astype(np.float32)
-    small, large = (ev.explain("clue", "aleatoric", 0.5, x0, bnn, vae, sweep=ev.Sweep(clue_batch=b,
+    small, large = (ev.explain_with("clue", "aleatoric", 0.5, x0, bnn, vae, sweep=ev.Sweep(clue_batch=b,
                                                                                       clue_max_steps_aleatoric=12))
                     for b in (256, 1024))
     np.testing.assert_allclose(small, large, atol=1e-4)

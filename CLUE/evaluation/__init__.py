@@ -63,7 +63,7 @@ from CLUE.evaluation.sweeps import (
     Sweep,
     SweepResults,
     clue_grid,
-    explain,
+    explain_with,
     load_point_scores,
     read_journal,
     read_point_scores,
@@ -77,7 +77,7 @@ from CLUE.evaluation.sweeps import (
 __all__ = [
     "BNN_GRADIENTS", "DISTANCES", "DatasetSettings", "EvalBudget", "GroundTruth", "METHODS", "PointScores",
     "Reference", "SETTINGS", "Sweep", "SweepPoint", "SweepResults", "TARGETS", "artificial_dataset",
-    "bnn_uncertainties", "clue_grid", "compare_at_distance", "error_from_terms", "error_terms", "explain",
+    "bnn_uncertainties", "clue_grid", "compare_at_distance", "error_from_terms", "error_terms", "explain_with",
     "gt_conditional_samples", "gt_predictive", "holm", "load_point_scores", "log_px", "make_artificial_dataset",
     "off_axis_note", "plot_sweeps", "point_intervals", "points_table", "prediction_error", "read_journal",
     "read_point_scores", "run_overlaps", "run_sweeps", "sample_artificial_xy", "save_point_scores", "score",

@@ -125,7 +125,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
 )}
 
 
-def explain(method: str, target: str, lam: float, x0: np.ndarray, bnn, vae=None, vaeac=None,
+def explain_with(method: str, target: str, lam: float, x0: np.ndarray, bnn, vae=None, vaeac=None,
             sweep: Sweep = Sweep(), seed: int = 0) -> np.ndarray:
     """Explanations ``[n, D]`` of ``x0`` by one method of :data:`METHODS` at one sweep value ``lam``."""
     if method not in METHODS:
@@ -162,7 +162,7 @@ def run_sweeps(gt: GroundTruth, bnn, refs: dict[str, Reference], vae, vaeac, swe
             reused += 1
             continue
         start = time.perf_counter()
-        xc = explain(method, target, lam, refs[target].x0, explaining_bnn, vae, vaeac, sweep, budget.seed)
+        xc = explain_with(method, target, lam, refs[target].x0, explaining_bnn, vae, vaeac, sweep, budget.seed)
         seconds = time.perf_counter() - start
         scores = score_points(gt, bnn, refs[target], xc, budget, target)
         point = summarize(scores, refs[target], gt.task, method, target, lam, seconds)

@@ -78,7 +78,7 @@ def main(argv=None):
 
     sets = {"original": x0}
     for method, value in args.explain:
-        sets[f"{method}:{value:g}"] = ev.explain(method, args.target, value, x0, bnn, vae, art_vaeac, sweep)
+        sets[f"{method}:{value:g}"] = ev.explain_with(method, args.target, value, x0, bnn, vae, art_vaeac, sweep)
     rows, estimates = [], {}
     for name, x in sets.items():
         l1 = float(np.abs(x - x0).sum(axis=1).mean())
