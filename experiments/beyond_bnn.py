@@ -1,7 +1,7 @@
 """Helpers of ``experiments/beyond_bnn.ipynb``: CLUE for a deep ensemble, beside the BNN, and δ-CLUE sets (COMPAS).
 
 The notebook stays thin: :func:`train`, :func:`test_metrics`, :func:`compare_clues`, :func:`clue_table`,
-:func:`diverse_sets`, :func:`set_records` and :func:`plot`. The models are :mod:`CLUE.adapters`' (a deep ensemble
+:func:`diverse_sets`, :func:`set_records` and :func:`plot`. The models are :mod:`BNN.adapters`' (a deep ensemble
 of Keras MLPs trained with ``train_ensemble``) and the committed seed-0 COMPAS BNN posterior and VAE
 (``weights.load_posterior("bnn_compas")``, ``weights.load_vae("vae_compas")``); CLUE is ``CLUE.generate``'s
 selection and optimiser, δ-CLUE is :class:`CLUE.diverse.DeltaCLUE`.
@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 
 import data
+from BNN.adapters import DeepEnsemble, train_ensemble
 from CLUE import generate
-from CLUE.adapters import DeepEnsemble, train_ensemble
 from CLUE.diverse import DeltaCLUE, DiverseConfig, DiverseResult
 from CLUE.explainer import CLUE, CLUEConfig, CLUEResult, CLUEWeights
 
