@@ -21,7 +21,7 @@ import tensorflow as tf
 from BNN.model import Architecture, forward, forward_unrolled, get_likelihood, unrolled_layers
 from common import probability
 from common.errors import UserError
-from common.export import read_model, register_loader, write_model
+from common.export import read_model, write_model
 from common.io import save_npz
 from common.predictive import uncertainties
 from common.validation import check_tensor_inputs, load_npz
@@ -162,7 +162,6 @@ class Posterior:
         return cls(arch, likelihood, samples, input_norm, jit_compile)
 
 
-register_loader(KIND, Posterior.load)
 
 
 def _trained_on(directory: Path) -> str | None:

@@ -20,7 +20,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from common.export import load_keras_model, register_loader, save_keras_model
+from common.export import load_keras_model, save_keras_model
 from common.layers import torch_uniform
 from common.validation import check_tensor_inputs
 
@@ -120,4 +120,3 @@ def load_expvae(export_dir: str | os.PathLike) -> ExpVAE:
     return model
 
 
-register_loader("expvae", load_expvae)

@@ -25,7 +25,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from common.export import load_keras_model, register_loader, save_keras_model
+from common.export import load_keras_model, save_keras_model
 from common.layers import torch_uniform
 
 ENCODER_FILTERS = (32, 32, 64, 64)
@@ -259,4 +259,3 @@ def load_factorvae(export_dir: str | os.PathLike) -> FactorVAE:
     return model
 
 
-register_loader("factorvae", load_factorvae)

@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from common import likelihoods as lk
 from common.errors import UserError
-from common.export import load_keras_model, register_loader, save_keras_model
+from common.export import load_keras_model, save_keras_model
 from common.layers import assign_sequential_from_npz, mlp_generator_net, mlp_recognition_net
 from common.validation import check_tensor_inputs, load_npz
 
@@ -183,7 +183,6 @@ def load_vae(export_dir: str | os.PathLike) -> VAE:
     return model
 
 
-register_loader("vae", load_vae)
 
 
 def load_parity_npz(path: str | os.PathLike) -> VAE:

@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from common.errors import UserError
-from common.export import load_keras_model, register_loader, save_keras_model
+from common.export import load_keras_model, save_keras_model
 from common.layers import batch_norm
 from VAE.attention import minmax
 
@@ -289,4 +289,3 @@ def load_resnet_vae(export_dir: str | os.PathLike) -> ResNetVAE:
     return model
 
 
-register_loader("resnet_vae", load_resnet_vae)

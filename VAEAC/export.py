@@ -9,7 +9,7 @@ from typing import Any
 
 import keras
 
-from common.export import ModelInfo, load_keras_model, register_loader, save_keras_model
+from common.export import ModelInfo, load_keras_model, save_keras_model
 from VAEAC.model import VAEAC
 from VAEAC.under import UnderVAEAC
 
@@ -37,6 +37,3 @@ def load_model(export_dir: str | os.PathLike) -> keras.Model:
                                 "`python -m VAEAC.train --dataset {dataset} --out RUN_DIR`")
     return model
 
-
-for _kind in KINDS.values():
-    register_loader(_kind, load_model)

@@ -1,4 +1,4 @@
-"""One export format for every model, and the registry of loaders the components fill.
+"""One export format for every model: written by :func:`write_model`, read back by :func:`read_model`.
 
 An export is a folder (written atomically by :func:`write_model`) of weights files and ``model.json``: ``{"format":
 "clue-tf/model/v1", "kind", "config" (constructor arguments), "dataset" (or null), "weights" (file names), ...}``.
@@ -113,27 +113,3 @@ def load_keras_model(folder: str | os.PathLike, kinds: Iterable[str], build: Cal
         raise unreadable_file(info.path, err, f"the {what} config", retrain) from err
     load_weights_h5(model, folder / KERAS_WEIGHTS, f"the {what} weights", retrain)
     return model, info
-
-
-# ---------------------------------------------------------------------------------------------- loader registry
-Loader = Callable[..., Any]
-_LOADERS: dict[str, Loader] = {}
-
-
-def register_loader(kind: str, loader: Loader) -> Loader:
-    """Makes ``loader(folder, **kwargs)`` the loader of exports of ``kind`` (the components call it at import)."""
-    _LOADERS[kind] = loader
-    return loader
-
-
-def registered() -> list[str]:
-    """The kinds that have a loader, in registration order."""
-    return list(_LOADERS)
-
-
-def load(kind: str, folder: str | os.PathLike, **kwargs: Any) -> Any:
-    """The model of ``kind`` in ``folder`` by its registered loader (``kwargs`` go to it); UserError if none is."""
-    if kind not in _LOADERS:
-        raise UserError(f"no loader registered for models of kind {kind!r} (registered: "
-                        f"{', '.join(_LOADERS) or 'none'}); import the module that defines that model first")
-    return _LOADERS[kind](folder, **kwargs)

@@ -1,5 +1,5 @@
 """common.io (checksums, verified downloads through a real 127.0.0.1 server, atomic placement) and common.export
-(the one model format on the committed weights, and the loader registry)."""
+(the one model format on the committed weights, and each kind's loader)."""
 
 from __future__ import annotations
 
@@ -188,23 +188,18 @@ def test_read_model_refusals_name_the_file(tmp_path):
     assert "truncated or damaged" in str(err.value) and "retrain it" in str(err.value)
 
 
-def test_loader_registry():
-    export.register_loader("test_toy", lambda folder, scale=1: ("toy", folder, scale))
-    assert export.load("test_toy", "somewhere", scale=2) == ("toy", "somewhere", 2)
-    with pytest.raises(UserError, match=r"no loader registered for models of kind 'no_such'.*test_toy"):
-        export.load("no_such", "somewhere")
-
-
-def test_components_register_their_kinds_and_weights_imports_none_of_them():
+def test_each_kind_has_its_components_loader_and_weights_imports_none_at_import():
     import BNN.posterior
     import VAE.expvae
     import VAE.model
     import VAEAC.export
 
-    assert {"bnn_posterior", "vae", "expvae", "vaeac", "under_vaeac"} <= set(export.registered())
-    assert export._LOADERS["vae"] is VAE.model.load_vae and export._LOADERS["expvae"] is VAE.expvae.load_expvae
-    assert export._LOADERS["under_vaeac"] is VAEAC.export.load_model
-    assert export._LOADERS["bnn_posterior"] == BNN.posterior.Posterior.load
+    assert weights.loader("vae") is VAE.model.load_vae and weights.loader("expvae") is VAE.expvae.load_expvae
+    assert weights.loader("under_vaeac") is VAEAC.export.load_model is weights.loader("vaeac")
+    assert weights.loader("bnn_posterior") == BNN.posterior.Posterior.load
+    assert all(callable(weights.loader(kind)) for kind in weights.LOADERS)
+    with pytest.raises(weights.WeightsError, match=r"no loader for models of kind 'no_such'"):
+        weights.loader("no_such")
     code = ("import sys, weights, weights.download; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in {'BNN', 'VAE', 'VAEAC', 'CLUE', 'keras'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

@@ -9,13 +9,13 @@ its kind registered in ``common.export``, so this package imports no model code.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common import export
 from common.errors import UserError
 from common.io import cached_sha256
 from common.io import sha256_of as sha256_of  # re-exported as weights.sha256_of
@@ -187,41 +187,47 @@ def repair_advice(file: str | os.PathLike, manifest: Manifest | None = None) -> 
 register_advice(repair_advice)  # damaged-file errors of the model loaders name the manifest's remedy
 
 
+# The loader of each kind of model, imported when a model of that kind is loaded (weights depends on common/ alone).
+LOADERS = {"bnn_posterior": ("BNN.posterior", "Posterior.load"), "vae": ("VAE.model", "load_vae"),
+           "expvae": ("VAE.expvae", "load_expvae"), "vaeac": ("VAEAC.export", "load_model"),
+           "under_vaeac": ("VAEAC.export", "load_model"), "factorvae": ("VAE.factorvae", "load_factorvae"),
+           "resnet_vae": ("VAE.resnet_vae", "load_resnet_vae")}
+
+
+def loader(kind: str):
+    """The function that loads an export of ``kind`` (a key of :data:`LOADERS`) from its folder."""
+    if kind not in LOADERS:
+        raise WeightsError(f"no loader for models of kind {kind!r} (kinds: {', '.join(LOADERS)})")
+    module, attribute = LOADERS[kind]
+    found = importlib.import_module(module)
+    for part in attribute.split("."):
+        found = getattr(found, part)
+    return found
+
+
 def load(name: str, download: bool = True, manifest: Manifest | None = None, kind: str | None = None,
          **kwargs: Any) -> Any:
-    """The model ``name`` from its verified folder (:func:`path`), rebuilt by its kind's registered loader (``kwargs``
-    go to it). Raises WeightsError as :func:`path`, when ``kind`` differs, or when no loader is registered."""
+    """The model ``name`` from its verified folder (:func:`path`), rebuilt by its kind's loader (``kwargs`` go to it).
+    Raises WeightsError as :func:`path`, when ``kind`` differs, or when the kind has no loader."""
     manifest = manifest or read_manifest()
     got = manifest.entry(name).kind
     if kind is not None and got != kind:
         raise WeightsError(f"{name!r} is a {got!r}, not a {kind!r}")
-    folder = path(name, download, manifest)
-    if got not in export.registered():
-        raise WeightsError(f"{name!r} is a {got!r}, for which no loader is registered (registered: "
-                           f"{', '.join(export.registered()) or 'none'}): import the module that defines it first, "
-                           f"or load {folder} yourself")
-    return export.load(got, folder, **kwargs)
+    return loader(got)(path(name, download, manifest), **kwargs)
 
 
-# The helpers below import a component only to register its loader (weights itself depends on common/ alone).
 def load_posterior(name: str, download: bool = True, manifest: Manifest | None = None, **kwargs: Any):
     """``BNN.posterior.Posterior.load`` of the verified folder of ``name`` (kwargs go to ``load``)."""
-    import BNN.posterior  # noqa: F401
-
     return load(name, download, manifest, "bnn_posterior", **kwargs)
 
 
 def load_vae(name: str, download: bool = True, manifest: Manifest | None = None):
     """``VAE.model.load_vae`` of the verified folder of ``name``."""
-    import VAE.model  # noqa: F401
-
     return load(name, download, manifest, "vae")
 
 
 def load_expvae(name: str, download: bool = True, manifest: Manifest | None = None):
     """``VAE.expvae.load_expvae`` of the verified folder of ``name`` (the attention notebook's conv VAEs)."""
-    import VAE.expvae  # noqa: F401
-
     return load(name, download, manifest, "expvae")
 
 
