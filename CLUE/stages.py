@@ -261,6 +261,10 @@ def check_rebuildable(entry) -> None:
                         "retrain cannot repeat its sha256s; host its files (CLUE_WEIGHTS_URL), or score a run on "
                         "stages of its own (--stages train)")
     here = cpu_signature()
+    if "trained_on" not in entry.info:
+        logger.warning("%s records neither its threads nor its CPU (published before they were recorded): the retrain "
+                       "may end with sha256s that differ; hosting its files (CLUE_WEIGHTS_URL) avoids the retrain",
+                       entry.name)
     if (other := [c for c in entry.info.get("trained_on", []) if c.get("simd") != here["simd"]]):
         def describe(cpu):
             return f"{cpu.get('model')} ({', '.join(cpu.get('simd') or ['no SIMD flags read'])})"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -206,7 +207,7 @@ def test_log_px_diagnostic_reproduces_the_runs_estimate_and_reads_the_run_only(t
     assert not (tmp_path / "no.json").exists()
 
 
-def test_rebuild_refuses_at_once_stages_trained_with_several_threads(tiny_run, tmp_path, monkeypatch):
+def test_rebuild_refuses_at_once_stages_trained_with_several_threads(tiny_run, tmp_path, monkeypatch, caplog):
     """An entry published from a multi-threaded run is marked so, and --stages rebuild says what to do instead of
     retraining for an hour and then finding every sha256 different."""
     import subprocess
@@ -240,6 +241,13 @@ def test_rebuild_refuses_at_once_stages_trained_with_several_threads(tiny_run, t
     (root / "manifest.json").write_text(json.dumps(raw))
     with pytest.raises(ValueError, match=r"trained on AMD EPYC \(avx, avx2, fma\); this machine is Intel Xeon"):
         pipeline.rebuild_stages(config, weights.read_manifest(root / "manifest.json"))
+
+    # an entry published before the threads and CPU were recorded: the rebuild says at once that it may not match
+    del raw["models"][0]["trained_on"], raw["models"][0]["rebuildable"]
+    (root / "manifest.json").write_text(json.dumps(raw))
+    with caplog.at_level(logging.WARNING, logger="CLUE.stages"):
+        stages.check_rebuildable(weights.read_manifest(root / "manifest.json").entry(name))
+    assert "records neither its threads nor its CPU" in caplog.text
 
 
 def test_a_run_saved_before_a_setting_existed_matches_that_settings_default():
