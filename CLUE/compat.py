@@ -53,7 +53,7 @@ class OriginalGradientMLP:
     def from_posterior(cls, posterior) -> OriginalGradientMLP:
         """The same weight samples from a ``BNN.posterior.Posterior``; ValueError for a CNN or input normalization."""
         if posterior.arch.kind != "mlp" or posterior.input_norm is not None:
-            raise ValueError("the torch-1.3 gradient is reproduced for MLP posteriors without input normalisation; "
+            raise ValueError("the torch-1.3 gradient is reproduced for MLP posteriors without input normalization; "
                              f"got a {posterior.arch.kind} posterior with input_norm={posterior.input_norm}")
         n_layers = len([k for k in posterior.samples if k.endswith("/kernel")])
         return cls([posterior.samples[f"dense_{i}/kernel"].numpy() for i in range(n_layers)],

@@ -53,7 +53,7 @@ class Config:
     min_steps: int = option(3, "no early stop before this step")
     max_steps: int = option(50, "Adam steps at most (reference: 50)")
     n_early_stop: int = option(3, "early-stopping window; 0 disables it")
-    batch_size: int = option(256, "points optimised together (no effect on results)")
+    batch_size: int = option(256, "points optimized together (no effect on results)")
     change_threshold: float = option(0.05, "report a continuous feature as changed above this many training stds")
     seed: int = option(0, "data split seed and run seed")
     data_dir: str | None = option(None, "folder of raw data files")

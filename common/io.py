@@ -142,7 +142,7 @@ def _json_default(obj: Any) -> Any:
         return obj.tolist()
     if isinstance(obj, Path):
         return str(obj)
-    raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")
+    raise TypeError(f"cannot serialize {type(obj).__name__} to JSON")
 
 
 def save_json(path: str | os.PathLike, obj: Mapping[str, Any] | list) -> None:

@@ -139,5 +139,5 @@ def test_original_gradient_from_a_posterior_is_the_one_from_the_kit(kit):
     for a, b in zip(*results, strict=True):
         np.testing.assert_array_equal(a, b)
     normalised = Posterior.from_npz(kit.folder / "bnn_samples.npz", kit.likelihood, input_norm=(0.0, 2.0))
-    with pytest.raises(ValueError, match="input normalisation"):
+    with pytest.raises(ValueError, match="input normalization"):
         OriginalGradientMLP.from_posterior(normalised)

@@ -28,7 +28,7 @@ DATASET_LIMITATIONS = {
                   "the other 2000 (`data/README.md`); not comparable with models trained on the official train set.",
 }
 GENERAL_LIMITATIONS = (
-    "MNIST/tabular only: trained on one dataset, preprocessed exactly as `data.load` does (standardised continuous "
+    "MNIST/tabular only: trained on one dataset, preprocessed exactly as `data.load` does (standardized continuous "
     "columns, one-hot categories; images flat in [0, 1]); other data, or inputs prepared otherwise, give meaningless "
     "outputs and uncertainties. BNN posteriors are finite SG-HMC sample sets: their uncertainty is only as good as "
     "that approximation.")
@@ -92,7 +92,7 @@ def model_card(item: dict[str, Any], base_url: str | None = None, revision: str 
     if parity:
         limitations.append("These are the original code's models and outputs, quirks included (the BNN drops its "
                            "last sample; CLUE's gradients use the last-loaded sample's weights): see SCHEMA.md and "
-                           "../shared/reference/README.md. Their licence is the original repository's.")
+                           "../shared/reference/README.md. Their license is the original repository's.")
     lines += ["", "## Intended use", "", INTENDED_USE, "", "## Limitations", ""]
     lines += [f"- {text}" for text in limitations]
     return "\n".join(lines) + "\n"

@@ -50,13 +50,13 @@ class Config:
     clue_max_steps_epistemic: int = option(65, "CLUE Adam steps, epistemic runs ([nb]: 65)")
     clue_n_early_stop: int = option(3, "CLUE early-stopping window; 0 runs every step ([nb]: 3)")
     ufido_iterations: int = option(30, "U-FIDO iterations (original: 30)")
-    ufido_mnist_norm: bool = option(False, "U-FIDO normalises the BNN input with MNIST's mean and std, as the "
+    ufido_mnist_norm: bool = option(False, "U-FIDO normalizes the BNN input with MNIST's mean and std, as the "
                                            "original's fit_cat does on every dataset (spec trap 27)")
     n_boot: int = option(1000, "bootstrap resamples of the explained points for the intervals")
     bnn_gradient: str = option("exact", "BNN input gradient of the three methods: exact, or torch13 (the original's "
                                         "stale-weight gradient, as its runs had; DEVIATIONS.md)")
     original_config: bool = option(False, "the authors' configuration: the torch-1.3 gradient in CLUE, U-FIDO and "
-                                          "sensitivity, and U-FIDO's MNIST input normalisation on classification "
+                                          "sensitivity, and U-FIDO's MNIST input normalization on classification "
                                           "(overrides --bnn-gradient and --ufido-mnist-norm)")
     stages: str = option("train", "train: train the stages missing from --out; weights: take them from "
                                   "weights/manifest.json (sha256-checked), where a run with these settings published "
