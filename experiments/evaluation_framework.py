@@ -526,7 +526,7 @@ def claim_paragraph(numbers: dict[str, Any], width: int = 118) -> str:
         f"{g['clue_where_ufido']} of {g['ufido_pairs']} where U-FIDO reaches too."]
     for switch, label in (("default", "Holm-corrected over every sweep overlap ("),
                           ("original_config", "**Authors' configuration** (torch-1.3 gradient, U-FIDO's MNIST "
-                                              "normalisation; ")):
+                                              "normalization; ")):
         if switch in numbers["overlaps"]:
             o = numbers["overlaps"][switch]
             parts.append(f"{label}{', '.join(o['runs'])}): {_calls(o)}.")

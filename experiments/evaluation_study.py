@@ -47,10 +47,10 @@ logger = logging.getLogger("evaluation_study")
 # the faithfulness switches of the study (issue: reported beside the default), as CLUE.evaluate settings
 SWITCHES: dict[str, dict[str, Any]] = {
     "default": {},
-    "mnist_norm": {"ufido_mnist_norm": True},  # the original U-FIDO's MNIST input normalisation (classification)
+    "mnist_norm": {"ufido_mnist_norm": True},  # the original U-FIDO's MNIST input normalization (classification)
     "top20": {"threshold_quantile": 0.8},  # each run's top 20% of BNN uncertainty instead of the [nb] constants
     "torch13_grad": {"bnn_gradient": "torch13"},  # the torch-1.3 gradient of the original, same trained stages
-    # the authors' configuration: torch-1.3 gradient in every method, U-FIDO's MNIST normalisation on classification
+    # the authors' configuration: torch-1.3 gradient in every method, U-FIDO's MNIST normalization on classification
     "original_config": {"original_config": True},
 }
 # every run of the study from this version on: sensitivity's sweep three times as dense (its L1 grows 1.24x per value
