@@ -86,3 +86,19 @@ def test_resuming_with_other_settings_is_refused(tmp_path):
         train.main(with_preset(train.Config, train.PRESETS, "tiny", out=out, n_epochs=2, lr=0.02))
     more = train.main(with_preset(train.Config, train.PRESETS, "tiny", out=out, n_epochs=2))  # a longer cap resumes
     assert math.isfinite(more["test/nll"])
+
+
+@pytest.mark.parametrize("change", [{"adapt_while_sampling": True}, {"adapt_rate": "springenberg"}])
+def test_the_sampler_deviations_are_wired_and_act_where_they_should(tmp_path, change):
+    """Adapting while sampling changes nothing in burn-in and everything after it; the other rate acts from step 1."""
+    runs = {}
+    for name, extra in (("base", {}), ("changed", change)):
+        runs[name] = tmp_path / name
+        train.main(with_preset(train.Config, train.PRESETS, "tiny", out=str(runs[name]), n_epochs=4, **extra))
+    nll = {k: [row.split(",")[1] for row in (v / "metrics.csv").read_text().strip().splitlines()[1:]]
+           for k, v in runs.items()}
+    burn_in_same = nll["base"][:2] == nll["changed"][:2]
+    assert burn_in_same == ("adapt_while_sampling" in change)
+    assert nll["base"][2:] != nll["changed"][2:]
+    a, b = _samples(runs["base"]), _samples(runs["changed"])
+    assert any(not np.array_equal(a[k], b[k]) for k in a)
