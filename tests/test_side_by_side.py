@@ -114,3 +114,33 @@ def test_both_sides_in_quick_mode(tmp_path, parity_dir):
     assert set(w["sides"]["original"]["variants"]) == {"all_steps"}
     assert result["runs"][0]["workers"]["original"]["torch_threads"] == 1
     assert set(w["speedup"]) == {"identical_work", "early_stop"}
+
+
+def _table_module():
+    spec = importlib.util.spec_from_file_location("side_by_side_table", SCRIPT.with_name("side_by_side_table.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_readme_speed_figure_is_the_committed_side_by_side_json():
+    table = _table_module()
+    result = json.loads(table.RESULTS.read_text())
+    assert not result["quick"] and result["sides"] == ["ours", "original"]
+    for kind, path in table.READMES.items():
+        assert table.current_block(path.read_text()) == table.block(kind, result), \
+            f"{path.name}: run python benchmarks/side_by_side_table.py --write"
+
+
+def test_the_speed_table_moves_with_the_json(tmp_path):
+    """A changed timing changes the README block (the check can fail), and a --quick run makes no table."""
+    table = _table_module()
+    result = json.loads(table.RESULTS.read_text())
+    before = table.block("root", result)
+    w = next(w for w in result["runs"][0]["workloads"] if w["name"] == "clue/lsat/n100/exact")
+    w["speedup"]["early_stop"]["median_ratio"] *= 2
+    assert table.block("root", result) != before
+    quick = tmp_path / "side_by_side_quick.json"
+    quick.write_text(json.dumps({**result, "quick": True}))
+    with pytest.raises(SystemExit, match="smoke run"):
+        table.main(["--results", str(quick)])
