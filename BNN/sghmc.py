@@ -25,19 +25,13 @@ import tensorflow as tf
 
 from common.seeding import philox
 
-ADAPT_RATES = ("original", "springenberg")
 EPS = 1e-6  # epsilon of the original sampler, used in every division and in the preconditioner
 
 
 @dataclasses.dataclass(frozen=True)
 class SGHMCParams:
     """Sampler hyper-parameters (the original wrappers'): ``lr``, friction ``base_c``, initial ``prior_sigma``, Gamma
-    hyper-prior ``alpha0``, ``beta0``, clipping (:class:`GradientClipper`) and the ``- lr^4`` ``noise_correction``.
-
-    ``adapt_rate``: ``"original"``, the burn-in rate ``r = 1 / tau`` of the new tau (H_SA_SGHMC); ``"springenberg"``,
-    ``r = 1 / (tau + 1)`` of the old tau, as the reference implementation of [1] (pysgmcmc). Under the original's
-    rate tau = 1 is absorbing (r = 1 makes g = d and V = d^2, so the next tau is 1 again): V is then the last
-    minibatch's d^2 and is frozen so at the end of burn-in (DEVIATIONS.md, the MNIST BNN)."""
+    hyper-prior ``alpha0``, ``beta0``, clipping (:class:`GradientClipper`) and the ``- lr^4`` ``noise_correction``."""
 
     lr: float = 1e-2
     base_c: float = 0.05
@@ -47,7 +41,6 @@ class SGHMCParams:
     grad_std_mul: float = 30.0
     grad_buffer_len: int = 1000
     noise_correction: bool = True
-    adapt_rate: str = "original"
 
 
 class GradientClipper(tf.Module):
@@ -118,8 +111,6 @@ class ScaleAdaptedSGHMC(tf.Module):
     def __init__(self, params: Sequence[tf.Variable], hparams: SGHMCParams = SGHMCParams(),
                  seed: int | Sequence[int] = 0):
         super().__init__(name="sghmc")
-        if hparams.adapt_rate not in ADAPT_RATES:
-            raise ValueError(f"adapt_rate {hparams.adapt_rate!r}: choose one of {', '.join(ADAPT_RATES)}")
         self.hparams = hparams
         self.params = list(params)
         self.n_chains = None if isinstance(seed, (int, np.integer)) else len(seed)
@@ -166,12 +157,8 @@ class ScaleAdaptedSGHMC(tf.Module):
     def _adapt(self, i: int, d: tf.Tensor) -> None:
         """Step 3: the tau, g and V updates of parameter i (tau from the old g and V)."""
         tau, g, v_hat = self.tau[i], self.g[i], self.v_hat[i]
-        if self.hparams.adapt_rate == "springenberg":
-            r = 1.0 / (tau + 1.0)
-            tau.assign(tau - tau * tf.square(g) / (v_hat + EPS) + 1.0)
-        else:
-            tau.assign(tau - tau * tf.square(g) / (v_hat + EPS) + 1.0)
-            r = 1.0 / (tau + EPS)
+        tau.assign(tau - tau * tf.square(g) / (v_hat + EPS) + 1.0)
+        r = 1.0 / (tau + EPS)  # pysgmcmc, the reference code of [1], uses 1 / (tau + 1) of the old tau
         g.assign(g - r * g + r * d)
         v_hat.assign(v_hat - r * v_hat + r * tf.square(d))
 

@@ -28,7 +28,7 @@ from BNN import diagnostics
 from BNN.chains import ChainCheckpoints, ParallelChains, tf_log_level
 from BNN.model import KINDS, Architecture, get_likelihood
 from BNN.posterior import Posterior, evaluate
-from BNN.sghmc import ADAPT_RATES, SGHMCParams
+from BNN.sghmc import SGHMCParams
 from common.config import option
 from common.distribute import STRATEGIES, make_strategy
 from common.errors import UserError
@@ -62,8 +62,6 @@ class Config:
     grad_buffer_len: int | None = option(None, "grad-norm buffer length (None: 1000 cat, 100 gauss)")
     burn_in: int = option(120, "burn-in epochs per re-burn cycle")
     adapt_while_sampling: bool = option(False, "keep the burn-in scale adaptation on after burn-in (DEVIATIONS.md)")
-    adapt_rate: str = option("original", "burn-in adaptation rate: original (r = 1/tau, H_SA_SGHMC) | springenberg "
-                                         "(r = 1/(tau + 1), pysgmcmc; stable on MNIST, DEVIATIONS.md)")
     save_every: int = option(20, "save a sample every k epochs (sim_steps)")
     n_saves: int = option(100, "keep the last N samples (N_saves)")
     resample_momentum_every: int = option(10, "iterations (resample_its)")
@@ -112,15 +110,12 @@ def model_spec(config: Config, dataset: data.Dataset) -> tuple[Architecture, str
     hparams = SGHMCParams(
         lr=config.lr, base_c=config.base_c, prior_sigma=config.prior_sigma, alpha0=config.alpha0, beta0=config.beta0,
         grad_std_mul=config.grad_std_mul if config.grad_std_mul is not None else (30.0 if is_cat else 20.0),
-        grad_buffer_len=config.grad_buffer_len if config.grad_buffer_len is not None else (1000 if is_cat else 100),
-        adapt_rate=config.adapt_rate)
+        grad_buffer_len=config.grad_buffer_len if config.grad_buffer_len is not None else (1000 if is_cat else 100))
     return arch, likelihood, hparams
 
 
 def check(config: Config, dataset: data.Dataset) -> None:
     """The settings' mistakes that can be told before training (raises :class:`UserError`)."""
-    if config.adapt_rate not in ADAPT_RATES:
-        raise UserError(f"unknown --adapt-rate {config.adapt_rate!r}; choose one of {', '.join(ADAPT_RATES)}")
     if config.arch not in KINDS:
         raise UserError(f"unknown --arch {config.arch!r}; choose one of {', '.join(KINDS)}")
     if config.arch == "cnn" and dataset.image_shape is None:

@@ -249,29 +249,17 @@ def test_momentum_resampling_every_10_steps_leaves_a_step_size_free_shortfall():
     assert abs(ratio - expected) < 4 * se + 2e-3, (ratio, se, expected)
 
 
-def _adapted_v_hat(adapt_rate: str, grads: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """V-hat and tau of one weight after burn-in steps with the given likelihood gradients (prior term ~ 0)."""
-    theta = tf.Variable(tf.zeros([grads.shape[1]]))
-    sampler = ScaleAdaptedSGHMC([theta], SGHMCParams(lr=1e-6, adapt_rate=adapt_rate), seed=0)
-    for g in grads:
-        sampler.apply([tf.constant(g, tf.float32)], True, False, False)
-    return sampler.v_hat[0].numpy(), sampler.tau[0].numpy()
 
-
-def test_the_original_rate_all_but_absorbs_at_tau_one_and_keeps_only_the_last_gradient():
-    """Under r = 1/tau, tau = 1 all but absorbs (r ~ 1 sets g = d and V = d^2, so the next tau is ~1 again): V-hat
-    tracks the last d^2 (the MNIST BNN's divergence, DEVIATIONS.md); pysgmcmc's r = 1/(tau + 1) averages."""
+def test_the_adaptation_all_but_absorbs_at_tau_one_and_keeps_only_the_last_gradient():
+    """With r = 1/tau, tau = 1 all but absorbs (r ~ 1 sets g = d and V = d^2, so the next tau is ~1 again): V-hat
+    tracks the last d^2, not its mean, and is frozen so at the end of burn-in (the MNIST BNN, DEVIATIONS.md)."""
     rng = np.random.default_rng(0)
     grads = np.exp(rng.normal(0.0, 0.3, size=(300, 64))).astype(np.float32)  # one sign, magnitudes vary
-    v_orig, tau_orig = _adapted_v_hat("original", grads)
-    v_spr, tau_spr = _adapted_v_hat("springenberg", grads)
+    theta = tf.Variable(tf.zeros([64]))
+    sampler = ScaleAdaptedSGHMC([theta], SGHMCParams(lr=1e-6), seed=0)
+    for g in grads:
+        sampler.apply([tf.constant(g)], True, False, False)
     last, mean_sq = grads[-1].astype(np.float64) ** 2, (grads.astype(np.float64) ** 2).mean(0)
-    np.testing.assert_allclose(tau_orig, 1.0, atol=1e-3)
-    np.testing.assert_allclose(v_orig, last, rtol=0.1)
-    assert np.all(tau_spr > 1.0 + 1e-3) and np.median(np.abs(np.log(v_spr / last))) > 0.1
-    assert np.std(np.log(v_spr / mean_sq)) < 0.7 * np.std(np.log(v_orig / mean_sq))  # a steadier scale estimate
-
-
-def test_unknown_adapt_rate_is_refused():
-    with pytest.raises(ValueError, match="adapt_rate"):
-        ScaleAdaptedSGHMC([tf.Variable(tf.zeros([2]))], SGHMCParams(adapt_rate="fast"), seed=0)
+    np.testing.assert_allclose(sampler.tau[0].numpy(), 1.0, atol=1e-3)
+    np.testing.assert_allclose(sampler.v_hat[0].numpy(), last, rtol=0.1)
+    assert np.std(np.log(sampler.v_hat[0].numpy() / mean_sq)) > 0.4  # the spread of one draw of log d^2, not less
