@@ -62,13 +62,16 @@ def sampler_state(run: Path) -> dict:
 
 def blow_up(run: Path, bad_nll: float) -> dict:
     with open(run / "metrics.csv", newline="") as f:
-        rows = [(int(r["epoch"]), float(r["train/nll"])) for r in csv.DictReader(f)]
+        records = list(csv.DictReader(f))
+    rows = [(int(r["epoch"]), float(r["train/nll"])) for r in records]
+    evals = {str(r["epoch"]): {k: float(r[k]) for k in ("test_current/nll", "test_current/accuracy")}
+             for r in records if r.get("test_current/nll", "nan") not in ("", "nan")}
     bad = [e for e, nll in rows if nll > bad_nll]
     first_bad = bad[0] if bad else None
     good = [e for e, nll in rows if nll <= bad_nll and (first_bad is None or e < first_bad)]
     return {"epochs": len(rows), "bad_nll": bad_nll, "last_good_epoch": good[-1] if good else None,
             "first_bad_epoch": first_bad, "epochs_above": len(bad),
-            "train_nll": {str(e): nll for e, nll in rows}}
+            "train_nll": {str(e): nll for e, nll in rows}, "test_current": evals}
 
 
 def main(argv=None) -> dict:
@@ -79,7 +82,8 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     config = json.loads((args.run / "config.json").read_text())
     result = {"run": str(args.run), "burn_in": config["burn_in"], "n_epochs": config["n_epochs"],
-              "lr": config["lr"], "dataset": config["dataset"], **blow_up(args.run, args.bad_nll),
+              "lr": config["lr"], "dataset": config["dataset"],
+              "adapt_while_sampling": config.get("adapt_while_sampling", False), **blow_up(args.run, args.bad_nll),
               "sampler": sampler_state(args.run)}
     save_json(args.out, result)
     return result
