@@ -97,7 +97,7 @@ PRESET_HELP = {
     "paper": "the reference schedule: 1200 epochs, 100 samples (the defaults)",
     "mnist": "the companion MNIST schedule: mnist_t10k, width 1200, 60 epochs, 20 samples",
     "mnist_paper": "the companion MNIST script on the official split: mnist, width 1200, 250 epochs, 100 samples; "
-                   "the adaptation stays on while sampling (--adapt-while-sampling false: the original, which diverges)",
+                   "the adaptation stays on while sampling (--adapt-while-sampling false: the original; diverges)",
     "tiny": "seconds, for tests: digits, width 32, 6 epochs, 3 samples, no progress bar",
 }
 
