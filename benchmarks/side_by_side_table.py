@@ -93,8 +93,9 @@ def headline_table(result: dict[str, Any]) -> str:
 
 def machine_line(result: dict[str, Any]) -> str:
     m = result["machine"]
-    rates = [f"{r['threads']} thread{'s' if r['threads'] > 1 else ''}: TF {r['matmul_gflops'].get('ours', 0):.0f} / torch "
-             f"{r['matmul_gflops'].get('original', 0):.0f} GFLOP/s" for r in result["runs"] if "matmul_gflops" in r]
+    rates = [f"{r['threads']} thread{'s' if r['threads'] > 1 else ''}: TF {r['matmul_gflops'].get('ours', 0):.0f} "
+             f"/ torch {r['matmul_gflops'].get('original', 0):.0f} GFLOP/s"
+             for r in result["runs"] if "matmul_gflops" in r]
     return (f"{m['cpu_model']} ({', '.join(m['instruction_sets'][-3:])}), {result['repeats']} interleaved rounds, "
             f"medians; same-run float32 matmul rate, {'; '.join(rates)}.")
 
