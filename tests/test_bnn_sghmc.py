@@ -249,7 +249,6 @@ def test_momentum_resampling_every_10_steps_leaves_a_step_size_free_shortfall():
     assert abs(ratio - expected) < 4 * se + 2e-3, (ratio, se, expected)
 
 
-
 def test_the_adaptation_all_but_absorbs_at_tau_one_and_keeps_only_the_last_gradient():
     """With r = 1/tau, tau = 1 all but absorbs (r ~ 1 sets g = d and V = d^2, so the next tau is ~1 again): V-hat
     tracks the last d^2, not its mean, and is frozen so at the end of burn-in (the MNIST BNN, DEVIATIONS.md)."""
