@@ -88,7 +88,6 @@ def test_resuming_with_other_settings_is_refused(tmp_path):
     assert math.isfinite(more["test/nll"])
 
 
-
 def test_adapting_while_sampling_changes_nothing_in_burn_in_and_the_chain_after_it(tmp_path):
     runs = {}
     for name, flag in (("base", False), ("adapting", True)):

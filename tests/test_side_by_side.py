@@ -23,8 +23,8 @@ STATS = {"seconds", "median_s", "min_s", "max_s", "q1_s", "q3_s", "iqr_s", "gflo
          "fraction_of_matmul", "last_call"}
 
 
-def _module():
-    spec = importlib.util.spec_from_file_location("side_by_side", SCRIPT)
+def _module(path: Path = SCRIPT):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -116,15 +116,8 @@ def test_both_sides_in_quick_mode(tmp_path, parity_dir):
     assert set(w["speedup"]) == {"identical_work", "early_stop"}
 
 
-def _table_module():
-    spec = importlib.util.spec_from_file_location("side_by_side_table", SCRIPT.with_name("side_by_side_table.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_every_readme_speed_figure_is_the_committed_side_by_side_json():
-    table = _table_module()
+    table = _module(SCRIPT.with_name("side_by_side_table.py"))
     result = json.loads(table.RESULTS.read_text())
     assert not result["quick"] and result["sides"] == ["ours", "original"]
     for kind, path in table.READMES.items():
@@ -134,7 +127,7 @@ def test_every_readme_speed_figure_is_the_committed_side_by_side_json():
 
 def test_the_speed_table_moves_with_the_json(tmp_path):
     """A changed timing changes the README block (the check can fail), and a --quick run makes no table."""
-    table = _table_module()
+    table = _module(SCRIPT.with_name("side_by_side_table.py"))
     result = json.loads(table.RESULTS.read_text())
     before = table.block("root", result)
     w = next(w for w in result["runs"][0]["workloads"] if w["name"] == "clue/lsat/n100/exact")
