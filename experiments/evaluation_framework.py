@@ -453,10 +453,14 @@ def overlap_scorecard(runs: list[dict], alpha: float = ev.overlaps.ALPHA) -> pd.
     return table.set_index(["switch", "dataset", "seed", "target", "baseline"]).round(4)
 
 
+def _dataset_label(dataset: str) -> str:
+    return dataset.upper() if dataset in ("lsat", "compas") else dataset.title()
+
+
 def _seeds(dataset: str, seeds: list[int]) -> str:
     """``Wine s0-2`` for contiguous seeds, ``Wine s0, 2`` otherwise."""
     seeds = sorted(seeds)
-    name = dataset.upper() if dataset in ("lsat", "compas") else dataset.title()
+    name = _dataset_label(dataset)
     if len(seeds) > 1 and seeds == list(range(seeds[0], seeds[-1] + 1)):
         return f"{name} s{seeds[0]}-{seeds[-1]}"
     return f"{name} s" + ", ".join(map(str, seeds))
@@ -504,6 +508,41 @@ def claim_numbers(runs: list[dict]) -> dict[str, Any]:
                 below += 1
                 where.append(f"{r['dataset']} s{r['config']['seed']} {row['target']} L1 {row['l1']:g}")
     return {"grid": grid, "overlaps": overlaps, "in_distribution": {"below": below, "values": total, "where": where}}
+
+
+OVERLAP_CALLS = {"clue better": "CLUE better", "baseline better": "baseline better",
+                 "no clear winner": "no clear winner", "not measurable": "not measurable"}
+SWITCH_LABELS = {"default": "default settings", "original_config": "authors' configuration"}
+
+
+def overlap_calls_markdown(runs: list[dict]) -> str:
+    """The Holm-corrected call of every seed's overlap of CLUE with each baseline, per switch (the runs scored with
+    overlaps; Holm over each switch's comparisons, as :func:`claim_numbers`), as a Markdown table with one row per
+    (dataset, target, baseline); a scored seed whose two sweeps do not overlap reads "no overlap"."""
+    calls: dict[tuple, dict[int, str]] = {}
+    scored: dict[tuple, set[int]] = {}
+    for switch in SWITCH_LABELS:
+        runs_of = [r for r in runs if r.get("study_switch", "default") == switch and "overlaps" in r]
+        for r in runs_of:
+            scored.setdefault((switch, r["dataset"]), set()).add(int(r["config"]["seed"]))
+        family = [{**o, "dataset": r["dataset"], "seed": int(r["config"]["seed"])} for r in runs_of
+                  for o in r["overlaps"]]
+        for o in ev.scorecard(family):
+            calls.setdefault((switch, o["dataset"], o["target"], o["baseline"]), {})[o["seed"]] = o["call"]
+    lines = ["| dataset | target | CLUE against | " + " | ".join(SWITCH_LABELS.values()) + " |",
+             "|---|---|---|" + "---|" * len(SWITCH_LABELS)]
+    for dataset in sorted({d for _, d in scored}):
+        for target in ev.TARGETS:
+            for baseline in BASELINES:
+                cells = []
+                for switch in SWITCH_LABELS:
+                    seeds = sorted(scored.get((switch, dataset), ()))
+                    got = calls.get((switch, dataset, target, baseline), {})
+                    cells.append("; ".join(f"s{s}: {OVERLAP_CALLS[got[s]] if s in got else 'no overlap'}"
+                                           for s in seeds) or "not run")
+                label = "U-FIDO" if baseline == "ufido" else baseline
+                lines.append(f"| {_dataset_label(dataset)} | {target} | {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _calls(counts: dict) -> str:

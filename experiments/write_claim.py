@@ -1,5 +1,7 @@
 """Writes the README's statement of the paper's claim (between ``<!-- claim:start -->`` and ``<!-- claim:end -->``)
-from the committed study runs (``experiments/evaluation_framework.claim_paragraph``); ``--check`` only compares.
+and ``experiments/README.md``'s table of every overlap's call (between ``<!-- overlaps:start -->`` and
+``<!-- overlaps:end -->``) from the committed study runs (``experiments/evaluation_framework.claim_paragraph``,
+``overlap_calls_markdown``); ``--check`` only compares.
 
 Usage::
 
@@ -19,6 +21,7 @@ sys.path.insert(0, str(ROOT))
 from experiments import evaluation_framework as efw  # noqa: E402
 
 START, END = "<!-- claim:start -->", "<!-- claim:end -->"
+TABLE_START, TABLE_END = "<!-- overlaps:start -->", "<!-- overlaps:end -->"
 
 
 FIGURE = "experiments/figures/claim_scorecard.png"
@@ -32,22 +35,33 @@ def expected_block() -> str:
     return efw.claim_paragraph(efw.claim_numbers(_runs())) + f"\n\n![the calls, per dataset and target]({FIGURE})"
 
 
-def current_block(readme: str) -> str:
-    return readme.split(START, 1)[1].split(END, 1)[0].strip()
+def expected_table() -> str:
+    return efw.overlap_calls_markdown(_runs())
+
+
+def current_block(readme: str, start: str = START, end: str = END) -> str:
+    return readme.split(start, 1)[1].split(end, 1)[0].strip()
+
+
+def _replace_block(text: str, block: str, start: str, end: str) -> str:
+    head, rest = text.split(start, 1)
+    return f"{head}{start}\n{block}\n{end}{rest.split(end, 1)[1]}"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python experiments/write_claim.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true")
     args = parser.parse_args(argv)
-    path = ROOT / "README.md"
-    readme = path.read_text()
-    block = expected_block()
+    path, table_path = ROOT / "README.md", ROOT / "experiments" / "README.md"
+    readme, experiments_readme = path.read_text(), table_path.read_text()
+    block, table = expected_block(), expected_table()
     if args.check:
-        return 0 if current_block(readme) == block else 1
+        same = (current_block(readme) == block
+                and current_block(experiments_readme, TABLE_START, TABLE_END) == table)
+        return 0 if same else 1
     efw.plot_claim(_runs(), ROOT / FIGURE)
-    head, rest = readme.split(START, 1)
-    path.write_text(f"{head}{START}\n{block}\n{END}{rest.split(END, 1)[1]}")
+    path.write_text(_replace_block(readme, block, START, END))
+    table_path.write_text(_replace_block(experiments_readme, table, TABLE_START, TABLE_END))
     return 0
 
 

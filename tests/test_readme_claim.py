@@ -33,3 +33,27 @@ def test_the_claim_numbers_move_with_the_runs():
         if len(call["values"]) > 1 and "clue" in call["values"]:
             call.update(best="clue", verdict="best")
     assert efw.claim_paragraph(efw.claim_numbers(runs)) != before
+
+
+def test_the_experiments_readme_lists_every_overlap_call_of_the_committed_runs():
+    module = _module()
+    text = (PROJECT_ROOT / "experiments" / "README.md").read_text()
+    table = module.current_block(text, module.TABLE_START, module.TABLE_END)
+    assert table == module.expected_table(), "run python experiments/write_claim.py after committing study runs"
+    assert "| COMPAS | aleatoric | U-FIDO |" in table and "| Wine | epistemic | sensitivity |" in table
+
+
+def test_the_overlap_table_moves_with_the_runs():
+    """A seed whose comparison turns significant in CLUE's favor reads so (the check can fail)."""
+    efw = _module().efw
+    runs = efw.load_study("paper", "default")
+    before = efw.overlap_calls_markdown(runs)
+    scored = next(r for r in runs if r.get("overlaps"))
+    first = scored["overlaps"][0]
+    first.update(measurable=True, gap=1.0, gap_lo=0.5, gap_hi=1.5, p_value=0.0)
+    after = efw.overlap_calls_markdown(runs)
+    assert after != before
+    label = "COMPAS" if scored["dataset"] == "compas" else scored["dataset"].title()
+    against = "U-FIDO" if first["baseline"] == "ufido" else first["baseline"]
+    row = next(line for line in after.splitlines() if line.startswith(f"| {label} | {first['target']} | {against} |"))
+    assert f"s{scored['config']['seed']}: CLUE better" in row
