@@ -29,15 +29,14 @@ WEIGHTS_FILE = "model.weights.h5"
 
 
 def _conv(filters: int, fan_in: int, name: str, transpose: bool = False, activation: str | None = None):
-    init = torch_uniform(fan_in)
     cls = keras.layers.Conv2DTranspose if transpose else keras.layers.Conv2D
-    return cls(filters, 4, strides=2, padding="same", activation=activation, kernel_initializer=init,
-               bias_initializer=init, name=name)
+    return cls(filters, 4, strides=2, padding="same", activation=activation, kernel_initializer=torch_uniform(fan_in),
+               bias_initializer=torch_uniform(fan_in), name=name)  # two initializers: independent draws, as torch
 
 
 def _dense(units: int, fan_in: int, name: str, activation: str | None = None) -> keras.layers.Dense:
-    init = torch_uniform(fan_in)
-    return keras.layers.Dense(units, activation=activation, kernel_initializer=init, bias_initializer=init, name=name)
+    return keras.layers.Dense(units, activation=activation, kernel_initializer=torch_uniform(fan_in),
+                              bias_initializer=torch_uniform(fan_in), name=name)
 
 
 class ExpVAE(keras.Model):

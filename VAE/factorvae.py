@@ -65,10 +65,11 @@ class FactorVAE(keras.Model):
         self.dec_reshape = keras.layers.Reshape((side, side, DECODER_FILTERS[0]))
         self.deconvs = []
         for i, f in enumerate(DECODER_FILTERS):
-            init = torch_uniform(f * 16)  # torch's ConvTranspose2d fan_in: weight dim 1 (out channels) x k x k
+            fan_in = f * 16  # torch's ConvTranspose2d fan_in: weight dim 1 (out channels) x k x k
             self.deconvs.append(keras.layers.Conv2DTranspose(
                 f, 4, strides=2, padding="same", activation=None if i == len(DECODER_FILTERS) - 1 else "relu",
-                kernel_initializer=init, bias_initializer=init, name=f"deconv{i + 1}"))
+                kernel_initializer=torch_uniform(fan_in), bias_initializer=torch_uniform(fan_in),
+                name=f"deconv{i + 1}"))
         self.decode(tf.zeros([1, latent_dim]))
         self.encode(tf.zeros([1, image_size, image_size, 1]))
         self.built = True

@@ -15,7 +15,9 @@ BN_MOMENTUM = 0.9
 
 
 def torch_uniform(fan_in: int) -> keras.initializers.Initializer:
-    """U(-1/sqrt(fan_in), 1/sqrt(fan_in)): torch's default for Linear/Conv kernels and biases."""
+    """U(-1/sqrt(fan_in), 1/sqrt(fan_in)): torch's default for Linear/Conv kernels and biases. An unseeded Keras 3
+    initializer repeats its draw on every call: give the kernel and the bias one each (:func:`dense` and
+    :func:`conv2d` share one, so their bias is the kernel's first row: DEVIATIONS.md)."""
     bound = 1.0 / math.sqrt(fan_in)
     return keras.initializers.RandomUniform(-bound, bound)
 

@@ -20,6 +20,20 @@ def model():
     return ExpVAE()
 
 
+def _biases_tied_to_kernels(model) -> list[str]:
+    """Layers whose bias repeats the first values of its kernel's draw (one unseeded Keras initializer for both)."""
+    weights = {w.path: w.numpy() for w in model.weights}
+    return [path for path, value in weights.items() if path.endswith("bias") and value.any()
+            and np.array_equal(weights[path[:-len("bias")] + "kernel"].ravel()[:value.size], value.ravel())]
+
+
+def test_kernels_and_biases_are_drawn_independently_as_torch(model):
+    from VAE.factorvae import FactorVAE
+
+    assert _biases_tied_to_kernels(model) == []
+    assert _biases_tied_to_kernels(FactorVAE()) == []
+
+
 def test_architecture_matches_the_original(model):
     assert model.count_params() == 13_216_193  # spec section 1
     x = np.random.RandomState(0).uniform(size=(4, 784)).astype(np.float32)
