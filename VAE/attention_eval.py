@@ -173,33 +173,42 @@ def pixel_aurocs(maps: np.ndarray, gt: np.ndarray) -> dict[str, float]:
     return {"pooled": float(pooled), "per_image_mean": float(np.mean(per_image))}
 
 
-def image_scores(model, x: np.ndarray, aggregate: AggregatePosterior | None = None, seed: int = 0,
-                 batch_size: int = 1024) -> dict[str, np.ndarray]:
-    """Image scores ``[N]``: ``loss``, ``bce``, ``attention_{method}_{max,mean}``."""
-    terms = [model.loss_terms(x[start:start + batch_size]) for start in range(0, len(x), batch_size)]
-    scores = {key: np.concatenate([t[key].numpy() for t in terms]) for key in ("loss", "bce")}
+def raw_maps(model, x: np.ndarray, aggregate: AggregatePosterior | None = None, seed: int = 0
+             ) -> dict[str, np.ndarray]:
+    """Raw (unnormalized) maps ``[N, H, W]`` of ``x`` per method: code, paper; anomaly with ``aggregate``."""
     methods = {"code": {}, "paper": {}}
     if aggregate is not None:
         methods["anomaly"] = {"aggregate": aggregate, "seed": seed}
-    for method, kwargs in methods.items():
-        raw = attention_maps(model, x, method=method, normalize=False, **kwargs).numpy()
+    return {method: attention_maps(model, x, method=method, normalize=False, **kwargs).numpy()
+            for method, kwargs in methods.items()}
+
+
+def image_scores(model, x: np.ndarray, aggregate: AggregatePosterior | None = None, seed: int = 0,
+                 batch_size: int = 1024, maps: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """Image scores ``[N]``: ``loss``, ``bce``, ``attention_{method}_{max,mean}`` (``maps``: :func:`raw_maps` of
+    ``x`` if already computed)."""
+    terms = [model.loss_terms(x[start:start + batch_size]) for start in range(0, len(x), batch_size)]
+    scores = {key: np.concatenate([t[key].numpy() for t in terms]) for key in ("loss", "bce")}
+    for method, raw in (maps if maps is not None else raw_maps(model, x, aggregate, seed)).items():
         scores[f"attention_{method}_max"], scores[f"attention_{method}_mean"] = raw.max((1, 2)), raw.mean((1, 2))
     return scores
 
 
 def image_aurocs(model, inliers: np.ndarray, outliers: np.ndarray, aggregate: AggregatePosterior | None = None,
-                 seed: int = 0) -> dict[str, float]:
-    """Image-level AUROC, inliers negative and outliers positive, of every :func:`image_scores` score."""
+                 seed: int = 0, maps: Mapping[str, np.ndarray] | None = None) -> dict[str, float]:
+    """Image-level AUROC, inliers negative and outliers positive, of every :func:`image_scores` score (``maps``:
+    :func:`raw_maps` of the inliers followed by the outliers, if already computed)."""
     x = np.concatenate([inliers, outliers])
     labels = np.r_[np.zeros(len(inliers)), np.ones(len(outliers))]
-    scores = image_scores(model, x, aggregate, seed)
+    scores = image_scores(model, x, aggregate, seed) if maps is None else image_scores(model, x, maps=maps)
     return {name: float(roc_auc_score(labels, s)) for name, s in scores.items()}
 
 
-def code_paper_agreement(model, x: np.ndarray) -> dict[str, float]:
-    """Per-image Pearson correlation of the code map and the paper map (both raw): median and 10th percentile."""
-    code = attention_maps(model, x, method="code", normalize=False).numpy().reshape(len(x), -1)
-    paper = attention_maps(model, x, method="paper", normalize=False).numpy().reshape(len(x), -1)
+def code_paper_agreement(model, x: np.ndarray, maps: Mapping[str, np.ndarray] | None = None) -> dict[str, float]:
+    """Per-image Pearson correlation of the code map and the paper map (both raw): median and 10th percentile
+    (``maps``: :func:`raw_maps` of ``x`` if already computed)."""
+    maps = maps if maps is not None else raw_maps(model, x)
+    code, paper = (maps[method].reshape(len(x), -1) for method in ("code", "paper"))
     code, paper = code - code.mean(1, keepdims=True), paper - paper.mean(1, keepdims=True)
     r = (code * paper).sum(1) / np.sqrt((code ** 2).sum(1) * (paper ** 2).sum(1) + 1e-30)
     return {"pearson_median": float(np.median(r)), "pearson_p10": float(np.percentile(r, 10))}
@@ -224,8 +233,11 @@ def evaluate_model(model, data: EvalData, p: Protocol, seed: int) -> dict[str, d
                         ("subtractive", data.subtractive, data.subtractive_gt)):
         maps = score_maps(model, x, p, seed, aggregate, background)
         pixel[kind] = {name: pixel_aurocs(m, gt) for name, m in maps.items()}
-    return {"pixel": pixel, "image": image_aurocs(model, data.inliers, data.outliers, aggregate, seed),
-            "agreement": code_paper_agreement(model, data.outliers), "sign": sign_statistics(model, data.additive)}
+    maps = raw_maps(model, np.concatenate([data.inliers, data.outliers]), aggregate, seed)  # once for both uses
+    outlier_maps = {method: m[len(data.inliers):] for method, m in maps.items()}
+    return {"pixel": pixel, "image": image_aurocs(model, data.inliers, data.outliers, maps=maps),
+            "agreement": code_paper_agreement(model, data.outliers, outlier_maps),
+            "sign": sign_statistics(model, data.additive)}
 
 
 def _leaves(tree: Mapping, prefix: tuple = ()) -> dict[tuple, float]:

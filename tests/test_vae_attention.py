@@ -355,3 +355,13 @@ def test_one_class_protocol_data_and_the_new_maps(tiny):
         assert {"attention_anomaly", "ablation_anomaly_mean", "ablation_anomaly_abs",
                 "baseline_mean_inlier"} <= set(results["pixel"][kind])
     assert {"loss", "bce", "attention_anomaly_max", "attention_anomaly_mean"} <= set(results["image"])
+
+
+def test_image_aurocs_count_the_outliers_as_positives(monkeypatch):
+    """An anomaly score higher on every outlier gives AUROC 1, one higher on every inlier 0 (labels not swapped)."""
+    from VAE import attention_eval
+
+    inliers, outliers = np.zeros((3, 784), np.float32), np.ones((4, 784), np.float32)
+    monkeypatch.setattr(attention_eval, "image_scores", lambda model, x, aggregate=None, seed=0: {
+        "up": x.mean(axis=1), "down": -x.mean(axis=1)})
+    assert attention_eval.image_aurocs(None, inliers, outliers) == {"up": 1.0, "down": 0.0}
