@@ -52,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 
 import data  # noqa: E402
+from common.errors import UserError  # noqa: E402
 from common.io import PROJECT_ROOT, jsonable, load_json, save_json  # noqa: E402
 from common.runs import setup_logging  # noqa: E402
 from VAE import train  # noqa: E402
@@ -109,6 +110,10 @@ def run_one(eval_data: EvalData, digit: int, seed: int, args: argparse.Namespace
     start = time.perf_counter()
     metrics = train.main(train_config(digit, seed, args))
     trained = time.perf_counter()
+    wanted = args.epochs or train.EXPVAE_DEFAULTS["max_epochs"]
+    if metrics["epochs_run"] != wanted:  # the run folder holds a longer run (max_epochs is resume-safe)
+        raise UserError(f"{args.out / run_name(digit, seed)} holds a run of {metrics['epochs_run']} epochs, not "
+                        f"{wanted}: give runs of other settings their own --out and --results folders")
     model = load_expvae(args.out / run_name(digit, seed) / "best")
     evaluation = evaluate_model(model, eval_data, protocol(digit, args), seed)
     result = {"digit": digit, "seed": seed, "settings": settings(args), "protocol": asdict(protocol(digit, args)),

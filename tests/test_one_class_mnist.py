@@ -96,3 +96,14 @@ def test_arguments_and_run_config(tmp_path):
     assert oc.train_config(0, 0, defaults).resolved().max_epochs == 100
     with pytest.raises(SystemExit):
         oc.parse_args(["--digits", "10"])
+
+
+def test_a_run_folder_of_other_settings_is_refused(tmp_path, monkeypatch):
+    """A folder holding a longer run (its max_epochs resumes nothing) is not evaluated as a shorter one."""
+    from common.errors import UserError
+
+    monkeypatch.setattr(oc.train, "main", lambda config: {"epochs_run": 5})
+    monkeypatch.setattr(oc, "load_expvae", lambda path: pytest.fail("a mislabelled run was evaluated"))
+    args = oc.parse_args(_argv(tmp_path))
+    with pytest.raises(UserError, match="holds a run of 5 epochs, not 1"):
+        oc.run_one(None, 3, 0, args)
