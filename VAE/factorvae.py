@@ -33,6 +33,7 @@ DECODER_FILTERS = (64, 32, 32, 1)
 INIT_STD = 0.02
 LEAKY_SLOPE = 0.2
 REDUCTIONS = ("mean", "pooled")
+MAP_FORMS = ("gradcam", "brongers")  # of the L_AD attention maps (attention_maps)
 
 
 def _normal() -> keras.initializers.Initializer:
@@ -163,22 +164,36 @@ def discriminator_accuracy(logits_joint: tf.Tensor, logits_permuted: tf.Tensor) 
 
 
 def attention_maps(model: FactorVAE, x: tf.Tensor, dims: tf.Tensor, layer: int = 1, second_order: bool = True,
-                   upsample: bool = True) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """Maps ``[B, n, H, W]`` of dimensions ``dims`` at conv ``layer`` and ``(mu, logvar)`` of the same pass."""
+                   upsample: bool = True, form: str = "gradcam", eps: tf.Tensor | None = None
+                   ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Maps ``[B, n, H, W]`` of dimensions ``dims`` at conv ``layer`` and ``(mu, logvar)`` of the same pass.
+
+    ``form="gradcam"``: ``ReLU(sum_k alpha_k A_k)`` of the latent mean, ``A`` before the conv's ReLU, bilinear
+    upsampling (half-pixel centers). ``"brongers"``: Brongers' ``gradcam.py``, ``sum_k ReLU(alpha_k ReLU(A)_k)`` of the
+    sampled ``z = mu + eps * exp(logvar / 2)`` (``eps`` ``[B, L]``; the mean if None), upsampled with aligned corners.
+    ``alpha_k``: the spatial mean of ``d sum_b target_i / dA_k`` (with ``second_order=False``, a constant)."""
+    if form not in MAP_FORMS:
+        raise ValueError(f"unknown map form {form!r}; choose one of {MAP_FORMS}")
     a = model.features(x, layer)  # [B, h, w, K]
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(a)
         mu, logvar = model.encode_from(a, layer)
-        picked = tf.gather(mu, dims, axis=1)  # [B, n]
-        scores = tf.unstack(tf.reduce_sum(picked, axis=0))  # the batch decouples: d sum_b mu_i(x_b) / dA_b
+        target = mu if form == "gradcam" or eps is None else mu + eps * tf.exp(0.5 * logvar)
+        picked = tf.gather(target, dims, axis=1)  # [B, n]
+        scores = tf.unstack(tf.reduce_sum(picked, axis=0))  # the batch decouples: d sum_b z_i(x_b) / dA_b
     grads = tf.stack([tape.gradient(s, a) for s in scores], axis=1)  # [B, n, h, w, K]
     del tape
     alpha = tf.reduce_mean(grads, axis=[2, 3])  # [B, n, K]
     if not second_order:
         alpha = tf.stop_gradient(alpha)
-    maps = tf.nn.relu(tf.einsum("bhwk,bnk->bhwn", a, alpha))  # [B, h, w, n]
-    if upsample:
+    if form == "gradcam":
+        maps = tf.nn.relu(tf.einsum("bhwk,bnk->bhwn", a, alpha))  # [B, h, w, n]
+    else:  # the hooked conv output is rectified in place by the ReLU after it; each channel rectified, then summed
+        maps = tf.reduce_sum(tf.nn.relu(tf.nn.relu(a)[:, :, :, None, :] * alpha[:, None, None, :, :]), axis=-1)
+    if upsample and form == "gradcam":
         maps = tf.image.resize(maps, tf.shape(x)[1:3], method="bilinear")
+    elif upsample:
+        maps = tf.compat.v1.image.resize_bilinear(maps, tf.shape(x)[1:3], align_corners=True)
     return tf.transpose(maps, [0, 3, 1, 2]), mu, logvar
 
 
@@ -203,7 +218,7 @@ def distinct_pair(generator: tf.random.Generator, n: int) -> tf.Tensor:
 
 def make_train_step(model: FactorVAE, disc: keras.Model, vae_optimizer, disc_optimizer,
                     generator: tf.random.Generator, gamma: float = 40.0, ad_weight: float = 0.0, ad_layer: int = 1,
-                    second_order: bool = False, ad_reduction: str = "pooled"):
+                    second_order: bool = False, ad_reduction: str = "pooled", ad_map: str = "gradcam"):
     """One FactorVAE (``ad_weight = 0``) or AD-FactorVAE iteration as a ``tf.function``:
     ``step(x1, x2) -> {recon, kl, tc, ad, vae_loss, disc_loss, disc_accuracy}``.
 
@@ -222,7 +237,7 @@ def make_train_step(model: FactorVAE, disc: keras.Model, vae_optimizer, disc_opt
         with tf.GradientTape(persistent=True) as tape:
             if use_ad:
                 maps, mu, logvar = attention_maps(model, x1, distinct_pair(generator, latent), ad_layer,
-                                                  second_order)
+                                                  second_order, form=ad_map, eps=eps1)
                 ad = attention_disentanglement_loss(maps[:, 0], maps[:, 1], ad_reduction)
             else:
                 mu, logvar = model.encode(x1)

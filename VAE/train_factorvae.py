@@ -34,7 +34,7 @@ from common.training import DivergedError, RunState, TrainingInterrupted, checkp
 from data import dsprites
 from VAE.disentanglement import PRESETS as SCORE_PRESETS
 from VAE.disentanglement import DSpritesFactors, factor_score, preset
-from VAE.factorvae import REDUCTIONS, FactorVAE, discriminator, make_train_step, save_factorvae
+from VAE.factorvae import MAP_FORMS, REDUCTIONS, FactorVAE, discriminator, make_train_step, save_factorvae
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +63,9 @@ class Config:
                                           "gradient, through the target activations only")
     ad_reduction: str = option("pooled", "ad_factorvae only: pooled (Brongers, in which lambda = 40 was set: the "
                                          "batch-pooled ratio / batch size) | mean (the per-image ratio, averaged)")
+    ad_map: str = option("gradcam", "ad_factorvae only: gradcam (ReLU of the channel sum, of the latent mean, as the "
+                                    "spec) | brongers (Brongers' gradcam.py: channels rectified one by one, of the "
+                                    "sampled z; the form his lambda = 40 was set with)")
     batch_size: int = option(64, "images per batch (two batches per iteration)")
     lr: float = option(1e-4, "VAE Adam learning rate")
     beta1: float = option(0.9, "VAE Adam beta_1")
@@ -91,6 +94,7 @@ class Config:
             (self.model in MODELS, f"unknown --model {self.model!r}; choose one of {', '.join(MODELS)}"),
             (self.data_source in dsprites.SOURCES, f"unknown --data-source {self.data_source!r}; choose npz or render"),
             (self.ad_reduction in REDUCTIONS, f"unknown --ad-reduction {self.ad_reduction!r}; choose mean or pooled"),
+            (self.ad_map in MAP_FORMS, f"unknown --ad-map {self.ad_map!r}; choose gradcam or brongers"),
             (1 <= self.ad_layer <= 4, f"--ad-layer must be 1-4, got {self.ad_layer}"),
             (self.latent_dim >= 2, f"--latent-dim must be >= 2 (L_AD needs two dimensions), got {self.latent_dim}"),
             (self.batch_size >= 2, f"--batch-size must be >= 2, got {self.batch_size}"),
@@ -116,12 +120,15 @@ class Config:
 
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
+    "brongers": {"latent_dim": 32, "encoder_fc_relu": False, "ad_map": "brongers"},
     "tiny": {"data_source": "render", "batch_size": 8, "disc_width": 64, "disc_depth": 3, "max_iters": 4,
              "checkpoint_every": 2, "log_every": 1, "score_every": 0, "score_votes": 10, "score_batch": 8,
              "score_variance_samples": 64, "progress": False},
 }
 PRESET_HELP = {
     "paper": "Kim & Mnih's settings (the defaults): batch 64, latent 10, gamma 40, 300k iterations",
+    "brongers": "the settings of Brongers' reproduction, whose curves are the anchors: latent 32, no ReLU after the "
+                "encoder's Dense(128), his form of the L_AD maps (lambda 40, pooled, first order: as the defaults)",
     "tiny": "seconds, for tests: rendered images, batch 8, a small discriminator, 4 iterations, a 10-vote score",
 }
 
@@ -209,7 +216,8 @@ def main(config: Config) -> dict[str, Any]:
                      generator=generator)
     start = state.restore()  # epochs_done counts iterations here
     step = make_train_step(model, disc, vae_opt, disc_opt, generator, config.gamma, config.effective_ad_weight,
-                           config.ad_layer, config.ad_second_order, config.ad_reduction)
+                           config.ad_layer, config.ad_second_order, config.ad_reduction,
+                           config.ad_map)
     sampler = DSpritesFactors(data)
     represent = encoder_means(model)
 

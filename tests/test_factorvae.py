@@ -111,6 +111,33 @@ def test_attention_maps_are_per_dimension_gradcam(small_model, layer):
     assert up.shape == (3, 2, 64, 64) and float(tf.reduce_min(up)) >= 0
 
 
+def test_brongers_maps_rectify_each_channel_of_the_rectified_activations_for_the_sampled_z(small_model):
+    """``form="brongers"``: sum_k ReLU(alpha_k ReLU(A)_k), alpha from d z_i / dA with z = mu + eps sigma, upsampled
+    with aligned corners (corner pixels equal the coarse map's corners)."""
+    model, x = small_model
+    dims = tf.constant([1, 3])
+    eps = tf.constant(np.random.RandomState(4).normal(size=(len(x), model.latent_dim)).astype(np.float32))
+    maps, _, _ = fv.attention_maps(model, x, dims, layer=1, upsample=False, form="brongers", eps=eps)
+    a = model.features(x, 1)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(a)
+        mu_a, logvar_a = model.encode_from(a, 1)
+        z = mu_a + eps * tf.exp(0.5 * logvar_a)
+        columns = [z[:, i:i + 1] for i in (1, 3)]
+    for n, column in enumerate(columns):
+        alpha = tape.batch_jacobian(column, a)[:, 0].numpy().mean(axis=(1, 2))  # [B, K]
+        expected = np.maximum(np.maximum(a.numpy(), 0) * alpha[:, None, None, :], 0).sum(-1)
+        assert expected.max() > 0
+        np.testing.assert_allclose(maps[:, n].numpy(), expected, rtol=1e-4, atol=1e-4 * expected.max())
+    gradcam, _, _ = fv.attention_maps(model, x, dims, layer=1, upsample=False)
+    assert not np.allclose(gradcam.numpy(), maps.numpy())
+    up, _, _ = fv.attention_maps(model, x, dims, layer=1, form="brongers", eps=eps)
+    np.testing.assert_allclose(up[:, :, 0, 0].numpy(), maps[:, :, 0, 0].numpy(), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(up[:, :, -1, -1].numpy(), maps[:, :, -1, -1].numpy(), rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="map form"):
+        fv.attention_maps(model, x, dims, form="other")
+
+
 def test_second_order_gradient_reaches_the_layers_after_the_target(small_model):
     """First order (alpha held constant) moves only the layers up to the target; second order moves all of them."""
     model, x = small_model
@@ -146,10 +173,22 @@ def test_help_and_presets(capsys):
         (1e-4, 0.9, 0.999, 1e-4, 0.5, 0.9)
     assert (paper.disc_width, paper.disc_depth, paper.max_iters) == (1000, 6, 300000)
     assert (paper.ad_second_order, paper.ad_reduction, paper.ad_layer) == (False, "pooled", 1)  # Brongers' L_AD
+    assert paper.ad_map == "gradcam" and "--ad-map" in text
+    brongers = with_preset(train.Config, train.PRESETS, "brongers")
+    assert (brongers.latent_dim, brongers.encoder_fc_relu, brongers.ad_map, brongers.ad_weight) == (32, False,
+                                                                                                  "brongers", 40.0)
     from common.errors import UserError
 
     with pytest.raises(UserError, match="multiple of --log-every"):
         train.Config(checkpoint_every=150)
+    with pytest.raises(UserError, match="--ad-map"):
+        train.Config(ad_map="other")
+
+
+def test_tiny_run_with_brongers_maps(tmp_path):
+    metrics = train.main(with_preset(train.Config, train.PRESETS, "tiny", model="ad_factorvae", ad_map="brongers",
+                                     out=str(tmp_path / "run")))
+    assert metrics["iterations"] == 4 and 0 < metrics["train/ad"] < 1
 
 
 def _tiny(out, **overrides):
