@@ -123,13 +123,15 @@ def anomaly_coarse_maps(model, x: tf.Tensor, aggregate: AggregatePosterior, draw
 def attention_map(model, x: tf.Tensor, method: str = "code", normalize: bool = True, batch_rms: bool = False,
                   rectify: str | None = None, upsample_first: bool | None = None,
                   aggregate: AggregatePosterior | None = None, draws: int = 1, seed: int = 0,
-                  noise: tf.Tensor | np.ndarray | None = None) -> tf.Tensor:
+                  noise: tf.Tensor | np.ndarray | None = None, reverse: bool = False) -> tf.Tensor:
     """Attention maps ``[B, 28, 28]`` (non-negative) of images ``x`` ``[B, 784]`` by ``method`` (module docstring).
 
     Args:
       rectify: ``"abs"`` or ``"relu"``; ``None``: ``"abs"`` for ``"code"``, ``"relu"`` for ``"anomaly"``.
       upsample_first: rectify after upsampling; ``None``: ``True`` for ``"code"``, ``False`` for ``"anomaly"``.
-      aggregate, draws, seed, noise: ``"anomaly"`` only (:func:`aggregate_posterior`, :func:`anomaly_coarse_maps`)."""
+      aggregate, draws, seed, noise: ``"anomaly"`` only (:func:`aggregate_posterior`, :func:`anomaly_coarse_maps`).
+      reverse: ``"anomaly"`` only: back-propagate ``-u`` (the spec's ``aggregate - test`` reading of D; the map is
+        linear in ``u``, so this negates the signed coarse map)."""
     if method not in METHODS:
         raise ValueError(f"unknown attention method {method!r}; choose one of {METHODS}")
     if rectify not in RECTIFIERS + (None,):
@@ -142,6 +144,7 @@ def attention_map(model, x: tf.Tensor, method: str = "code", normalize: bool = T
     size = (side, side)
     if method == "anomaly":
         coarse = anomaly_coarse_maps(model, x, aggregate, draws, seed, noise)  # [B, draws, h, w]
+        coarse = -coarse if reverse else coarse
         n, k = int(coarse.shape[0]), int(coarse.shape[1])
         flat = tf.reshape(coarse, [n * k, *coarse.shape[2:]])
         rectify, upsample_first = rectify or "relu", bool(upsample_first)  # None: the paper's ReLU, then upsampling

@@ -142,6 +142,8 @@ def score_maps(model, x: np.ndarray, p: Protocol, seed: int, aggregate: Aggregat
                                                         aggregate=aggregate, draws=0).numpy()
         extra["ablation_anomaly_abs"] = attention_maps(model, x, method="anomaly", normalize=False, aggregate=aggregate,
                                                        seed=seed, rectify="abs", upsample_first=True).numpy()
+        extra["ablation_anomaly_reversed"] = attention_maps(model, x, method="anomaly", normalize=False,
+                                                            aggregate=aggregate, seed=seed, reverse=True).numpy()
     if background is not None:
         extra["baseline_mean_inlier"] = np.abs(images - background.reshape(SIDE, SIDE))
     return {

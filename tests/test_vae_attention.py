@@ -265,6 +265,10 @@ def test_anomaly_map_by_hand_sign_follows_the_difference():
     absolute = attention_map(model, X_HAND, method="anomaly", aggregate=below, draws=0, normalize=False,
                              rectify="abs", upsample_first=True).numpy()
     np.testing.assert_allclose(absolute.reshape(-1), [0.5, 0.5, 1.0, 0.0], atol=1e-6)
+    # reverse: -u (the spec's aggregate - test), which lights up the other sign: the "below" map of "above"
+    reversed_ = attention_map(model, X_HAND, method="anomaly", aggregate=above, draws=0, normalize=False,
+                              reverse=True).numpy()
+    np.testing.assert_allclose(reversed_.reshape(-1), [0.0, 0.5, 0.0, 0.0], atol=1e-6)
 
 
 def test_anomaly_map_draws_are_weighted_by_the_difference_distribution_and_seeded():
@@ -352,7 +356,7 @@ def test_one_class_protocol_data_and_the_new_maps(tiny):
     assert "attention_anomaly" not in maps
     results = evaluate_model(model, data, p, seed=0)
     for kind in ("additive", "subtractive"):
-        assert {"attention_anomaly", "ablation_anomaly_mean", "ablation_anomaly_abs",
+        assert {"attention_anomaly", "ablation_anomaly_mean", "ablation_anomaly_abs", "ablation_anomaly_reversed",
                 "baseline_mean_inlier"} <= set(results["pixel"][kind])
     assert {"loss", "bce", "attention_anomaly_max", "attention_anomaly_mean"} <= set(results["image"])
 
