@@ -10,7 +10,7 @@ dimension across the batch.
 ``L_AD`` (reference-spec-expvae.md P2.2): with ``A`` the pre-ReLU output of conv layer ``layer`` and
 ``M^i_b = Up(ReLU(sum_k alpha^i_bk A_bk))``, ``alpha^i_bk = mean_{pq} d mu_i(x_b) / dA_bkpq``, for two random dimensions
 ``i != j``: ``L_AD = 2 * sum_p min(M^i_p, M^j_p) / sum_p (M^i_p + M^j_p)``. ``second_order`` differentiates through
-``alpha``; the default stops its gradient (Brongers').
+``alpha``; the default stops its gradient (Brongers'). ``attention_maps(form="brongers")``: his form of the maps.
 
 References: [1] Kim & Mnih. Disentangling by Factorising. ICML 2018. [2] Liu et al. Towards Visually Explaining VAEs.
 CVPR 2020. [3] Selvaraju et al. Grad-CAM. ICCV 2017."""

@@ -52,7 +52,8 @@ class Config:
     npz: str | None = option(None, "path of the dSprites npz (None: searched in --data-dir, $CLUE_DATA_DIR, cache)")
     data_dir: str | None = option(None, "folder searched first for dsprites/<npz name>")
     latent_dim: int = option(10, "latent size (Kim & Mnih and FACT: 10; Brongers: 32)")
-    encoder_fc_relu: bool = option(True, "ReLU after the encoder's Dense(128) (Kim & Mnih; Brongers: none)")
+    encoder_fc_relu: bool = option(True, "ReLU after the encoder's Dense(128) (our reading of Kim & Mnih; "
+                                         "Brongers: none)")
     disc_width: int = option(1000, "discriminator hidden width")
     disc_depth: int = option(6, "discriminator layers (depth - 1 hidden + the 2-logit head)")
     gamma: float = option(40.0, "weight of the total-correlation estimate")
