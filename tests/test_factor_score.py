@@ -89,3 +89,14 @@ def test_dsprites_sampler_with_the_renderer():
     votes = np.array(result["votes"])
     assert votes[0, 3] == 10 and votes[1, 4] == 10  # the posX and posY votes all go to their own dimension
     assert result["score"] == pytest.approx(20 / 50)  # the other factors' votes are lost: (10 + 10) / 50
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_dimensions_are_compared_after_scaling_by_their_data_std(name):
+    """Each dimension codes one factor with 10% noise at scales 1e3 ... 0.2: raw variances would pick a
+    small-scale dimension (it varies least in absolute terms), the scaled ones the factor held fixed."""
+    scale = np.array([1e3, 10.0, 1.0, 0.5, 0.2])
+    noise = np.random.default_rng(5)
+    code = lambda x: (x + 0.1 * noise.normal(size=x.shape)) * scale
+    result = factor_score(code, FactorsAsObservations(), name, seed=6)
+    assert result["score"] >= 0.95
