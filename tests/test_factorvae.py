@@ -213,3 +213,38 @@ def test_tiny_ad_factorvae_run_resumes_exactly(tmp_path):
     a, b = fv.load_factorvae(tmp_path / "straight" / "model"), fv.load_factorvae(tmp_path / "resumed" / "model")
     for va, vb in zip(a.weights, b.weights):
         np.testing.assert_array_equal(va.numpy(), vb.numpy())
+
+
+def _pair(gamma_disc_seed=0):
+    keras.utils.set_random_seed(gamma_disc_seed)
+    return fv.FactorVAE(latent_dim=4), fv.discriminator(4, width=16, depth=3)
+
+
+def test_train_step_vae_update_is_its_own_loss_gradient_and_the_discriminator_only_trains_itself():
+    """One step's VAE update equals SGD on recon + KL + gamma * TC computed by hand with the same noise (so the
+    discriminator's loss does not reach the VAE), and the discriminator's own update leaves the VAE's weights alone."""
+    x1, x2 = tf.constant(fv_images(4)), tf.constant(fv_images(8)[4:])
+    (model, disc), (ref_model, ref_disc) = _pair(), _pair()
+    generator = tf.random.Generator.from_seed(3)
+    replay = tf.random.Generator.from_seed(3)
+    step = fv.make_train_step(model, disc, keras.optimizers.SGD(0.1), keras.optimizers.SGD(0.0), generator, gamma=40.0)
+    step(x1, x2)
+    eps1 = replay.normal([4, 4])
+    with tf.GradientTape() as tape:
+        mu, logvar = ref_model.encode(x1)
+        z = mu + eps1 * tf.exp(0.5 * logvar)
+        loss = (fv.reconstruction_loss(x1, ref_model.decode(z)) + fv.kl_divergence(mu, logvar)
+                + 40.0 * fv.tc_estimate(ref_disc(z)))
+    grads = tape.gradient(loss, ref_model.trainable_variables)
+    for var, ref, grad in zip(model.trainable_variables, ref_model.trainable_variables, grads):
+        np.testing.assert_allclose(var.numpy(), (ref - 0.1 * grad).numpy(), rtol=1e-4, atol=1e-6)
+    for var, ref in zip(disc.trainable_variables, ref_disc.trainable_variables):
+        np.testing.assert_array_equal(var.numpy(), ref.numpy())  # discriminator learning rate 0
+    model2, disc2 = _pair()
+    before = [v.numpy() for v in model2.trainable_variables]
+    fv.make_train_step(model2, disc2, keras.optimizers.SGD(0.0), keras.optimizers.SGD(0.1),
+                       tf.random.Generator.from_seed(3), gamma=40.0)(x1, x2)
+    for var, old in zip(model2.trainable_variables, before):
+        np.testing.assert_array_equal(var.numpy(), old)
+    assert any(not np.array_equal(v.numpy(), r.numpy()) for v, r in zip(disc2.trainable_variables,
+                                                                      ref_disc.trainable_variables))
