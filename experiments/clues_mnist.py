@@ -10,6 +10,7 @@ section 3).
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from BNN.posterior import Posterior
 from CLUE import generate
 from CLUE.explainer import CLUE, CLUEConfig, CLUEResult, CLUEWeights
 from common.config import with_preset
+from common.errors import UserError
 from common.io import PROJECT_ROOT
 from data.sources import DataFileError, fetch
 from VAE import train as vae_train
@@ -30,6 +32,8 @@ from VAE.model import load_vae
 
 REFERENCE = PROJECT_ROOT.parent / "shared" / "reference" / "mnist-t10k-original.json"
 VAE_EPOCH_CAP = 15  # the reference's MNIST VAE cap (mnist-t10k-original.md, section 2)
+BNN_PRESETS = {"mnist": "mnist_paper", "mnist_t10k": "mnist"}  # the BNN.train preset trained when no run is found
+logger = logging.getLogger(__name__)
 
 
 def resolve_dataset(dataset: str | None) -> str:
@@ -66,22 +70,31 @@ def load_models(dataset: str, bnn_dir: str, vae_dir: str, weights_dir: str | Pat
 
     ``smoke``: tiny models (``BNN.train`` / ``VAE.train`` ``tiny`` presets) trained into ``weights_dir``, whatever
     exists elsewhere. Otherwise the BNN is the pretrained ``bnn_mnist`` (when present and trained on ``dataset``),
-    else the run in ``bnn_dir``, else trained into ``weights_dir/bnn`` with ``--preset mnist``; the VAE likewise is the
-    committed ``vae_mnist``, else the run in ``vae_dir``, else trained into ``weights_dir/vae`` with ``--preset paper
-    --max-epochs 15`` (the reference's cap).
+    else the run in ``bnn_dir`` (None: ``runs/bnn_paper/<dataset>_s<seed>``), else trained into ``weights_dir/bnn``
+    with :data:`BNN_PRESETS` (hours on a CPU: a warning says so); the VAE likewise is the committed ``vae_mnist``,
+    else the run in ``vae_dir`` (None: ``runs/paper/vae_<dataset>_s<seed>``), else trained into ``weights_dir/vae``
+    with ``--preset paper --max-epochs 15`` (the reference's cap). ``UserError`` if a run was trained on another
+    dataset than ``dataset``.
     """
     weights_dir = Path(weights_dir)
     sources = {}
+    bnn_dir = bnn_dir or f"runs/bnn_paper/{dataset}_s{seed}"
+    vae_dir = vae_dir or f"runs/paper/vae_{dataset}_s{seed}"
     bnn_path = None if smoke else _inner(bnn_dir, "posterior")
     manifest = weights.read_manifest()
     if not smoke and weights.available("bnn_mnist", manifest) and \
             manifest.entry("bnn_mnist").info.get("dataset") == dataset:
         posterior, sources["bnn"] = weights.load_posterior("bnn_mnist", manifest=manifest), "weights: bnn_mnist"
     elif bnn_path is not None:
-        posterior, sources["bnn"] = Posterior.load(bnn_path), _shown(bnn_path)
+        posterior, sources["bnn"] = _same_dataset(Posterior.load(bnn_path), dataset, bnn_path), _shown(bnn_path)
     else:
         out = weights_dir / "bnn"
-        bnn_train.main(with_preset(bnn_train.Config, bnn_train.PRESETS, "tiny" if smoke else "mnist",
+        preset = "tiny" if smoke else BNN_PRESETS[dataset]
+        if not smoke:
+            logger.warning("no %s BNN in %s: training one into %s with --preset %s (hours on a CPU; the "
+                           "command: python -m BNN.train --preset %s --seed %d --out %s)", dataset, bnn_dir, out,
+                           preset, preset, seed, bnn_dir)
+        bnn_train.main(with_preset(bnn_train.Config, bnn_train.PRESETS, preset,
                                    dataset=dataset, seed=seed, out=str(out), progress=False))
         posterior, sources["bnn"] = Posterior.load(out / "posterior"), f"trained: {out}"
     vae_path = None if smoke else _inner(vae_dir, "best")
@@ -89,14 +102,27 @@ def load_models(dataset: str, bnn_dir: str, vae_dir: str, weights_dir: str | Pat
             manifest.entry("vae_mnist").info.get("dataset") == dataset:
         vae, sources["vae"] = weights.load_vae("vae_mnist", manifest=manifest), "weights: vae_mnist"
     elif vae_path is not None:
-        vae, sources["vae"] = load_vae(vae_path), _shown(vae_path)
+        vae, sources["vae"] = _same_dataset(load_vae(vae_path), dataset, vae_path), _shown(vae_path)
     else:
         out = weights_dir / "vae"
         extra = {} if smoke else {"max_epochs": VAE_EPOCH_CAP}
+        if not smoke:
+            logger.warning("no %s VAE in %s: training one into %s (hours on a CPU; the command: python -m VAE.train "
+                           "--dataset %s --preset paper --max-epochs %d --seed %d --out %s)", dataset, vae_dir, out,
+                           dataset, VAE_EPOCH_CAP, seed, vae_dir)
         vae_train.main(with_preset(vae_train.Config, vae_train.PRESETS, "tiny" if smoke else "paper",
                                    dataset=dataset, seed=seed, out=str(out), progress=False, **extra))
         vae, sources["vae"] = load_vae(out / "best"), f"trained: {out}"
     return posterior, vae, sources
+
+
+def _same_dataset(model, dataset: str, path: Path):
+    """``model``, or UserError when it records another training dataset than ``dataset``."""
+    trained_on = getattr(model, "dataset", None)
+    if trained_on is not None and trained_on != dataset:
+        raise UserError(f"{_shown(path)} holds a model trained on {trained_on}, not {dataset}: pass the run of "
+                        f"{dataset} (bnn_dir / vae_dir), or dataset={trained_on!r}")
+    return model
 
 
 def explain(ds: data.Dataset, posterior: Posterior, vae, n_explain: int, lam: float, lr: float, max_steps: int,

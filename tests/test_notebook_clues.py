@@ -77,3 +77,22 @@ def test_mnist_notebook_trains_tiny_models(tmp_path, data_dir, run_notebook):
         assert results["original"]["clue_exact_grad"]["n_explained"] == 200
     png = tmp_path / "out" / "figures" / "clues_mnist_mnist_t10k.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+
+
+def test_mnist_models_of_another_split_are_refused_and_the_fallback_presets_exist(tmp_path):
+    """A run trained on mnist_t10k is not used for the official split (and vice versa), and the BNN presets trained
+    when no run is found are the official split's (mnist_paper) and the stand-in's (mnist)."""
+    from types import SimpleNamespace
+
+    import pytest
+
+    from BNN import train as bnn_train
+    from common.errors import UserError
+    from experiments import clues_mnist as cm
+
+    stand_in = SimpleNamespace(dataset="mnist_t10k")
+    with pytest.raises(UserError, match="trained on mnist_t10k, not mnist"):
+        cm._same_dataset(stand_in, "mnist", tmp_path)
+    assert cm._same_dataset(stand_in, "mnist_t10k", tmp_path) is stand_in
+    assert cm.BNN_PRESETS == {"mnist": "mnist_paper", "mnist_t10k": "mnist"}
+    assert all(bnn_train.PRESETS[p]["dataset"] == d for d, p in cm.BNN_PRESETS.items())
