@@ -86,7 +86,7 @@ PRESETS = {
     # The companion MNIST script's schedule (spec 2.4) on the official 60,000 / 10,000 split.
     "mnist_paper": {"dataset": "mnist", "width": 1200, "n_epochs": 250, "batch_size": 256, "burn_in": 20,
                     "save_every": 2, "n_saves": 100, "resample_momentum_every": 50, "resample_prior_every": 15,
-                    "grad_std_mul": 20.0, "eval_every": 5, "checkpoint_every": 2,
+                    "grad_std_mul": 20.0, "eval_every": 5, "checkpoint_every": 10,  # a checkpoint holds ~1 GB
                     "adapt_while_sampling": True},  # the original's frozen adaptation diverges here: DEVIATIONS.md
     # Seconds on a CPU: small net, a few epochs, samples from epoch 2 on.
     "tiny": {"dataset": "digits", "width": 32, "n_epochs": 6, "batch_size": 128, "burn_in": 2, "save_every": 1,
