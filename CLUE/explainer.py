@@ -263,7 +263,9 @@ class CLUE:
         t, active, z, m, v, cost_hist, stop, arrays = tf.while_loop(
             lambda t, active, *_: (t < T) & (tf.size(active) > 0), body,
             (tf.constant(0), active, z, m, v, cost_hist, stop, arrays), shape_invariants=shapes)
-        x_last = self.generator.regenerate(z, straight_through=False)
+        # rows still running at max_steps end at their hard decode (none left: skip it; conv decoders fail on 0 rows)
+        x_last = tf.cond(tf.size(active) > 0, lambda: self.generator.regenerate(z, straight_through=False),
+                         lambda: tf.zeros([0, x0.shape[1]], x0.dtype))
         if cond_mask is not None:
             x_last = x_last * tf.gather(cond_mask, active) + tf.gather(x0, active) * (1.0 - tf.gather(cond_mask,
                                                                                                     active))

@@ -192,3 +192,22 @@ def test_result_says_where_the_predicted_class_changed():
     np.testing.assert_array_equal(res.prediction_changed, expected)
     assert res.summary()["fraction_prediction_changed"] == pytest.approx(expected.mean())
     np.testing.assert_allclose(res.prediction_after, bnn.predict_samples(res.x).numpy().mean(0), rtol=1e-5)
+
+
+def test_a_batch_whose_rows_all_stop_early_with_a_conv_decoder():
+    """Every row stops before max_steps, so no row is left for the final hard decode: the conv VAE's decoder is not
+    run on an empty batch (it failed on one), and every row ends at its frozen step."""
+    from BNN.model import Architecture, init_params
+    from BNN.posterior import Posterior
+    from common.seeding import set_seed
+    from VAE.model import VAE
+
+    set_seed(0)
+    arch = Architecture("mlp", 784, 10, 8, 2)
+    draws = [init_params(arch, seed=s) for s in range(2)]
+    bnn = Posterior(arch, "categorical", {k: np.stack([d[k] for d in draws]) for k in draws[0]})
+    vae = VAE([1] * 784, 20, likelihood="bernoulli", arch="mnist_conv")
+    x0 = np.random.default_rng(0).uniform(size=(3, 784)).astype(np.float32)
+    result = CLUE(bnn, vae, CLUEConfig(CLUEWeights.paper(4.0, 784), lr=0.1, max_steps=35)).explain(x0)
+    assert (result.stop_step > 0).all() and (result.freeze_index < 35).all()
+    assert result.x.shape == (3, 784) and np.isfinite(result.x).all()
