@@ -545,6 +545,18 @@ def overlap_calls_markdown(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def grid_calls_markdown(runs: list[dict]) -> str:
+    """:func:`study_scorecard` of the default runs as a Markdown table, one row per (dataset, target)."""
+    card = study_scorecard([r for r in runs if r.get("study_switch", "default") == "default"]).reset_index()
+    lines = ["| dataset | target | seeds | pairs | CLUE best | U-FIDO best | sensitivity best | no clear winner | "
+             "CLUE best where U-FIDO reaches |", "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    for _, row in card.iterrows():
+        lines.append(f"| {_dataset_label(row['dataset'])} | {row['target']} | {row['seeds']} | "
+                     f"{row['CLUE meets a baseline']} | {row['CLUE best']} | {row['U-FIDO best']} | "
+                     f"{row['sensitivity best']} | {row['tie']} | {row['CLUE best where U-FIDO reaches']} |")
+    return "\n".join(lines)
+
+
 def _calls(counts: dict) -> str:
     return (f"CLUE better in {counts['clue better']}, a baseline in {counts['baseline better']}, no clear winner in "
             f"{counts['no clear winner']}" + (f", not measurable in {counts['not measurable']}"

@@ -1,7 +1,8 @@
 """Writes the README's statement of the paper's claim (between ``<!-- claim:start -->`` and ``<!-- claim:end -->``)
-and ``experiments/README.md``'s table of every overlap's call (between ``<!-- overlaps:start -->`` and
-``<!-- overlaps:end -->``) from the committed study runs (``experiments/evaluation_framework.claim_paragraph``,
-``overlap_calls_markdown``); ``--check`` only compares.
+and ``experiments/README.md``'s tables of every overlap's call (``<!-- overlaps:start -->`` ... ``end``) and of the
+grid's calls (``<!-- grid:start -->`` ... ``end``) from the committed study runs
+(``experiments/evaluation_framework.claim_paragraph``, ``overlap_calls_markdown``, ``grid_calls_markdown``);
+``--check`` only compares.
 
 Usage::
 
@@ -22,6 +23,7 @@ from experiments import evaluation_framework as efw  # noqa: E402
 
 START, END = "<!-- claim:start -->", "<!-- claim:end -->"
 TABLE_START, TABLE_END = "<!-- overlaps:start -->", "<!-- overlaps:end -->"
+GRID_START, GRID_END = "<!-- grid:start -->", "<!-- grid:end -->"
 
 
 FIGURE = "experiments/figures/claim_scorecard.png"
@@ -39,6 +41,10 @@ def expected_table() -> str:
     return efw.overlap_calls_markdown(_runs())
 
 
+def expected_grid() -> str:
+    return efw.grid_calls_markdown(_runs())
+
+
 def current_block(readme: str, start: str = START, end: str = END) -> str:
     return readme.split(start, 1)[1].split(end, 1)[0].strip()
 
@@ -54,14 +60,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     path, table_path = ROOT / "README.md", ROOT / "experiments" / "README.md"
     readme, experiments_readme = path.read_text(), table_path.read_text()
-    block, table = expected_block(), expected_table()
+    block, table, grid = expected_block(), expected_table(), expected_grid()
     if args.check:
         same = (current_block(readme) == block
-                and current_block(experiments_readme, TABLE_START, TABLE_END) == table)
+                and current_block(experiments_readme, TABLE_START, TABLE_END) == table
+                and current_block(experiments_readme, GRID_START, GRID_END) == grid)
         return 0 if same else 1
     efw.plot_claim(_runs(), ROOT / FIGURE)
     path.write_text(_replace_block(readme, block, START, END))
-    table_path.write_text(_replace_block(experiments_readme, table, TABLE_START, TABLE_END))
+    experiments_readme = _replace_block(experiments_readme, table, TABLE_START, TABLE_END)
+    table_path.write_text(_replace_block(experiments_readme, grid, GRID_START, GRID_END))
     return 0
 
 

@@ -41,6 +41,9 @@ def test_the_experiments_readme_lists_every_overlap_call_of_the_committed_runs()
     table = module.current_block(text, module.TABLE_START, module.TABLE_END)
     assert table == module.expected_table(), "run python experiments/write_claim.py after committing study runs"
     assert "| COMPAS | aleatoric | U-FIDO |" in table and "| Wine | epistemic | sensitivity |" in table
+    grid = module.current_block(text, module.GRID_START, module.GRID_END)
+    assert grid == module.expected_grid(), "run python experiments/write_claim.py after committing study runs"
+    assert len(grid.splitlines()) == 2 + 8  # header, rule, 4 datasets x 2 targets
 
 
 def test_the_overlap_table_moves_with_the_runs():
