@@ -112,13 +112,15 @@ class Posterior:
         """(total, aleatoric, epistemic), each ``[B]``: entropies (nats) or standard deviations (spec section 3)."""
         return uncertainties(self, x)[:3]
 
-    def save(self, directory: str | os.PathLike) -> Path:
-        """Writes ``samples.npz`` and ``model.json`` into ``directory``, atomically (all or nothing)."""
-        samples = {k: v.numpy() for k, v in self.samples.items()}
+    def save(self, directory: str | os.PathLike, dtype: str = "float32") -> Path:
+        """Writes ``samples.npz`` and ``model.json`` into ``directory``, atomically (all or nothing); ``dtype``
+        ``"float16"`` stores the samples rounded to half precision (``load`` computes in float32 either way)."""
+        samples = {k: v.numpy().astype(dtype) for k, v in self.samples.items()}
         config = {"architecture": self.arch.to_dict(), "likelihood": self.likelihood_name,
                   "input_norm": self.input_norm}
+        extra = {} if dtype == "float32" else {"dtype": dtype}
         return write_model(directory, KIND, config, {SAMPLES_FILE: lambda p: save_npz(p, **samples)}, self.dataset,
-                           n_samples=self.n_samples)
+                           n_samples=self.n_samples, **extra)
 
     @classmethod
     def load(cls, directory: str | os.PathLike, jit_compile: bool = False) -> Posterior:

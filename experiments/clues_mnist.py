@@ -27,6 +27,7 @@ from common.config import with_preset
 from common.errors import UserError
 from common.io import PROJECT_ROOT
 from data.sources import DataFileError, fetch
+from experiments.outputs import shown
 from VAE import train as vae_train
 from VAE.model import load_vae
 
@@ -59,11 +60,6 @@ def _inner(folder: str | Path, inner: str) -> Path | None:
     return None
 
 
-def _shown(path: Path) -> str:
-    """``path`` relative to the project root when inside it (for the results JSON)."""
-    return str(path.relative_to(PROJECT_ROOT)) if path.is_relative_to(PROJECT_ROOT) else str(path)
-
-
 def load_models(dataset: str, bnn_dir: str, vae_dir: str, weights_dir: str | Path, seed: int = 0,
                 smoke: bool = False) -> tuple[Posterior, Any, dict[str, str]]:
     """The BNN posterior and the VAE, and where each came from.
@@ -86,7 +82,7 @@ def load_models(dataset: str, bnn_dir: str, vae_dir: str, weights_dir: str | Pat
             manifest.entry("bnn_mnist").info.get("dataset") == dataset:
         posterior, sources["bnn"] = weights.load_posterior("bnn_mnist", manifest=manifest), "weights: bnn_mnist"
     elif bnn_path is not None:
-        posterior, sources["bnn"] = _same_dataset(Posterior.load(bnn_path), dataset, bnn_path), _shown(bnn_path)
+        posterior, sources["bnn"] = _same_dataset(Posterior.load(bnn_path), dataset, bnn_path), shown(bnn_path)
     else:
         out = weights_dir / "bnn"
         preset = "tiny" if smoke else BNN_PRESETS[dataset]
@@ -102,7 +98,7 @@ def load_models(dataset: str, bnn_dir: str, vae_dir: str, weights_dir: str | Pat
             manifest.entry("vae_mnist").info.get("dataset") == dataset:
         vae, sources["vae"] = weights.load_vae("vae_mnist", manifest=manifest), "weights: vae_mnist"
     elif vae_path is not None:
-        vae, sources["vae"] = _same_dataset(load_vae(vae_path), dataset, vae_path), _shown(vae_path)
+        vae, sources["vae"] = _same_dataset(load_vae(vae_path), dataset, vae_path), shown(vae_path)
     else:
         out = weights_dir / "vae"
         extra = {} if smoke else {"max_epochs": VAE_EPOCH_CAP}
@@ -120,7 +116,7 @@ def _same_dataset(model, dataset: str, path: Path):
     """``model``, or UserError when it records another training dataset than ``dataset``."""
     trained_on = getattr(model, "dataset", None)
     if trained_on is not None and trained_on != dataset:
-        raise UserError(f"{_shown(path)} holds a model trained on {trained_on}, not {dataset}: pass the run of "
+        raise UserError(f"{shown(path)} holds a model trained on {trained_on}, not {dataset}: pass the run of "
                         f"{dataset} (bnn_dir / vae_dir), or dataset={trained_on!r}")
     return model
 

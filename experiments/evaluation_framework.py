@@ -26,6 +26,7 @@ from CLUE.evaluation import pipeline
 from CLUE.evaluation.report import SHORT_METRIC
 from common.config import with_preset
 from common.io import PROJECT_ROOT, load_json
+from experiments.outputs import shown
 
 _COSMETIC = ("out", "progress", "data_dir")
 METRIC = {"aleatoric": "delta_h", "epistemic": "delta_err"}
@@ -59,11 +60,6 @@ def with_comparison(results: dict[str, Any]) -> dict[str, Any]:
     return results
 
 
-def _shown(path: str | Path) -> str:
-    path = Path(path).resolve()
-    return str(path.relative_to(PROJECT_ROOT)) if path.is_relative_to(PROJECT_ROOT) else str(path)
-
-
 def run_or_load(config: evaluate.Config, committed: str | Path | None = None) -> tuple[dict[str, Any], str]:
     """``(results, how)``: the finished run's ``results.json`` if its config and metric definitions match; else the
     committed results file ``committed`` if it holds a run with this config (whatever its metric version, which
@@ -73,14 +69,14 @@ def run_or_load(config: evaluate.Config, committed: str | Path | None = None) ->
     if path.exists():
         saved = load_json(path)
         if _comparable(pipeline.saved_settings(saved["config"])) == wanted and pipeline.results_are_current(saved):
-            return with_comparison(saved), f"loaded {_shown(path)}"
+            return with_comparison(saved), f"loaded {shown(path)}"
     if committed is not None and Path(committed).exists():
         saved = load_json(committed)
         if _comparable(pipeline.saved_settings(saved["config"])) == wanted:
             version = saved.get("results_version", 1)
             note = "" if pipeline.results_are_current(saved) else f", metric version {version}: no intervals"
-            return with_comparison(saved), f"committed {_shown(committed)}{note}"
-    return with_comparison(evaluate.main(config)), f"ran CLUE.evaluate into {_shown(config.out)}"
+            return with_comparison(saved), f"committed {shown(committed)}{note}"
+    return with_comparison(evaluate.main(config)), f"ran CLUE.evaluate into {shown(config.out)}"
 
 
 def sweep_points(results: dict[str, Any]) -> list[ev.SweepPoint]:

@@ -22,10 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 
 import data  # noqa: E402
-from BNN.posterior import KIND, SAMPLES_FILE, Posterior, evaluate  # noqa: E402
+from BNN.posterior import Posterior, evaluate  # noqa: E402
 from common.errors import UserError  # noqa: E402
-from common.export import write_model  # noqa: E402
-from common.io import save_json, save_npz  # noqa: E402
+from common.io import save_json  # noqa: E402
 from experiments import clues_mnist as cm  # noqa: E402
 from VAE.model import load_vae  # noqa: E402
 
@@ -39,15 +38,6 @@ def float16_copy(posterior: Posterior) -> Posterior:
     samples = {k: v.numpy().astype(np.float16) for k, v in posterior.samples.items()}
     return Posterior(posterior.arch, posterior.likelihood_name, samples, posterior.input_norm,
                      dataset=posterior.dataset)
-
-
-def write_float16(posterior: Posterior, folder: Path) -> Path:
-    """``posterior`` exported as ``Posterior.save`` does, its samples stored in float16 (``dtype`` in model.json)."""
-    samples = {k: v.numpy().astype(np.float16) for k, v in posterior.samples.items()}
-    config = {"architecture": posterior.arch.to_dict(), "likelihood": posterior.likelihood_name,
-              "input_norm": posterior.input_norm}
-    return write_model(folder, KIND, config, {SAMPLES_FILE: lambda p: save_npz(p, **samples)}, posterior.dataset,
-                       n_samples=posterior.n_samples, dtype="float16")
 
 
 def figures(posterior: Posterior, vae, ds: data.Dataset, n_explain: int) -> dict[str, float]:
@@ -82,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     half = float16_copy(posterior)
     report = compare(figures(posterior, vae, ds, args.n_explain), figures(half, vae, ds, args.n_explain))
     out = Path(args.out)
-    write_float16(posterior, out / "posterior")
+    half.save(out / "posterior", dtype="float16")  # its values are float16's already: stored without loss
     save_json(out / "float16_check.json", {"bnn": str(bnn_path), "vae": str(vae_path), "dataset": args.dataset,
                                            "n_explain": args.n_explain, **report})
     print(f"changes no reported number: {report['changes_no_reported_number']}")
@@ -92,4 +82,4 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     import common.cli
 
-    common.cli.run(lambda: main())
+    common.cli.run(main)

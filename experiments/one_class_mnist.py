@@ -55,6 +55,7 @@ import data  # noqa: E402
 from common.errors import UserError  # noqa: E402
 from common.io import PROJECT_ROOT, jsonable, load_json, save_json  # noqa: E402
 from common.runs import setup_logging  # noqa: E402
+from experiments.outputs import shown  # noqa: E402
 from VAE import train  # noqa: E402
 from VAE.attention_eval import EvalData, Protocol, aggregate, evaluate_model, make_eval_data  # noqa: E402
 from VAE.expvae import load_expvae  # noqa: E402
@@ -104,12 +105,6 @@ def finished(digit: int, seed: int, args: argparse.Namespace) -> dict | None:
     return result if result is not None and result.get("settings") == jsonable(settings(args)) else None
 
 
-def _shown(path: Path) -> str:
-    """``path`` relative to the project root when inside it (no machine paths in committed results)."""
-    path = Path(path).resolve()
-    return str(path.relative_to(PROJECT_ROOT)) if path.is_relative_to(PROJECT_ROOT) else str(path)
-
-
 def run_one(eval_data: EvalData, digit: int, seed: int, args: argparse.Namespace) -> dict:
     """Trains (or resumes) the model of ``(digit, seed)``, evaluates it and writes its results JSON."""
     path = args.results / f"{run_name(digit, seed)}.json"
@@ -123,7 +118,7 @@ def run_one(eval_data: EvalData, digit: int, seed: int, args: argparse.Namespace
     model = load_expvae(args.out / run_name(digit, seed) / "best")
     evaluation = evaluate_model(model, eval_data, protocol(digit, args), seed)
     result = {"digit": digit, "seed": seed, "settings": settings(args), "protocol": asdict(protocol(digit, args)),
-              "run_dir": _shown(args.out / run_name(digit, seed)),
+              "run_dir": shown(args.out / run_name(digit, seed)),
               "n_images": {"train_inliers": len(eval_data.train_inliers), "test_inliers": len(eval_data.inliers),
                            "test_outliers": len(eval_data.outliers)},
               "train": {k: metrics[k] for k in TRAIN_KEYS}, "evaluation": evaluation,

@@ -36,3 +36,10 @@ def output_dirs(notebook: str, publish: bool = False, out_dir: str | Path | None
     figures.mkdir(parents=True, exist_ok=True)
     results.mkdir(parents=True, exist_ok=True)
     return figures, results
+
+
+def shown(path: str | Path) -> str:
+    """``path`` relative to the project root when it lies inside it (tables and saved results carry no machine
+    paths)."""
+    path = Path(path).resolve()
+    return str(path.relative_to(PROJECT_ROOT)) if path.is_relative_to(PROJECT_ROOT) else str(path)

@@ -34,6 +34,7 @@ from BNN import train as bnn_train
 from BNN.posterior import evaluate as evaluate_posterior
 from common.config import with_preset
 from common.io import PROJECT_ROOT, load_json
+from experiments.outputs import shown
 from VAE import train as vae_train
 from VAEAC import train as vaeac_train
 
@@ -94,12 +95,6 @@ def make_configs(dataset: str, seed: int, preset: str, out_dir: str | Path,
             overrides["targets"] = vaeac_targets
         configs[model] = with_preset(script.Config, script.PRESETS, preset, **overrides)
     return configs
-
-
-def shown(path: str | Path) -> str:
-    """``path`` relative to the project root when it lies inside it (for tables and saved results)."""
-    path = Path(path).resolve()
-    return str(path.relative_to(PROJECT_ROOT)) if path.is_relative_to(PROJECT_ROOT) else str(path)
 
 
 def config_table(configs: dict[str, Any]) -> pd.DataFrame:
